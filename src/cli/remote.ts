@@ -1,0 +1,63 @@
+/**
+ * What the client-side commands (watch, wait, complete, cancel, pause, resume) share: the gateway URL,
+ * the token (flag or environment, so it stays out of shell history), durations, and job formatting.
+ */
+import { UsageError } from '../errors.js';
+import type { JobState } from '../generated/schema-types.js';
+
+export const TOKEN_ENV = 'BLOCKJOB_GATEWAY_TOKEN';
+
+export function gatewayUrl(positionals: string[], command: string): string {
+  const url = positionals[0];
+  if (!url) throw new UsageError(`${command}: missing gateway URL (ws://HOST:PORT)`);
+  if (positionals.length > 1) throw new UsageError(`${command}: unexpected argument '${positionals[1]}'`);
+  if (!/^wss?:\/\/[^/]+/.test(url)) throw new UsageError(`${command}: '${url}' is not a ws:// or wss:// URL`);
+  return url;
+}
+
+export function token(flag: string | undefined): string | undefined {
+  return flag ?? (process.env[TOKEN_ENV] || undefined);
+}
+
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** `90`, `90s`, `10m`, `1h`, `250ms` -> milliseconds (a bare number is seconds). */
+export function parseDuration(text: string, flag: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim());
+  if (!m) throw new UsageError(`${flag}: '${text}' is not a duration (e.g. 30s, 10m, 1h)`);
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] ?? 's']!);
+}
+
+export function requireFlag(value: string | undefined, flag: string, command: string): string {
+  if (!value) throw new UsageError(`${command}: ${flag} is required`);
+  return value;
+}
+
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+export function formatEta(seconds: number | null): string {
+  if (seconds === null) return '-';
+  if (seconds < 60) return `${Math.round(seconds)}s`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, '0')}s`;
+  return `${Math.floor(seconds / 3600)}h${String(Math.floor((seconds % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** One line for humans: `vm1/j0 mirror ready (ready) 100% ...`. */
+export function describeJob(job: JobState): string {
+  const parts = [`${job.vm}/${job.id}`, job.type, job.state];
+  if (job.pauseReason) parts.push(`(${job.pauseReason} pause)`);
+  if (job.ready) parts.push('ready-to-complete');
+  if (job.outcome) parts.push(`outcome=${job.outcome}`);
+  if (job.pivoted !== undefined) parts.push(`pivoted=${job.pivoted}`);
+  if (job.error) parts.push(`error="${job.error}"`);
+  parts.push(`${job.progress.percent.toFixed(1)}%`);
+  return parts.join(' ');
+}

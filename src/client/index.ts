@@ -1,0 +1,2 @@
+export * from './resume-client.js';
+export { createNodeSocket } from './node-socket.js';

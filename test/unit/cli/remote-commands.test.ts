@@ -1,0 +1,61 @@
+import { describe, expect, it } from 'vitest';
+import { judge, WAIT_EXIT } from '../../../src/cli/wait.js';
+import { renderTable } from '../../../src/cli/watch.js';
+import { parseDuration } from '../../../src/cli/remote.js';
+import type { JobState } from '../../../src/generated/schema-types.js';
+
+const base: JobState = {
+  vm: 'vm1', id: 'j0', incarnation: 1, type: 'mirror', state: 'running', ready: false, stale: false,
+  progress: { current: 64, total: 64, percent: 100, rate: 1048576, etaSeconds: 0 },
+  updatedAt: '2026-11-25T00:00:00Z', stateSince: '2026-11-25T00:00:00Z', source: 'event',
+};
+
+describe('wait verdicts', () => {
+  it('never calls a job ready because offset == len', () => {
+    expect(judge(base, 'ready')).toBeUndefined();
+  });
+  it('is reached for ready in ready and standby', () => {
+    expect(judge({ ...base, state: 'ready', ready: true }, 'ready')?.code).toBe(WAIT_EXIT.reached);
+    expect(judge({ ...base, state: 'standby', ready: true, pauseReason: 'user' }, 'ready')?.code).toBe(WAIT_EXIT.reached);
+  });
+  it('ends with 1 when the job concluded before it was ready', () => {
+    const v = judge({ ...base, state: 'concluded', ready: false, outcome: 'cancelled' }, 'ready');
+    expect(v?.code).toBe(WAIT_EXIT.endedOtherwise);
+    expect(v?.message).toContain('cancelled');
+  });
+  it('for concluded: 0 only for outcome completed, 1 for failed, cancelled and unknown', () => {
+    expect(judge({ ...base, state: 'concluded', outcome: 'completed' }, 'concluded')?.code).toBe(0);
+    for (const outcome of ['failed', 'cancelled', 'unknown'] as const) {
+      expect(judge({ ...base, state: 'concluded', outcome }, 'concluded')?.code).toBe(1);
+    }
+    expect(judge({ ...base, state: 'dismissed', outcome: 'completed' }, 'concluded')?.code).toBe(0);
+    expect(judge({ ...base, state: 'ready', ready: true }, 'concluded')).toBeUndefined();
+  });
+});
+
+describe('durations', () => {
+  it('parses units and bare seconds, refuses nonsense', () => {
+    expect(parseDuration('10m', '--timeout')).toBe(600_000);
+    expect(parseDuration('250ms', '--timeout')).toBe(250);
+    expect(parseDuration('90', '--timeout')).toBe(90_000);
+    expect(() => parseDuration('ten', '--timeout')).toThrow(/--timeout: 'ten' is not a duration/);
+  });
+});
+
+describe('watch table', () => {
+  it('shows state, readiness, progress and outcome per job, sorted', () => {
+    const text = renderTable(
+      [
+        { ...base, id: 'j1', state: 'concluded', outcome: 'completed', pivoted: true },
+        { ...base, id: 'j0', state: 'ready', ready: true },
+      ],
+      new Map([['vm1', 'connected']]),
+      Date.parse('2026-11-25T00:00:05Z'),
+    );
+    const lines = text.split('\n');
+    expect(lines[0]).toBe('vm1: connected');
+    expect(lines[2]).toMatch(/^VM\s+JOB\s+TYPE\s+STATE\s+READY/);
+    expect(lines[3]).toMatch(/vm1\s+j0\s+mirror\s+ready\s+yes\s+100\.0% of 64 B\s+1\.0 MiB\/s\s+0s\s+5s/);
+    expect(lines[4]).toMatch(/j1\s+mirror\s+concluded\s+no .*completed \(pivoted\)/);
+  });
+});
