@@ -20,6 +20,8 @@ function rewriteRefs(node) {
   const out = {};
   for (const [key, value] of Object.entries(node)) {
     if (key === '$id' || key === '$schema' || key === 'examples') continue;
+    // Conditionals only validate (e.g. "speed is required for set-speed"); they have no TypeScript shape.
+    if (key === 'if' || key === 'then' || key === 'else') continue;
     if (key === '$ref' && typeof value === 'string') {
       const m = /^([\w.-]+\.schema\.json)?(#.*)?$/.exec(value);
       if (!m) throw new Error(`unsupported $ref ${value}`);
@@ -28,8 +30,16 @@ function rewriteRefs(node) {
     }
     out[key] = rewriteRefs(value);
   }
+  if (Array.isArray(out.allOf)) {
+    out.allOf = out.allOf.filter((sub) => Object.keys(sub).length > 0);
+    if (out.allOf.length === 0) delete out.allOf;
+  }
   return out;
 }
+
+// A schema that only holds `definitions` is a library of building blocks, not a type of its own.
+const isDefinitionLibrary = (schema) =>
+  Object.keys(schema).every((key) => ['$schema', '$id', 'title', 'description', 'definitions'].includes(key));
 
 function fixSelfRefs(node, self) {
   if (Array.isArray(node)) return node.map((n) => fixSelfRefs(n, self));
@@ -48,7 +58,8 @@ const definitions = {};
 for (const file of files) {
   const schema = JSON.parse(readFileSync(join(schemaDir, file), 'utf8'));
   if (!schema.title) throw new Error(`${file}: a schema needs a title (it names the type)`);
-  definitions[defName(file)] = fixSelfRefs(rewriteRefs(schema), defName(file));
+  const bundled = fixSelfRefs(rewriteRefs(schema), defName(file));
+  definitions[defName(file)] = isDefinitionLibrary(schema) ? { ...bundled, tsType: 'never' } : bundled;
 }
 
 const bundle = { title: 'AllSchemas', type: 'object', additionalProperties: false, definitions, properties: {} };
@@ -59,6 +70,8 @@ let ts = await compile(bundle, 'AllSchemas', {
   strictIndexSignatures: true,
   format: true,
   cwd: schemaDir,
+  // Bounded arrays stay plain arrays (T[]), not unions of tuples; the bounds are enforced by ajv.
+  maxItems: -1,
 });
 ts = ts.replace(/export interface AllSchemas \{\}\n?/, '');
 

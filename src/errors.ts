@@ -10,10 +10,13 @@
  *   │   ├── QmpOutcomeUnknownError  the connection dropped while a command was in flight
  *   │   ├── QmpProtocolError  the peer broke the protocol (bad JSON, oversized message, id-less error)
  *   │   ├── QmpConnectError   could not connect / negotiate (cause attached)
- *   │   └── QmpMonitorBusyError  connected, but no greeting: another client holds this monitor
+ *   │   ├── QmpMonitorBusyError  connected, but no greeting: another client holds this monitor
+ *   │   ├── QmpClosedError    the client (or listener) is closed
+ *   │   └── QmpTooManyPendingError  maxPendingCommands commands already await replies
  *   ├── StateError            an operation is not allowed in the current runstate (state, required)
  *   ├── ConfigError           bad configuration or flags (path of the failing field)
- *   └── UsageError            bad command-line usage (exit code 2)
+ *   ├── UsageError            bad command-line usage (exit code 2)
+ *   └── LabError              the QEMU lab (src/lab: qemu-storage-daemon, qemu-img, qemu-io) failed; tool output attached
  */
 
 export type ErrorCode =
@@ -24,9 +27,11 @@ export type ErrorCode =
   | 'QMP_ERR_CONNECT'
   | 'QMP_ERR_MONITOR_BUSY'
   | 'QMP_ERR_CLOSED'
+  | 'QMP_ERR_TOO_MANY_PENDING'
   | 'GW_ERR_STATE'
   | 'GW_ERR_CONFIG'
   | 'GW_ERR_USAGE'
+  | 'GW_ERR_LAB'
   | 'GW_ERR_INTERNAL';
 
 export class GatewayError extends Error {
@@ -103,6 +108,14 @@ export class QmpClosedError extends QmpError {
   }
 }
 
+/** execute() refused: `limit` commands already await replies on this monitor (a bound, not a queue). */
+export class QmpTooManyPendingError extends QmpError {
+  override name = 'QmpTooManyPendingError';
+  constructor(readonly sent: { execute: string; arguments?: unknown }, readonly limit: number) {
+    super('QMP_ERR_TOO_MANY_PENDING', `${sent.execute}: refused, ${limit} commands already await a reply (maxPendingCommands)`);
+  }
+}
+
 export class StateError extends GatewayError {
   override name = 'StateError';
   constructor(message: string, readonly state: string, readonly required: readonly string[]) {
@@ -121,5 +134,13 @@ export class UsageError extends GatewayError {
   override name = 'UsageError';
   constructor(message: string) {
     super('GW_ERR_USAGE', message);
+  }
+}
+
+/** A QEMU tool run by src/lab failed (missing binary, qemu-img/qemu-io error, qemu-storage-daemon died at start). */
+export class LabError extends GatewayError {
+  override name = 'LabError';
+  constructor(message: string, readonly output?: string, options?: { cause?: unknown }) {
+    super('GW_ERR_LAB', output ? `${message}\n${output.trim()}` : message, options);
   }
 }

@@ -4,8 +4,8 @@
  * It owns what PROTOCOL.md asks of every client: per VM stream it remembers the last {epoch, offset} it
  * delivered, drops anything at or below it (duplicates after a replay), treats `prev` != last delivered
  * as a gap and resubscribes with `since`, and on any resumable close reconnects with jittered
- * exponential backoff and resumes. It has no imports and takes a WebSocket factory, so the same code
- * runs in Node (with `ws`, see node-socket.ts) and in the browser.
+ * exponential backoff and resumes. It imports nothing from Node and takes a WebSocket factory, so the
+ * same code runs in Node (with `ws`, see node-socket.ts) and in the browser.
  */
 import type {
   CommandMessage,
@@ -13,6 +13,7 @@ import type {
   ServerMessage,
   SubscriptionFilter,
 } from '../generated/schema-types.js';
+import { clientSubprotocols, WS_PATH } from '../gateway/protocol/codes.js';
 
 /** The subset of the WebSocket API the client uses (browser WebSocket and the node adapter both fit). */
 export interface WebSocketLike {
@@ -45,7 +46,7 @@ export interface ResumeClientOptions {
   /** `ws://host:port` or a full `ws://host:port/v1/ws` URL. */
   url: string;
   createSocket: WebSocketFactory;
-  /** Sent as the `bearer.<token>` subprotocol (works for browsers and services alike). */
+  /** Sent as a `bearer.<token>` subprotocol beside the protocol's own (works for browsers and services alike). */
   token?: string;
   filter?: SubscriptionFilter;
   /** Progress messages at most this often per job; 0 = none. @default 1000 */
@@ -105,8 +106,9 @@ export class ResumeClient {
   }
 
   private connect(): void {
-    const url = /\/v1\/ws\/?$/.test(this.options.url) ? this.options.url : `${this.options.url.replace(/\/$/, '')}/v1/ws`;
-    const protocols = this.options.token ? [`bearer.${this.options.token}`] : [];
+    const base = this.options.url.replace(/\/$/, '');
+    const url = base.endsWith(WS_PATH) ? base : base + WS_PATH;
+    const protocols = clientSubprotocols(this.options.token);
     this.options.onStatus?.(this.attempt === 0 ? 'connecting' : 'reconnecting');
     const socket = this.options.createSocket(url, protocols);
     this.socket = socket;

@@ -74,7 +74,11 @@ export interface QmpMonitor {
   /** Current runstate; also a stream (BehaviorSubject semantics: replays the current value). */
   readonly state: QmpRunState;
   readonly state$: Observable<QmpRunState>;
-  /** Emits each new negotiated session (hot, no replay). */
+  /**
+   * Emits each new negotiated session (hot, no replay). Emitted synchronously while the
+   * qmp_capabilities reply is processed (state is already 'ready'), before any later message is
+   * dispatched: subscribe to events$ first, then poll from here, and nothing falls in between.
+   */
   readonly sessions$: Observable<QmpSession>;
   readonly session: QmpSession | undefined;
   /** Hot stream of QMP events; subscribers survive reconnects. Delivered synchronously in wire order. */

@@ -62,7 +62,7 @@ describe('ResumeClient', () => {
     const { client, sockets } = setup();
     client.start();
     sockets[0]!.open();
-    expect(sockets[0]!.protocols).toEqual(['bearer.sekrit']);
+    expect(sockets[0]!.protocols).toEqual(['blockjob-gateway.v1', 'bearer.sekrit']);
     expect(sockets[0]!.lastSubscribe().since).toBeUndefined();
     client.close();
   });

@@ -1,0 +1,54 @@
+/**
+ * Reconnect delays: exponential, capped, with jitter so that many gateways (or many monitors of one
+ * gateway) that lost QEMU at the same instant do not reconnect in lockstep. The exponent counts
+ * failed attempts since the last successful negotiation, so a monitor that was fine for hours and
+ * then drops is retried quickly again.
+ */
+import { ConfigError } from '../errors.js';
+
+export interface ReconnectPolicy {
+  /** Reconnect after EOF, a failed connect, a busy monitor or a protocol error. @default true */
+  enabled?: boolean;
+  /** Delay before the first retry. @default 100 */
+  initialDelayMs?: number;
+  /** Upper bound of the delay (before jitter). @default 10_000 */
+  maxDelayMs?: number;
+  /** Growth factor per failed attempt. @default 2 */
+  multiplier?: number;
+  /** Relative spread: the delay is scaled by a random factor in [1 - jitter, 1 + jitter]. @default 0.2 */
+  jitter?: number;
+}
+
+export type ResolvedReconnectPolicy = Required<ReconnectPolicy>;
+
+export const DEFAULT_RECONNECT_POLICY: ResolvedReconnectPolicy = Object.freeze({
+  enabled: true,
+  initialDelayMs: 100,
+  maxDelayMs: 10_000,
+  multiplier: 2,
+  jitter: 0.2,
+});
+
+export function resolveReconnectPolicy(policy: ReconnectPolicy = {}): ResolvedReconnectPolicy {
+  const resolved = { ...DEFAULT_RECONNECT_POLICY, ...stripUndefined(policy) };
+  const check = (ok: boolean, field: keyof ReconnectPolicy, rule: string): void => {
+    if (!ok) throw new ConfigError(`must be ${rule}, got ${String(resolved[field])}`, `reconnect.${field}`);
+  };
+  check(Number.isFinite(resolved.initialDelayMs) && resolved.initialDelayMs >= 0, 'initialDelayMs', 'a number >= 0');
+  check(Number.isFinite(resolved.maxDelayMs) && resolved.maxDelayMs >= resolved.initialDelayMs, 'maxDelayMs', '>= initialDelayMs');
+  check(Number.isFinite(resolved.multiplier) && resolved.multiplier >= 1, 'multiplier', 'a number >= 1');
+  check(Number.isFinite(resolved.jitter) && resolved.jitter >= 0 && resolved.jitter <= 1, 'jitter', 'in [0, 1]');
+  return resolved;
+}
+
+/** Delay before retry number `attempt` (0 for the first retry after a loss). `random` is injectable for tests. */
+export function reconnectDelayMs(attempt: number, policy: ResolvedReconnectPolicy, random: () => number = Math.random): number {
+  const exponential = policy.initialDelayMs * Math.pow(policy.multiplier, attempt);
+  const capped = Math.min(policy.maxDelayMs, exponential);
+  const spread = 1 + policy.jitter * (2 * random() - 1);
+  return Math.max(0, Math.round(capped * spread));
+}
+
+function stripUndefined<T extends object>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
