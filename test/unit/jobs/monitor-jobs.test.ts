@@ -1,0 +1,108 @@
+/**
+ * MonitorJobs in virtual time: marble-scripted events and polls (with their stream positions) on a
+ * fake monitor, so the reconcile's ordering by seq and the holds are checked frame by frame.
+ */
+import { BehaviorSubject, NEVER, Subject, of, type Observable } from 'rxjs';
+import { TestScheduler } from 'rxjs/testing';
+import { describe, expect, it } from 'vitest';
+import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
+import { MonitorJobs, type MonitorJobsOptions } from '../../../src/jobs/monitor-jobs.js';
+import type { PollResult } from '../../../src/jobs/poller.js';
+import type { JobRow } from '../../../src/jobs/qmp-payloads.js';
+import type { QmpError } from '../../../src/errors.js';
+import type { QmpEvent, QmpMonitor, QmpRunState, QmpSession } from '../../../src/qmp/types.js';
+import { label } from './reducer-harness.js';
+
+const V72 = { major: 7, minor: 2, micro: 22 };
+const session: QmpSession = { number: 1, greeting: { version: { qemu: V72, package: '' }, capabilities: [] }, sameProcess: 'first', startedAt: 0, seq: 0 };
+
+const jsc = (seq: number, id: string, status: string): QmpEvent => ({
+  event: 'JOB_STATUS_CHANGE', data: { id, status }, qemuTimestamp: null, receivedAt: seq, receivedMono: seq, seq, session: 1,
+});
+const running = (id: string): JobRow => ({ id, type: 'mirror', status: 'running', progress: { current: 0, total: 100 } });
+const poll = (seq: number, rows: JobRow[]): PollResult => ({ rows, seq, receivedAt: seq, session: 1 });
+
+interface Script {
+  events: string;
+  eventValues: Record<string, QmpEvent>;
+  /** One cold marble per poll, in order (`r` is the next result). */
+  polls: { marble: string; result: PollResult }[];
+  options?: MonitorJobsOptions;
+  until: number;
+}
+
+/** Runs the engine over the script; returns `frame:vm-or-job:label` for every change emitted. */
+function run(script: Script): string[] {
+  const scheduler = new TestScheduler((a, b) => expect(a).toEqual(b));
+  const seen: string[] = [];
+  scheduler.run(({ hot, cold, flush }) => {
+    const monitor: QmpMonitor = {
+      state: 'ready',
+      state$: new BehaviorSubject<QmpRunState>('ready'),
+      sessions$: hot('s', { s: session }),
+      session: undefined,
+      events$: hot(script.events, script.eventValues),
+      errors$: new Subject<QmpError>(),
+      execute: () => Promise.reject(new Error('not used')),
+      executeWithMeta: () => Promise.reject(new Error('not used')),
+    };
+    let pollIndex = 0;
+    const engine = new MonitorJobs('vm1', monitor, {
+      activePollMs: 1_000,
+      idlePollMs: 0,
+      internalPauseMs: 100,
+      scheduler,
+      detectCapabilities: () => of({ capabilities: capabilitiesFromVersion(V72), from: 'schema' as const }),
+      poll: (): Observable<PollResult> => {
+        const next = script.polls[pollIndex++];
+        return next ? cold(next.marble, { r: next.result }) : NEVER;
+      },
+      ...script.options,
+    });
+    engine.changes$.subscribe((change) => {
+      seen.push(`${scheduler.now()}:${change.kind === 'vm' ? `vm:${change.status}` : `${change.job.id}:${label(change.to)}`}`);
+    });
+    engine.start();
+    scheduler.schedule(() => engine.stop(), script.until);
+    flush();
+  });
+  return seen;
+}
+
+describe('MonitorJobs (virtual time)', () => {
+  it('reconcile ordering by seq: a poll row older than the job\'s last event is ignored, and a job created after the snapshot is not vanished', () => {
+    const seen = run({
+      // m: created(1) running(2) | poll snapshot at seq 3 | m ready(4) | n created(5) running(6)
+      events: '-abcde',
+      eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running'), c: jsc(4, 'm', 'ready'), d: jsc(5, 'n', 'created'), e: jsc(6, 'n', 'running') },
+      polls: [{ marble: '------(r|)', result: poll(3, [running('m')]) }],
+      until: 50,
+    });
+    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '3:m:ready+', '5:n:created', '5:n:running']);
+  });
+
+  it('a poll whose snapshot is newer than everything known reconciles: the missing job ended, outcome unknown', () => {
+    const seen = run({
+      events: '-ab',
+      eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running') },
+      polls: [{ marble: '------(r|)', result: poll(7, []) }],
+      until: 50,
+    });
+    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '6:m:concluded=unknown']);
+  });
+
+  it('an internal pause blip never shows; a pause that lasts shows after internalPauseMs; a real change is never delayed', () => {
+    const seen = run({
+      events: '-ab 47ms c 49ms d 149ms e 149ms f 9ms g 9ms h',
+      eventValues: {
+        a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running'),
+        c: jsc(3, 'm', 'paused'), d: jsc(4, 'm', 'running'), // frames 50 and 100: a 50 ms blip
+        e: jsc(5, 'm', 'paused'), f: jsc(6, 'm', 'running'), // frames 250 and 400: a pause that lasts
+        g: jsc(7, 'm', 'paused'), h: jsc(8, 'm', 'aborting'), // frames 410 and 420: cancelled while paused
+      },
+      polls: [{ marble: '(r|)', result: poll(0, []) }],
+      until: 600,
+    });
+    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '350:m:paused/user', '400:m:running', '420:m:aborting']);
+  });
+});

@@ -1,0 +1,156 @@
+import { BehaviorSubject, Subject } from 'rxjs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ConfigError, QmpCommandError, QmpConnectError } from '../../../src/errors.js';
+import { JobRegistry } from '../../../src/jobs/registry.js';
+import type { JobTransition, StreamInput } from '../../../src/jobs/types.js';
+import type { QmpError } from '../../../src/errors.js';
+import type { QmpEvent, QmpMonitor, QmpReply, QmpRunState, QmpSession } from '../../../src/qmp/types.js';
+import { label } from './reducer-harness.js';
+
+/** An in-memory monitor: the test drives sessions and events; polls answer from `blockJobs`. */
+class FakeMonitor implements QmpMonitor {
+  readonly state$ = new BehaviorSubject<QmpRunState>('connecting');
+  readonly sessions$ = new Subject<QmpSession>();
+  readonly events$ = new Subject<QmpEvent>();
+  readonly errors$ = new Subject<QmpError>();
+  session: QmpSession | undefined;
+  blockJobs: Record<string, unknown>[] = [];
+  seq = 0;
+  closed = false;
+  get state(): QmpRunState {
+    return this.state$.value;
+  }
+  connect(): void {
+    this.session = { number: (this.session?.number ?? 0) + 1, greeting: { version: { qemu: { major: 7, minor: 2, micro: 0 }, package: '' }, capabilities: [] }, sameProcess: 'first', startedAt: 0, seq: ++this.seq };
+    this.state$.next('ready');
+    this.sessions$.next(this.session);
+  }
+  emit(event: string, data: Record<string, unknown>): void {
+    this.events$.next({ event, data, qemuTimestamp: null, receivedAt: Date.now(), receivedMono: 0, seq: ++this.seq, session: this.session?.number ?? 0 });
+  }
+  jsc(id: string, ...statuses: string[]): void {
+    for (const status of statuses) this.emit('JOB_STATUS_CHANGE', { id, status });
+  }
+  async execute<T>(command: string): Promise<T> {
+    return (await this.executeWithMeta<T>(command)).value;
+  }
+  async executeWithMeta<T>(command: string): Promise<QmpReply<T>> {
+    const value = (() => {
+      if (command === 'query-block-jobs') return structuredClone(this.blockJobs);
+      if (command === 'query-jobs') return this.blockJobs.map((r) => ({ id: r['device'], type: r['type'], status: r['status'], 'current-progress': r['offset'], 'total-progress': r['len'] }));
+      throw new QmpCommandError('CommandNotFound', `The command ${command} has not been found`, { execute: command });
+    })();
+    return { value: value as T, seq: ++this.seq, receivedAt: Date.now(), session: this.session?.number ?? 0 };
+  }
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+}
+
+const waitUntil = async (what: string, predicate: () => boolean, timeoutMs = 10_000): Promise<void> => {
+  const deadline = Date.now() + timeoutMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+};
+
+let registry: JobRegistry | undefined;
+afterEach(async () => {
+  await registry?.close();
+  registry = undefined;
+});
+
+function setup(options: ConstructorParameters<typeof JobRegistry>[0] = {}) {
+  const monitor = new FakeMonitor();
+  registry = new JobRegistry({ activePollMs: 20, idlePollMs: 0, internalPauseMs: 80, ...options, createMonitor: () => monitor });
+  const changes: StreamInput[] = [];
+  registry.changes$.subscribe((c) => changes.push(c));
+  return { monitor, registry, changes };
+}
+
+describe('JobRegistry', () => {
+  it('snapshot() reflects every change already emitted, from inside the changes$ callback', () => {
+    const { monitor, registry: reg } = setup({ idlePollMs: 0, activePollMs: 60_000 });
+    const seen: string[] = [];
+    reg.changes$.subscribe((change) => {
+      if (change.kind !== 'transition') return;
+      const inSnapshot = reg.snapshot()[0]?.jobs.find((j) => j.id === change.job.id);
+      seen.push(`${label(change.to)}:${inSnapshot ? label({ state: inSnapshot.state, ready: inSnapshot.ready, ...(inSnapshot.outcome ? { outcome: inSnapshot.outcome } : {}) }) : 'absent'}`);
+    });
+    reg.add('vm1', 'unix:/nowhere');
+    monitor.connect();
+    monitor.jsc('j', 'created', 'running', 'ready', 'waiting', 'pending', 'concluded', 'null');
+    expect(seen).toEqual([
+      'created:created', 'running:running', 'ready+:ready+', 'waiting:waiting', 'pending:pending',
+      'concluded=completed:concluded=completed', 'dismissed=completed:dismissed=completed',
+    ]);
+  });
+
+  it('a held pause is not in the snapshot until it is emitted; a noted pause shows at once', async () => {
+    const { monitor, registry: reg, changes } = setup();
+    reg.add('vm1', 'unix:/nowhere');
+    monitor.connect();
+    monitor.blockJobs.push({ device: 'j', type: 'mirror', status: 'running', len: 10, offset: 1, busy: true, paused: false, speed: 0, 'io-status': 'ok', ready: false });
+    monitor.jsc('j', 'created', 'running', 'paused');
+    monitor.blockJobs[0]!['status'] = 'paused';
+    expect(reg.job('vm1', 'j')?.state).toBe('running');
+    await waitUntil('the pause to persist', () => reg.job('vm1', 'j')?.state === 'paused');
+    expect(reg.job('vm1', 'j')?.pauseReason).toBe('user');
+    monitor.jsc('j', 'running');
+    monitor.blockJobs[0]!['status'] = 'running';
+    reg.noteVerb('vm1', 'j', 'pause');
+    monitor.jsc('j', 'paused');
+    expect(reg.job('vm1', 'j')).toMatchObject({ state: 'paused', pauseReason: 'user' });
+    const labels = changes.filter((c): c is JobTransition => c.kind === 'transition').map((c) => label(c.to));
+    expect(labels).toEqual(['created', 'running', 'paused/user', 'running', 'paused/user']);
+  });
+
+  it('monitor down: VM status disconnected, jobs stale with their last state; then connected and reconciled', async () => {
+    const { monitor, registry: reg, changes } = setup();
+    reg.add('vm1', 'unix:/nowhere');
+    monitor.connect();
+    monitor.blockJobs.push({ device: 'j', type: 'mirror', status: 'ready', len: 10, offset: 10, busy: false, paused: false, speed: 0, 'io-status': 'ok', ready: true });
+    monitor.jsc('j', 'created', 'running', 'ready');
+    monitor.state$.next('disconnected');
+    expect(reg.snapshot()[0]).toMatchObject({ status: 'disconnected', jobs: [{ id: 'j', state: 'ready', stale: true }] });
+    monitor.connect();
+    await waitUntil('reconciled', () => reg.job('vm1', 'j')?.stale === false);
+    expect(changes.filter((c) => c.kind === 'vm').map((c) => (c.kind === 'vm' ? c.status : ''))).toEqual(['connected', 'disconnected', 'connected']);
+  });
+
+  it('a monitor that cannot connect is reported disconnected once, with the reason, then connected', () => {
+    const { monitor, registry: reg, changes } = setup();
+    reg.add('vm1', 'unix:/nowhere');
+    expect(reg.snapshot()[0]?.status).toBe('connecting');
+    monitor.errors$.next(new QmpConnectError('unix:/nowhere', 'connection refused'));
+    monitor.errors$.next(new QmpConnectError('unix:/nowhere', 'connection refused'));
+    monitor.connect();
+    expect(changes.map((c) => (c.kind === 'vm' ? `${c.status}${c.reason ? `: ${c.reason}` : ''}` : ''))).toEqual([
+      'disconnected: unix:/nowhere: connection refused',
+      'connected',
+    ]);
+  });
+
+  it('refuses bad or duplicate VM names with a specific error, and closes the monitors it created', async () => {
+    const { monitor, registry: reg } = setup();
+    reg.add('vm1', 'unix:/nowhere');
+    expect(() => reg.add('vm1', 'unix:/x')).toThrow(ConfigError);
+    expect(() => reg.add('vm1', 'unix:/x')).toThrow(/already registered/);
+    expect(() => reg.add('bad name!', 'unix:/x')).toThrow(/invalid VM name "bad name!"/);
+    expect(reg.vms()).toEqual(['vm1']);
+    expect(await reg.remove('vm1')).toBe(true);
+    expect(monitor.closed).toBe(true);
+    expect(reg.vms()).toEqual([]);
+    expect(await reg.remove('vm1')).toBe(false);
+  });
+
+  it('a monitor passed in stays the caller\'s: remove() does not close it', async () => {
+    registry = new JobRegistry({ idlePollMs: 0 });
+    const monitor = new FakeMonitor();
+    registry.add('vm2', monitor);
+    expect(registry.monitor('vm2')).toBe(monitor);
+    await registry.remove('vm2');
+    expect(monitor.closed).toBe(false);
+  });
+});
