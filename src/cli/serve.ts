@@ -1,0 +1,155 @@
+/**
+ * `blockjob-gateway serve`: QMP monitors in, WebSocket and HTTP out. Wiring only: config, logger,
+ * job registry (src/jobs), job control (src/gateway/control), the gateway server, signal handling.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { UsageError } from '../errors.js';
+import { TokenAuthenticator } from '../gateway/auth.js';
+import { makeJobController } from '../gateway/control/index.js';
+import { startGateway, type RunningGateway } from '../gateway/server.js';
+import { JobRegistry } from '../jobs/registry.js';
+import { createLogger, type LogFormat, type LogLevel } from '../log.js';
+import { parseCommandLine } from './args.js';
+import { loadConfigFile, mergeConfig, parseListen, parseQmpFlags, validateConfig, type GatewayConfig } from './config.js';
+
+const FLAGS = {
+  qmp: { type: 'string', multiple: true },
+  listen: { type: 'string' },
+  config: { type: 'string' },
+  tokens: { type: 'string' },
+  insecure: { type: 'boolean' },
+  dashboard: { type: 'string' },
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export const SERVE_USAGE = `Usage: blockjob-gateway serve --qmp NAME=ADDRESS [--qmp ...] [options]
+
+Options:
+  --qmp NAME=ADDRESS   a VM and its QMP monitor (unix:/path or tcp:host:port); repeatable
+  --listen HOST:PORT   where to serve HTTP and WebSocket (default 127.0.0.1:8080)
+  --config FILE        JSON config (schemas/config.schema.json); flags override it
+  --tokens FILE        bearer tokens {"tokens":[{name, sha256, scopes, vms?}]}
+  --insecure           allow a non-loopback --listen without --tokens
+  --dashboard DIR      static dashboard files served at / (default: the bundled demo/dashboard)
+  --log-level LEVEL    trace|debug|info|warn|error|fatal|silent (default info)
+  --log-format FORMAT  json|pretty|auto (default auto: pretty on a terminal)
+  -h, --help           print this text
+
+SIGTERM or SIGINT drains: WebSocket clients are closed with 1001 (resume with since), exit 0.
+`;
+
+const BUNDLED_DASHBOARD = fileURLToPath(new URL('../../demo/dashboard/', import.meta.url));
+
+export interface ServeOptions {
+  /** Stop when aborted. @default on SIGTERM or SIGINT */
+  signal?: AbortSignal;
+  /** Told once the gateway listens (tests, the demo). */
+  onListening?: (gateway: RunningGateway) => void;
+  out?: (text: string) => void;
+}
+
+/** Resolve flags + config file into one validated config. */
+export async function resolveServeConfig(argv: readonly string[]): Promise<GatewayConfig | 'help'> {
+  const { values } = parseCommandLine(argv, FLAGS);
+  if (values.help) return 'help';
+  const file = values.config !== undefined ? await loadConfigFile(values.config) : {};
+  const flags: GatewayConfig = {
+    ...(values.qmp ? { qmp: parseQmpFlags(values.qmp) } : {}),
+    ...(values.listen !== undefined ? { listen: values.listen } : {}),
+    ...(values.tokens !== undefined ? { tokens: values.tokens } : {}),
+    ...(values.insecure ? { insecure: true } : {}),
+    ...(values.dashboard !== undefined ? { dashboardDir: values.dashboard } : {}),
+    ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] as GatewayConfig['logLevel'] } : {}),
+    ...(values['log-format'] !== undefined ? { logFormat: values['log-format'] as GatewayConfig['logFormat'] } : {}),
+  };
+  if (flags.listen !== undefined) parseListen(flags.listen);
+  const config = validateConfig(mergeConfig(file, flags), 'flags and config');
+  if (!config.qmp || Object.keys(config.qmp).length === 0) throw new UsageError('no VMs: give --qmp NAME=ADDRESS (repeatable) or "qmp" in --config');
+  return config;
+}
+
+export async function serve(argv: readonly string[], options: ServeOptions = {}): Promise<number> {
+  const out = options.out ?? ((text: string) => process.stdout.write(text));
+  const config = await resolveServeConfig(argv);
+  if (config === 'help') {
+    out(SERVE_USAGE);
+    return 0;
+  }
+  const log = createLogger({ level: (config.logLevel ?? 'info') as LogLevel, format: (config.logFormat ?? 'auto') as LogFormat });
+  const tokens = config.tokens !== undefined ? await TokenAuthenticator.fromFile(config.tokens) : TokenAuthenticator.open();
+  const listen = parseListen(config.listen ?? '127.0.0.1:8080', 'listen');
+  const dashboardDir = config.dashboardDir ?? (existsSync(BUNDLED_DASHBOARD) ? BUNDLED_DASHBOARD : undefined);
+
+  const registry = new JobRegistry({ ...config.jobs, logger: log.child({ component: 'jobs' }) });
+  const controller = makeJobController({ source: registry, logger: log.child({ component: 'control' }) });
+  let gateway: RunningGateway | undefined;
+  try {
+    for (const [vm, address] of Object.entries(config.qmp!)) if (address !== undefined) registry.add(vm, address);
+    gateway = await startGateway({
+      source: registry,
+      listen,
+      tokens,
+      ...(config.insecure ? { insecure: true } : {}),
+      ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}),
+      ...(dashboardDir ? { dashboardDir } : {}),
+      ...(config.heartbeatMs !== undefined ? { heartbeatMs: config.heartbeatMs } : {}),
+      ...(config.progressIntervalMs !== undefined ? { progressIntervalMs: config.progressIntervalMs } : {}),
+      ...(config.bookmarkQuietMs !== undefined ? { bookmarkQuietMs: config.bookmarkQuietMs } : {}),
+      ...(config.history ? { historyLimits: config.history } : {}),
+      ...(config.limits?.maxSubscriptionsPerConnection !== undefined ? { maxSubscriptionsPerConnection: config.limits.maxSubscriptionsPerConnection } : {}),
+      ...(config.limits?.maxConnectionsPerToken !== undefined ? { maxConnectionsPerToken: config.limits.maxConnectionsPerToken } : {}),
+      ...(config.limits?.maxPayloadBytes !== undefined ? { maxPayload: config.limits.maxPayloadBytes } : {}),
+      inbound: {
+        ...(config.limits?.inboundRatePerSecond !== undefined ? { ratePerSecond: config.limits.inboundRatePerSecond } : {}),
+        ...(config.limits?.inboundBurst !== undefined ? { burst: config.limits.inboundBurst } : {}),
+        ...(config.limits?.maxInvalidMessages !== undefined ? { maxInvalid: config.limits.maxInvalidMessages } : {}),
+      },
+      ...(config.backpressure ? { backpressure: config.backpressure } : {}),
+      commandHandler: controller.handle,
+      logger: log.child({ component: 'gateway' }),
+    });
+  } catch (error) {
+    controller.close();
+    await registry.close();
+    throw error;
+  }
+  out(`blockjob-gateway serving ${Object.keys(config.qmp!).length} VM(s) at ${gateway.url} (WebSocket ${gateway.wsUrl})\n`);
+  options.onListening?.(gateway);
+
+  const reason = await stopRequested(options.signal);
+  log.info({ reason }, 'draining: closing subscribers with 1001, then stopping');
+  controller.close();
+  await gateway.close();
+  await registry.close();
+  log.flush?.();
+  return 0;
+}
+
+/** Resolves with what asked us to stop: the given signal, or SIGTERM/SIGINT. */
+function stopRequested(signal: AbortSignal | undefined): Promise<string> {
+  if (signal) {
+    return new Promise((resolve) => {
+      if (signal.aborted) resolve('aborted');
+      else signal.addEventListener('abort', () => resolve('aborted'), { once: true });
+    });
+  }
+  return new Promise((resolve) => {
+    const on = (name: NodeJS.Signals) => () => {
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      resolve(name);
+    };
+    const onTerm = on('SIGTERM');
+    const onInt = on('SIGINT');
+    process.once('SIGTERM', onTerm);
+    process.once('SIGINT', onInt);
+  });
+}
+
+/** The `serve` entry of the CLI dispatch (src/cli/main.ts). */
+export function run(argv: string[]): Promise<number> {
+  return serve(argv);
+}

@@ -1,0 +1,205 @@
+/**
+ * One client connection's outbound path and inbound limits, transport-agnostic.
+ *
+ * Outbound backpressure comes from the socket's `bufferedAmount`:
+ *   - above `softBytes`, progress messages are conflated (only the newest per job is kept, and sent
+ *     once the buffer drains); stream messages (transitions, vm, state, synced, bookmark) still go out;
+ *   - above `hardBytes`, or above `softBytes` for longer than `maxSoftMs`, the connection is closed
+ *     with 4508 so the client reconnects and resumes from its offset.
+ * Memory per connection is therefore bounded by hardBytes + one snapshot + one progress per job.
+ */
+import { performance } from 'node:perf_hooks';
+import type { Principal } from './auth.js';
+import { CloseCode } from './protocol/codes.js';
+import type { Subscription } from './subscription.js';
+
+/** What the core needs from a transport. */
+export interface GatewaySocket {
+  send(text: string): void;
+  /** Bytes queued but not yet written to the network. */
+  readonly bufferedAmount: number;
+  close(code: number, reason: string): void;
+}
+
+export interface BackpressureOptions {
+  /** @default 262_144 (256 KiB) */
+  softBytes?: number;
+  /** @default 1_048_576 (1 MiB) */
+  hardBytes?: number;
+  /** @default 10_000 */
+  maxSoftMs?: number;
+  /** How often a connection over the soft mark is re-checked. @default 50 */
+  checkMs?: number;
+}
+
+export interface InboundLimits {
+  /** Sustained inbound messages per second. @default 20 */
+  ratePerSecond?: number;
+  /** Burst allowance above the sustained rate. @default 50 */
+  burst?: number;
+  /** Invalid messages tolerated within `invalidWindowMs` before closing with 4400. @default 5 */
+  maxInvalid?: number;
+  /** @default 60_000 */
+  invalidWindowMs?: number;
+}
+
+export interface ConnectionStats {
+  sent(type: string, text: string): void;
+  conflated(): void;
+}
+
+export class Connection {
+  readonly subscriptions = new Map<string, Subscription>();
+  readonly commands = new Map<string, AbortController>();
+  closed = false;
+
+  private softSince: number | undefined;
+  private readonly conflatedProgress = new Map<string, string>();
+  private watchTimer: NodeJS.Timeout | undefined;
+  private readonly soft: number;
+  private readonly hard: number;
+  private readonly maxSoftMs: number;
+  private readonly checkMs: number;
+
+  private tokens: number;
+  private droppedInRow = 0;
+  private tokensAt: number;
+  private readonly rate: number;
+  private readonly burst: number;
+  private readonly invalidAt: number[] = [];
+  private readonly maxInvalid: number;
+  private readonly invalidWindowMs: number;
+
+  constructor(
+    readonly id: string,
+    readonly principal: Principal,
+    private readonly socket: GatewaySocket,
+    private readonly stats: ConnectionStats,
+    private readonly onClose: (connection: Connection, code: number, reason: string) => void,
+    backpressure: BackpressureOptions = {},
+    inbound: InboundLimits = {},
+  ) {
+    this.soft = backpressure.softBytes ?? 262_144;
+    this.hard = backpressure.hardBytes ?? 1_048_576;
+    this.maxSoftMs = backpressure.maxSoftMs ?? 10_000;
+    this.checkMs = backpressure.checkMs ?? 50;
+    this.rate = inbound.ratePerSecond ?? 20;
+    this.burst = inbound.burst ?? 50;
+    this.tokens = this.burst;
+    this.tokensAt = performance.now();
+    this.maxInvalid = inbound.maxInvalid ?? 5;
+    this.invalidWindowMs = inbound.invalidWindowMs ?? 60_000;
+  }
+
+  get bufferedAmount(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  /** A reply or snapshot message: always sent (bounded by what the client asked for). */
+  send(type: string, text: string): void {
+    if (this.closed) return;
+    this.socket.send(text);
+    this.stats.sent(type, text);
+    this.watch();
+  }
+
+  /** A live stream message: never dropped; a client too far behind is closed with 4508 instead. */
+  sendStream(type: string, text: string): void {
+    if (this.closeIfOverHardMark()) return;
+    this.send(type, text);
+  }
+
+  /**
+   * Checked before answering a request too: a client that asks for snapshots without reading them
+   * is closed, so one reply burst (one snapshot) is the most it can hold beyond the hard mark.
+   */
+  closeIfOverHardMark(): boolean {
+    if (this.closed) return true;
+    if (this.socket.bufferedAmount <= this.hard) return false;
+    this.close(CloseCode.SlowConsumer, `slow consumer: more than ${this.hard} bytes unread; resume with since`);
+    return true;
+  }
+
+  /** A progress message: conflated to the newest per key while the client is slow. */
+  sendProgress(key: string, text: string): void {
+    if (this.closed) return;
+    if (this.softSince !== undefined || this.socket.bufferedAmount > this.soft) {
+      if (this.conflatedProgress.has(key)) this.stats.conflated();
+      this.conflatedProgress.delete(key); // re-insert at the end: flush in arrival order
+      this.conflatedProgress.set(key, text);
+      this.watch();
+      return;
+    }
+    this.send('progress', text);
+  }
+
+  /** Forget waiting progress for keys starting with `prefix` (e.g. a subscription that ended). */
+  dropProgress(prefix: string): void {
+    for (const key of this.conflatedProgress.keys()) if (key.startsWith(prefix)) this.conflatedProgress.delete(key);
+  }
+
+  /**
+   * Token bucket over inbound messages. `first-drop` asks the caller to tell the client once;
+   * `close` when the client keeps flooding (more rejected in a row than the burst allows, twice).
+   */
+  admitInbound(now = performance.now()): 'ok' | 'first-drop' | 'drop' | 'close' {
+    this.tokens = Math.min(this.burst, this.tokens + (Math.max(0, now - this.tokensAt) / 1000) * this.rate);
+    this.tokensAt = now;
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      this.droppedInRow = 0;
+      return 'ok';
+    }
+    this.droppedInRow++;
+    if (this.droppedInRow > 2 * this.burst) return 'close';
+    return this.droppedInRow === 1 ? 'first-drop' : 'drop';
+  }
+
+  /** Count an invalid message; true when the client crossed the limit and must be closed. */
+  noteInvalid(now = performance.now()): boolean {
+    while (this.invalidAt.length > 0 && now - this.invalidAt[0]! > this.invalidWindowMs) this.invalidAt.shift();
+    this.invalidAt.push(now);
+    return this.invalidAt.length > this.maxInvalid;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.socket.close(code, reason);
+    this.closedBy(code, reason);
+  }
+
+  /** The transport reports the socket closed (by either side). Idempotent. */
+  closedBy(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.watchTimer) clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
+    this.conflatedProgress.clear();
+    for (const controller of this.commands.values()) controller.abort(new Error(`connection closed (${code})`));
+    this.commands.clear();
+    this.onClose(this, code, reason);
+  }
+
+  /** Start watching the buffer once it crosses the soft mark. */
+  private watch(): void {
+    if (this.watchTimer !== undefined || this.socket.bufferedAmount <= this.soft) return;
+    this.softSince = performance.now();
+    this.watchTimer = setInterval(() => this.check(), this.checkMs);
+    this.watchTimer.unref();
+  }
+
+  private check(): void {
+    const buffered = this.socket.bufferedAmount;
+    if (buffered > this.hard || (buffered > this.soft && performance.now() - this.softSince! > this.maxSoftMs)) {
+      this.close(CloseCode.SlowConsumer, `slow consumer: ${buffered} bytes unread; resume with since`);
+      return;
+    }
+    if (buffered > this.soft) return;
+    clearInterval(this.watchTimer);
+    this.watchTimer = undefined;
+    this.softSince = undefined;
+    const waiting = [...this.conflatedProgress.values()];
+    this.conflatedProgress.clear();
+    for (const text of waiting) this.send('progress', text);
+  }
+}

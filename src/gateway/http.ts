@@ -1,0 +1,193 @@
+/**
+ * HTTP endpoints on the gateway's port: health, readiness, metrics, the job snapshot, the command
+ * mirror of job control, and the static dashboard. `/v1/*` takes the same bearer tokens as the
+ * WebSocket endpoint.
+ */
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { extname, join, normalize, resolve, sep } from 'node:path';
+import type { ResultMessage } from '../generated/schema-types.js';
+import { silentLogger, type QmpLogger } from '../qmp/logger.js';
+import { tokenFromRequest, type Principal, type TokenAuthenticator } from './auth.js';
+import type { GatewayCore } from './core.js';
+import type { GatewayMetrics } from './metrics.js';
+import { parseHttpCommand } from './protocol/validate.js';
+import { COMMAND_ERROR_CODES, WS_PATH } from './protocol/codes.js';
+
+export interface HttpHandlerOptions {
+  core: GatewayCore;
+  auth: TokenAuthenticator;
+  metrics: GatewayMetrics;
+  /** Serve the dashboard's static files from here at `/`. */
+  staticDir?: string;
+  /** Facts about this deployment served at `GET /v1/info` (e.g. `{ simulated: true }` for the demo's simulator). */
+  info?: Record<string, unknown>;
+  logger?: QmpLogger;
+  /** @default 65_536 */
+  maxBodyBytes?: number;
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.mjs': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.ico': 'image/x-icon',
+  '.woff2': 'font/woff2',
+  '.txt': 'text/plain; charset=utf-8',
+  '.map': 'application/json; charset=utf-8',
+};
+
+const COMMAND_ROUTE = /^\/v1\/vms\/([^/]+)\/jobs\/([^/]+)\/([a-z-]+)$/;
+
+/** HTTP status of a failed command result: the table in protocol/codes.ts. */
+export function statusForCommandError(code: string): number {
+  return (COMMAND_ERROR_CODES as Record<string, { httpStatus: number } | undefined>)[code]?.httpStatus ?? 500;
+}
+
+export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  const { core, auth, metrics } = options;
+  const log = options.logger ?? silentLogger;
+  const maxBody = options.maxBodyBytes ?? 65_536;
+  const staticRoot = options.staticDir ? resolve(options.staticDir) : undefined;
+  let nextRequest = 1;
+
+  const authenticate = (req: IncomingMessage, res: ServerResponse): Principal | null => {
+    // Only the Authorization header counts here; subprotocols are a WebSocket affair.
+    const principal = auth.authenticate(tokenFromRequest({ authorization: req.headers.authorization }));
+    if (!principal) {
+      metrics.refused(401);
+      sendJson(res, 401, { error: 'a valid bearer token is required (Authorization: Bearer <token>)' }, { 'WWW-Authenticate': 'Bearer' });
+    }
+    return principal;
+  };
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const url = new URL(req.url ?? '/', 'http://gateway');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
+    if (path === '/readyz') {
+      const { ready, down } = core.allMonitorsUp();
+      return sendJson(res, ready ? 200 : 503, ready ? { status: 'ready' } : { status: 'not_ready', monitorsDown: down });
+    }
+    if (path === '/metrics') {
+      const text = await metrics.text();
+      res.writeHead(200, { 'Content-Type': metrics.contentType, 'Cache-Control': 'no-store' });
+      res.end(text);
+      return;
+    }
+    if (path === WS_PATH) return sendJson(res, 426, { error: `${WS_PATH} is a WebSocket endpoint` }, { Upgrade: 'websocket' });
+    if (path === '/v1/jobs') {
+      if (method !== 'GET' && method !== 'HEAD') return sendJson(res, 405, { error: 'use GET' }, { Allow: 'GET, HEAD' });
+      const principal = authenticate(req, res);
+      if (principal) sendJson(res, 200, { vms: core.jobs(principal) });
+      return;
+    }
+    if (path === '/v1/info' && options.info) {
+      const principal = authenticate(req, res);
+      if (principal) sendJson(res, 200, options.info);
+      return;
+    }
+    const command = COMMAND_ROUTE.exec(path);
+    if (command) {
+      if (method !== 'POST') return sendJson(res, 405, { error: 'use POST' }, { Allow: 'POST' });
+      const principal = authenticate(req, res);
+      if (!principal) return;
+      return handleCommand(req, res, principal, command.slice(1).map(decodeURIComponent) as [string, string, string]);
+    }
+    if (path.startsWith('/v1/')) return sendJson(res, 404, { error: `no endpoint ${path}` });
+    if (staticRoot && (method === 'GET' || method === 'HEAD')) return serveStatic(staticRoot, path, method, res);
+    sendJson(res, 404, { error: `not found: ${path}` });
+  };
+
+  const handleCommand = async (req: IncomingMessage, res: ServerResponse, principal: Principal, [vm, job, action]: [string, string, string]): Promise<void> => {
+    const handler = core.commandHandler;
+    if (!handler) return sendJson(res, 501, { error: 'job control is not enabled on this gateway' });
+    const raw = await readBody(req, maxBody);
+    if (raw === null) return sendJson(res, 413, { error: `request body larger than ${maxBody} bytes` });
+    const fallbackId = `http-${nextRequest++}`;
+    const parsed = parseHttpCommand({ vm, job, action }, raw, fallbackId);
+    if (!parsed.ok) {
+      const failure: ResultMessage = { type: 'result', id: parsed.id ?? fallbackId, ok: false, error: parsed.error };
+      return sendJson(res, 400, failure);
+    }
+    const id = parsed.message.id;
+    const controller = new AbortController();
+    res.on('close', () => {
+      if (!res.writableFinished) controller.abort(new Error('HTTP client went away'));
+    });
+    let result: ResultMessage;
+    try {
+      result = await handler(parsed.message, { principal, connectionId: `http:${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? 0}`, signal: controller.signal });
+    } catch (error) {
+      log.error({ err: error }, 'command handler failed (HTTP)');
+      result = { type: 'result', id, ok: false, error: { code: 'internal', message: 'internal error while handling the command' } };
+    }
+    sendJson(res, result.ok ? 200 : statusForCommandError(result.error.code), result);
+  };
+
+  return (req, res) => {
+    route(req, res).catch((error: unknown) => {
+      log.error({ err: error, url: req.url }, 'HTTP handler failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+      else res.destroy();
+    });
+  };
+}
+
+async function serveStatic(root: string, urlPath: string, method: string, res: ServerResponse): Promise<void> {
+  let rel: string;
+  try {
+    rel = decodeURIComponent(urlPath);
+  } catch {
+    return sendJson(res, 400, { error: 'malformed path' });
+  }
+  if (rel.includes('\0')) return sendJson(res, 400, { error: 'malformed path' });
+  if (rel.endsWith('/')) rel += 'index.html';
+  const file = join(root, normalize(rel));
+  // After normalization the file must still lie inside root: no traversal, no absolute escapes.
+  if (file !== root && !file.startsWith(root + sep)) return sendJson(res, 404, { error: `not found: ${urlPath}` });
+  const info = await stat(file).catch(() => undefined);
+  if (!info || !info.isFile()) return sendJson(res, 404, { error: `not found: ${urlPath}` });
+  res.writeHead(200, {
+    'Content-Type': CONTENT_TYPES[extname(file).toLowerCase()] ?? 'application/octet-stream',
+    'Content-Length': info.size,
+    'X-Content-Type-Options': 'nosniff',
+    'Cache-Control': 'no-cache',
+  });
+  if (method === 'HEAD') {
+    res.end();
+    return;
+  }
+  createReadStream(file).on('error', () => res.destroy()).pipe(res);
+}
+
+function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
+  return new Promise((resolvePromise, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.resume();
+        resolvePromise(null);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', reject);
+  });
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store', ...headers });
+  res.end(text);
+}

@@ -1,0 +1,144 @@
+/**
+ * The `ws` adapter: the only file that imports `ws`. Upgrades on `path` of a node http server
+ * (noServer + handleUpgrade), authenticating during the upgrade so a bad token gets HTTP 401 before
+ * any WebSocket exists, then hands each socket to the transport-agnostic core.
+ */
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { silentLogger, type QmpLogger } from '../../qmp/logger.js';
+import { tokenFromRequest, type TokenAuthenticator } from '../auth.js';
+import type { GatewayCore } from '../core.js';
+import { CloseCode, selectSubprotocol, WS_PATH } from '../protocol/codes.js';
+
+export interface WsAdapterOptions {
+  core: GatewayCore;
+  server: Server;
+  auth: TokenAuthenticator;
+  /** Browser origins allowed to connect; absent = any. Requests without Origin (non-browsers) pass. */
+  allowedOrigins?: readonly string[];
+  /** Open connections per token (only with a tokens file); beyond it the socket is closed with 4429. @default 64 */
+  maxConnectionsPerToken?: number;
+  /** Inbound frame limit; a larger frame closes the socket with 1009. @default 65_536 */
+  maxPayload?: number;
+  /** WebSocket ping interval; a peer that has not answered the previous ping is terminated. @default 25_000 */
+  heartbeatMs?: number;
+  logger?: QmpLogger;
+  /** Called for each refused upgrade (metrics). */
+  onRefused?: (status: number, reason: string) => void;
+}
+
+export interface WsAdapter {
+  readonly clientCount: number;
+  /** Stop accepting upgrades and heartbeats; terminate sockets still open after `graceMs`. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export function useWebSocket(options: WsAdapterOptions): WsAdapter {
+  const { core, server, auth } = options;
+  const log = options.logger ?? silentLogger;
+  const maxPerToken = options.maxConnectionsPerToken ?? 64;
+  const origins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: options.maxPayload ?? 65_536,
+    perMessageDeflate: false,
+    clientTracking: true,
+    // Selects our protocol name, never the `bearer.<token>` entry (a token must not be echoed).
+    handleProtocols: (protocols) => selectSubprotocol(protocols),
+  });
+  const alive = new WeakMap<WebSocket, boolean>();
+
+  const refuse = (socket: Duplex, status: number, text: string, headers: Record<string, string> = {}): void => {
+    options.onRefused?.(status, text);
+    const body = JSON.stringify({ error: text });
+    const head = [`HTTP/1.1 ${status} ${statusText(status)}`, 'Connection: close', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`];
+    for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
+    socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+  };
+
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on('error', (error) => log.debug({ err: error }, 'upgrade socket error'));
+    const path = new URL(req.url ?? '/', 'http://gateway').pathname;
+    if (path !== WS_PATH) return refuse(socket, 404, `no WebSocket endpoint at ${path}; use ${WS_PATH}`);
+    const origin = req.headers.origin;
+    if (origins && origin !== undefined && !origins.has(origin)) return refuse(socket, 403, `origin ${origin} is not allowed`);
+    const principal = auth.authenticate(tokenFromRequest(req.headers));
+    if (!principal) {
+      log.info({ remote: req.socket.remoteAddress }, 'WebSocket upgrade refused: missing or wrong token');
+      return refuse(socket, 401, 'a valid bearer token is required (Authorization: Bearer, or subprotocol bearer.<token>)', { 'WWW-Authenticate': 'Bearer' });
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.on('error', (error) => log.debug({ err: error }, 'WebSocket error'));
+      if (auth.required && core.connectionsOf(principal.name) >= maxPerToken) {
+        ws.close(CloseCode.TooManyRequests, `too many connections for token ${principal.name}`);
+        options.onRefused?.(CloseCode.TooManyRequests, 'too many connections');
+        return;
+      }
+      alive.set(ws, true);
+      const hooks = core.opened(
+        {
+          send: (text) => ws.send(text),
+          get bufferedAmount() {
+            return ws.bufferedAmount;
+          },
+          close: (code, reason) => ws.close(code, reason),
+        },
+        { principal, ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}) },
+      );
+      ws.on('pong', () => alive.set(ws, true));
+      ws.on('message', (data, isBinary) => {
+        alive.set(ws, true);
+        hooks.message(isBinary ? '' : data.toString());
+      });
+      ws.on('close', (code, reason) => hooks.closed(code, reason.toString()));
+    });
+  };
+  server.on('upgrade', onUpgrade);
+
+  const heartbeatMs = options.heartbeatMs ?? 25_000;
+  const heartbeat = setInterval(() => {
+    for (const ws of wss.clients) {
+      if (alive.get(ws) === false) {
+        log.debug({}, 'terminating a WebSocket peer that missed a heartbeat');
+        ws.terminate();
+        continue;
+      }
+      alive.set(ws, false);
+      ws.ping();
+    }
+  }, heartbeatMs);
+  heartbeat.unref();
+
+  return {
+    get clientCount() {
+      return wss.clients.size;
+    },
+    async close(graceMs = 2000) {
+      server.off('upgrade', onUpgrade);
+      clearInterval(heartbeat);
+      if (wss.clients.size > 0) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            for (const ws of wss.clients) ws.terminate();
+            resolve();
+          }, graceMs);
+          timer.unref();
+          const check = (): void => {
+            if (wss.clients.size === 0) {
+              clearTimeout(timer);
+              resolve();
+            }
+          };
+          for (const ws of wss.clients) ws.once('close', () => setImmediate(check));
+          check();
+        });
+      }
+      await new Promise<void>((resolve) => wss.close(() => resolve()));
+    },
+  };
+}
+
+function statusText(status: number): string {
+  return ({ 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found', 429: 'Too Many Requests' } as Record<number, string>)[status] ?? 'Error';
+}
