@@ -1,0 +1,416 @@
+/**
+ * Job control: turns a `command` message into at most one accepted QMP verb and exactly one `result`.
+ *
+ * The pivot cannot race: `complete` goes to QEMU only once the engine's authoritative state says the
+ * job accepts it (ready; standby too on QEMU >= 6.0), never on offset == len. `when: ready` waits for
+ * that on `changes$`, across monitor reconnects; `when: now` answers not_ready without calling QEMU.
+ * The engine hears every verb (`noteVerb`) before it is written, so it knows pivots and user pauses.
+ *
+ * One command's life:
+ *
+ *   authorize -> idempotency cache -> vm/job known? -> [complete: wait until acceptable]
+ *     -> verb table (refuse before QEMU) -> noteVerb -> QMP -> [await concluded] -> result
+ */
+import {
+  QmpClosedError,
+  QmpCommandError,
+  QmpOutcomeUnknownError,
+  QmpTimeoutError,
+  QmpTooManyPendingError,
+  StateError,
+} from '../../errors.js';
+import type { CommandMessage, ErrorDetail, JobState, ResultFailure } from '../../generated/schema-types.js';
+import type { JobSource, MonitorCapabilities } from '../../jobs/types.js';
+import type { QmpLogger } from '../../qmp/logger.js';
+import { canControl, type Principal } from '../auth.js';
+import { CommandBudget, isStopReason, type StopReason } from './budget.js';
+import { CommandCache, type CommandCacheOptions } from './command-cache.js';
+import { JobWatch } from './job-watch.js';
+import { failed, succeeded, type CommandResult } from './results.js';
+import {
+  acceptsComplete,
+  checkVerb,
+  isStandbyCompleteRefusal,
+  mayBecomeReady,
+  planQmpCommand,
+  type QmpPlan,
+} from './verbs.js';
+
+export interface CommandContext {
+  /** undefined: no tokens file, every client may control (as every client may read). */
+  principal: Principal | undefined;
+  /** Scope of command ids: a repeated id on the same connection gets the same answer. */
+  connectionId: string;
+  /** Aborts when the client is gone: a pending command is dropped with a clear answer. */
+  signal: AbortSignal;
+}
+
+export type CommandHandler = (message: CommandMessage, context: CommandContext) => Promise<CommandResult>;
+
+export interface JobControllerOptions {
+  /** Budget of a command that names none. @default 600_000 */
+  defaultTimeoutMs?: number;
+  /** Upper bound of any command's budget. @default 86_400_000 */
+  maxTimeoutMs?: number;
+  /** Reply timeout of one QMP verb (capped by the command's remaining budget). @default 10_000 */
+  qmpTimeoutMs?: number;
+  /** A `complete` refused in standby (QEMU < 6.0) is retried at most this often. @default 20 */
+  maxStandbyRetries?: number;
+  /** Idempotency cache bounds. */
+  cache?: Partial<CommandCacheOptions>;
+}
+
+export interface JobControllerDeps {
+  source: JobSource;
+  logger: QmpLogger;
+  options?: JobControllerOptions;
+}
+
+export interface JobController {
+  /** Answers one command message (WebSocket `command` or the HTTP mirror). Never rejects. */
+  readonly handle: CommandHandler;
+  /** Commands not answered yet. */
+  readonly pendingCommands: number;
+  /** Drops every pending command with an answer (nothing more is sent to QEMU) and refuses new ones. */
+  close(): void;
+}
+
+const DEFAULTS = {
+  defaultTimeoutMs: 600_000,
+  maxTimeoutMs: 86_400_000,
+  qmpTimeoutMs: 10_000,
+  maxStandbyRetries: 20,
+  cache: { maxEntries: 10_000, ttlMs: 600_000 },
+} as const;
+
+/** How often a waiting complete re-checks facts that change without a transition (stale, monitor up). */
+const RECHECK_MS = 250;
+
+/** What became of one QMP verb. */
+type Sent =
+  | { kind: 'accepted' }
+  | { kind: 'refused'; error: QmpCommandError }
+  /** Never written: the monitor is down (or closed). */
+  | { kind: 'not-sent'; why: string }
+  | { kind: 'busy'; why: string }
+  /** Written, but no reply: QEMU may or may not have run it. */
+  | { kind: 'unknown'; why: string };
+
+/** One command in flight. */
+interface Run {
+  message: CommandMessage;
+  context: CommandContext;
+  watch: JobWatch;
+  budget: CommandBudget;
+  /** QEMU accepted the verb; only the wait for the job's end (await: concluded) may remain. */
+  accepted: boolean;
+}
+
+export function makeJobController(deps: JobControllerDeps): JobController {
+  return new Controller(deps.source, deps.logger, deps.options ?? {});
+}
+
+class Controller implements JobController {
+  private readonly options: Required<Omit<JobControllerOptions, 'cache'>>;
+  private readonly cache: CommandCache<CommandResult>;
+  private readonly shutdown = new AbortController();
+  /** Answers repeats must not see: given without acting, so a retry is worth running. */
+  private readonly uncached = new WeakSet<CommandResult>();
+
+  constructor(
+    private readonly source: JobSource,
+    private readonly logger: QmpLogger,
+    options: JobControllerOptions,
+  ) {
+    this.options = {
+      defaultTimeoutMs: options.defaultTimeoutMs ?? DEFAULTS.defaultTimeoutMs,
+      maxTimeoutMs: options.maxTimeoutMs ?? DEFAULTS.maxTimeoutMs,
+      qmpTimeoutMs: options.qmpTimeoutMs ?? DEFAULTS.qmpTimeoutMs,
+      maxStandbyRetries: options.maxStandbyRetries ?? DEFAULTS.maxStandbyRetries,
+    };
+    this.cache = new CommandCache({ ...DEFAULTS.cache, ...options.cache });
+  }
+
+  readonly handle: CommandHandler = (message, context) => {
+    const refusal = authorize(message, context.principal) ?? validate(message);
+    if (refusal) {
+      this.logger.info({ ...who(message, context), ok: false, code: refusal.error.code }, 'job command refused');
+      return Promise.resolve(refusal);
+    }
+    if (this.shutdown.signal.aborted) {
+      return Promise.resolve(failed(message.id, 'internal', 'the gateway is shutting down; nothing was sent to QEMU'));
+    }
+    const key = `${context.connectionId}\u0000${message.id}`;
+    const fingerprint = fingerprintOf(message);
+    const cached = this.cache.lookup(key, fingerprint);
+    if (cached.kind === 'hit') return cached.answer;
+    if (cached.kind === 'conflict') {
+      return Promise.resolve(
+        failed(message.id, 'invalid_message', `command id '${message.id}' was already used on this connection for a different command`, {
+          details: [{ path: '/id', message: 'reuse an id only to repeat the identical command' }],
+        }),
+      );
+    }
+    const answer = this.cache.add(key, fingerprint, () => this.run(message, context), (result) => !this.uncached.has(result));
+    return (
+      answer ??
+      Promise.resolve(failed(message.id, 'too_many_commands', `${this.cache.pending} commands are pending; try again when some have been answered`))
+    );
+  };
+
+  get pendingCommands(): number {
+    return this.cache.pending;
+  }
+
+  close(): void {
+    this.shutdown.abort('shutdown' satisfies StopReason);
+  }
+
+  private async run(message: CommandMessage, context: CommandContext): Promise<CommandResult> {
+    let result: CommandResult;
+    try {
+      result = await this.runChecked(message, context);
+    } catch (error) {
+      this.logger.error({ err: error, ...who(message, context) }, 'job command failed unexpectedly');
+      result = failed(message.id, 'internal', `internal error while handling the command: ${(error as Error).message}`);
+    }
+    this.logger.info(
+      { ...who(message, context), ok: result.ok, ...(result.ok ? { state: result.job.state } : { code: result.error.code }) },
+      'job command answered',
+    );
+    return result;
+  }
+
+  private async runChecked(message: CommandMessage, context: CommandContext): Promise<CommandResult> {
+    if (!this.source.vms().includes(message.vm)) return failed(message.id, 'unknown_vm', `no VM named '${message.vm}'`);
+    const watch = JobWatch.open(this.source, message.vm, message.job);
+    if (watch === undefined) return failed(message.id, 'unknown_job', `VM '${message.vm}' has no job '${message.job}'`);
+    const timeoutMs = Math.min(message.timeoutMs ?? this.options.defaultTimeoutMs, this.options.maxTimeoutMs);
+    const budget = new CommandBudget(timeoutMs, context.signal, this.shutdown.signal);
+    const run: Run = { message, context, watch, budget, accepted: false };
+    try {
+      return await (message.action === 'complete' ? this.complete(run) : this.applyVerb(run));
+    } catch (reason) {
+      if (isStopReason(reason)) return this.stopped(run, reason);
+      throw reason;
+    } finally {
+      budget.dispose();
+      watch.close();
+    }
+  }
+
+  /** Every verb but complete: judged on the state as it is now, sent at once. */
+  private async applyVerb(run: Run): Promise<CommandResult> {
+    const { message, watch } = run;
+    const job = watch.latest();
+    const capabilities = this.sendable(job);
+    if (capabilities === undefined) return this.disconnected(run);
+    const verdict = checkVerb(message.action, job, capabilities, message.force ?? false);
+    if (!verdict.allowed) return this.refuseVerb(run, verdict.reason);
+    const plan = planQmpCommand(message.action, job, capabilities, { force: message.force ?? false, speed: message.speed });
+    return this.answerSent(run, await this.send(run, plan));
+  }
+
+  /**
+   * complete: sent only while the engine says QEMU accepts it. `when: ready` waits for that moment
+   * (and waits again after a standby refusal on QEMU < 6.0, or when the monitor was down).
+   */
+  private async complete(run: Run): Promise<CommandResult> {
+    const { message, watch, budget } = run;
+    const waitForReady = (message.when ?? 'ready') === 'ready';
+    const canSend = (job: JobState): MonitorCapabilities | undefined => {
+      const capabilities = this.sendable(job);
+      return capabilities && acceptsComplete(job, capabilities) ? capabilities : undefined;
+    };
+    const worthALook = (job: JobState, ended: boolean): boolean => ended || !mayBecomeReady(job) || canSend(job) !== undefined;
+    const endedAtArrival = watch.ended;
+    let standbyRefusals = 0;
+    let holdOffMs: number | undefined;
+    for (;;) {
+      if (holdOffMs !== undefined) {
+        await watch.until(worthALook, budget.signal, { holdOffMs, recheckMs: RECHECK_MS });
+        holdOffMs = undefined;
+      }
+      const job = watch.latest();
+      if (watch.ended) return this.jobEnded(run, !endedAtArrival);
+      const capabilities = canSend(job);
+      if (capabilities !== undefined) {
+        const sent = await this.send(run, planQmpCommand('complete', job, capabilities, { force: false }));
+        const standbyRefusal = sent.kind === 'refused' && isStandbyCompleteRefusal(sent.error);
+        const retry = waitForReady && ((standbyRefusal && standbyRefusals < this.options.maxStandbyRetries) || sent.kind === 'not-sent');
+        if (!retry) return this.answerSent(run, sent);
+        // QEMU did nothing. A standby blip may be too short for the engine to publish, so the retry
+        // waits for the next change or a growing pause, whichever comes first.
+        holdOffMs = standbyRefusal ? Math.min(50 * 2 ** standbyRefusals++, 1_000) : RECHECK_MS;
+        continue;
+      }
+      if (!mayBecomeReady(job)) return this.refuseVerb(run, `job '${job.id}' is ${job.state} and can no longer become ready`);
+      if (!waitForReady) {
+        if (this.sendable(job) === undefined) return this.disconnected(run);
+        return failed(message.id, 'not_ready', `job '${job.id}' is ${job.state} (ready: ${String(job.ready)}); nothing was sent (when: now)`, {
+          job,
+        });
+      }
+      // recheck: after a reconnect, `stale` clears when the reconcile confirms the state, with no transition.
+      await watch.until(worthALook, budget.signal, { recheckMs: RECHECK_MS });
+    }
+  }
+
+  /** Capabilities when a verb could be written right now: monitor negotiated and the job's state current. */
+  private sendable(job: JobState): MonitorCapabilities | undefined {
+    if (job.stale || this.source.monitor(job.vm)?.state !== 'ready') return undefined;
+    return this.source.capabilities(job.vm);
+  }
+
+  /** Tells the engine, then writes the verb; logs who sent what and what QEMU said. */
+  private async send(run: Run, plan: QmpPlan): Promise<Sent> {
+    const { message, context, budget } = run;
+    const monitor = this.source.monitor(message.vm);
+    if (monitor === undefined) return { kind: 'not-sent', why: 'the VM has no monitor' };
+    // Before the write: the engine must know a pivot or a user pause is coming before QEMU's events say so.
+    this.source.noteVerb(message.vm, message.job, plan.verb);
+    const timeoutMs = Math.min(this.options.qmpTimeoutMs, budget.remainingMs());
+    let sent: Sent;
+    try {
+      await monitor.execute(plan.execute, plan.arguments, { timeoutMs });
+      sent = { kind: 'accepted' };
+    } catch (error) {
+      sent = classifySendError(error);
+    }
+    const reply = sent.kind === 'accepted' ? 'return' : sent.kind === 'refused' ? { class: sent.error.qmpClass, desc: sent.error.desc } : sent.why;
+    const written = sent.kind !== 'not-sent' && sent.kind !== 'busy';
+    this.logger.info({ ...who(message, context), qmp: plan.execute, arguments: plan.arguments, reply }, written ? 'job verb sent' : 'job verb not sent');
+    return sent;
+  }
+
+  private async answerSent(run: Run, sent: Sent): Promise<CommandResult> {
+    const { message, watch } = run;
+    switch (sent.kind) {
+      case 'accepted':
+        run.accepted = true;
+        if ((message.await ?? 'accepted') === 'accepted') return succeeded(message.id, watch.latest());
+        await watch.until((_job, ended) => ended, run.budget.signal);
+        return succeeded(message.id, watch.final());
+      case 'refused':
+        return failed(message.id, 'qmp_error', `QEMU refused ${message.action}: ${sent.error.desc}`, { job: watch.latest(), qmp: sent.error });
+      case 'not-sent':
+        return this.disconnected(run);
+      case 'busy':
+        return failed(message.id, 'too_many_commands', `${sent.why}; nothing was sent`, { job: watch.latest() });
+      case 'unknown':
+        return failed(
+          message.id,
+          'outcome_unknown',
+          `${sent.why}: QEMU may or may not have run ${message.action}; the job's state after the reconcile shows what happened`,
+          { job: watch.latest() },
+        );
+    }
+  }
+
+  /** The budget ran out, the client left, or the gateway is closing. */
+  private stopped(run: Run, reason: StopReason): CommandResult {
+    const { message, watch, budget } = run;
+    const job = watch.latest();
+    if (run.accepted) {
+      // Only the wait for the job's end is cut short.
+      if (reason === 'timeout') {
+        return failed(message.id, 'timeout', `${message.action} was accepted, but the job had not concluded within ${budget.timeoutMs} ms`, { job });
+      }
+      return succeeded(message.id, job);
+    }
+    const nothingSent = 'nothing was sent to QEMU';
+    let result: CommandResult;
+    if (reason === 'timeout') {
+      result = failed(message.id, 'timeout', `job '${job.id}' did not become ready within ${budget.timeoutMs} ms (it is ${job.state}); ${nothingSent}`, {
+        job,
+      });
+    } else if (reason === 'client-gone') {
+      result = failed(message.id, 'not_ready', `dropped: the client went away before job '${job.id}' became ready; ${nothingSent}`, { job });
+    } else {
+      result = failed(message.id, 'internal', `dropped: the gateway is shutting down; ${nothingSent}`, { job });
+    }
+    // Nothing happened: a retry of this id should run, not replay the drop.
+    if (reason !== 'timeout') this.uncached.add(result);
+    return result;
+  }
+
+  /** The job is over (concluded, dismissed, or replaced by a new incarnation of its id). */
+  private jobEnded(run: Run, endedWhileWaiting: boolean): CommandResult {
+    const job = run.watch.job;
+    const when = endedWhileWaiting ? 'ended before it became ready' : 'has ended';
+    return failed(run.message.id, 'job_ended', `job '${job.id}' ${when} (outcome: ${job.outcome ?? 'unknown'}); ${run.message.action} was not sent`, {
+      job,
+    });
+  }
+
+  private refuseVerb(run: Run, reason: string): CommandResult {
+    if (run.watch.ended) return this.jobEnded(run, false);
+    return failed(run.message.id, 'verb_not_allowed', `${reason}; nothing was sent to QEMU`, { job: run.watch.latest() });
+  }
+
+  private disconnected(run: Run): CommandResult {
+    const why = this.source.monitor(run.message.vm)?.state === 'ready' ? 'is reconnecting (job state not yet reconciled)' : 'is not connected';
+    return failed(run.message.id, 'vm_disconnected', `the monitor of VM '${run.message.vm}' ${why}; ${run.message.action} was not sent`, {
+      job: run.watch.latest(),
+    });
+  }
+}
+
+function classifySendError(error: unknown): Sent {
+  if (error instanceof QmpCommandError) return { kind: 'refused', error };
+  if (error instanceof QmpOutcomeUnknownError) return { kind: 'unknown', why: 'the monitor connection dropped before QEMU answered' };
+  if (error instanceof QmpTimeoutError) return { kind: 'unknown', why: `QEMU did not answer within ${error.timeoutMs} ms` };
+  if (error instanceof QmpTooManyPendingError) return { kind: 'busy', why: error.message };
+  if (error instanceof StateError || error instanceof QmpClosedError) return { kind: 'not-sent', why: error.message };
+  throw error;
+}
+
+/** Read-only tokens and tokens for other VMs are refused before anything else (no VM probing). */
+function authorize(message: CommandMessage, principal: Principal | undefined): ResultFailure | undefined {
+  if (principal === undefined || canControl(principal, message.vm)) return undefined;
+  const why = principal.scopes.has('control') ? `may not control VM '${message.vm}'` : 'has no control scope (read-only)';
+  return failed(message.id, 'forbidden', `token '${principal.name}' ${why}`);
+}
+
+/**
+ * The cross-field rules of msg-command.schema.json, re-checked because the HTTP mirror assembles the
+ * message from a path and a body.
+ */
+function validate(message: CommandMessage): ResultFailure | undefined {
+  const details: ErrorDetail[] = [];
+  const speedValid = typeof message.speed === 'number' && Number.isSafeInteger(message.speed) && message.speed >= 0;
+  if (message.action === 'set-speed' && !speedValid) {
+    details.push({ path: '/speed', message: 'set-speed needs speed: an integer >= 0 (bytes/s, 0 = unlimited)' });
+  }
+  if (message.action !== 'set-speed' && message.speed !== undefined) details.push({ path: '/speed', message: 'only set-speed takes speed' });
+  if (message.action !== 'cancel' && message.force !== undefined) details.push({ path: '/force', message: 'only cancel takes force' });
+  if (message.action !== 'complete' && message.when !== undefined) details.push({ path: '/when', message: 'only complete takes when' });
+  if (message.timeoutMs !== undefined && !(Number.isSafeInteger(message.timeoutMs) && message.timeoutMs >= 1)) {
+    details.push({ path: '/timeoutMs', message: 'must be an integer >= 1 (ms)' });
+  }
+  if (details.length === 0) return undefined;
+  return failed(message.id, 'invalid_message', `invalid ${message.action} command: ${details.map((d) => `${d.path} ${d.message}`).join('; ')}`, {
+    details,
+  });
+}
+
+/** What makes two commands with the same id the same command (defaults filled in). */
+function fingerprintOf(message: CommandMessage): string {
+  const { vm, job, action, force, speed, when, timeoutMs } = message;
+  return JSON.stringify([vm, job, action, force ?? false, speed ?? null, when ?? null, timeoutMs ?? null, message.await ?? 'accepted']);
+}
+
+/** Who asked for what, for the log. Never a token: only the principal's name. */
+function who(message: CommandMessage, context: CommandContext): Record<string, unknown> {
+  return {
+    vm: message.vm,
+    job: message.job,
+    action: message.action,
+    commandId: message.id,
+    connectionId: context.connectionId,
+    principal: context.principal?.name ?? 'anonymous',
+    ...(message.action === 'cancel' ? { force: message.force ?? false } : {}),
+    ...(message.action === 'set-speed' ? { speed: message.speed } : {}),
+    ...(message.action === 'complete' ? { when: message.when ?? 'ready' } : {}),
+  };
+}
