@@ -123,7 +123,8 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
     });
     let result: ResultMessage;
     try {
-      result = await handler(parsed.message, { principal, connectionId: `http:${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? 0}`, signal: controller.signal });
+      // Scoped to the token, not the TCP connection: a retried POST with the same id must not act twice.
+      result = await handler(parsed.message, { principal, connectionId: `http:${principal.name}`, signal: controller.signal });
     } catch (error) {
       log.error({ err: error }, 'command handler failed (HTTP)');
       result = { type: 'result', id, ok: false, error: { code: 'internal', message: 'internal error while handling the command' } };

@@ -92,6 +92,11 @@ describe('job control through the gateway', () => {
     const notReady = await post('complete', 'ops-secret', { id: 'h3', when: 'now' });
     expect(notReady.status).toBe(409);
     expect(await notReady.json()).toMatchObject({ ok: false, error: { code: 'not_ready' } });
+
+    // A retried POST (a new TCP connection, same token, same id) answers again without acting twice.
+    const retried = await post('pause', 'ops-secret', { id: 'h2' });
+    expect(retried.status).toBe(200);
+    expect(await retried.json()).toMatchObject({ id: 'h2', ok: true });
     expect(source.calls.map((c) => c.command)).toEqual(['job-pause']);
   });
 });
