@@ -1,0 +1,304 @@
+// blockjob-gateway dashboard: wiring of the protocol client, the job store and the views.
+import { GatewayClient, jobKey } from './gateway-client.js';
+import { isActive, JobsView, matches, TimelineView } from './view.js';
+
+const TOKEN_KEY = 'blockjob-gateway.token';
+/** Finished jobs kept per VM beyond what the gateway's snapshot holds. */
+const MAX_FINISHED_PER_VM = 50;
+
+const $ = (id) => document.getElementById(id);
+
+const store = {
+  /** vm -> { name, status, reason, jobs: Map(jobKey -> job), activeCount } */
+  vms: new Map(),
+  /** `${vm}/${jobKey}` -> { ok, busy, text } : the last command result per job */
+  results: new Map(),
+  filters: { vm: '', state: '', type: '' },
+  canControl: false,
+  firstSeen: new Map(),
+};
+
+const jobsView = new JobsView($('jobs'));
+const timeline = new TimelineView($('timeline'));
+
+// --- token: URL fragment (#token=…) > sessionStorage > prompt when the gateway asks for one ---------
+function takeTokenFromFragment() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get('token');
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  params.delete('token');
+  // Keep the token out of the address bar, history and screenshots.
+  const rest = params.toString();
+  history.replaceState(null, '', `${location.pathname}${location.search}${rest ? `#${rest}` : ''}`);
+}
+
+function askForToken() {
+  const form = $('token-form');
+  form.hidden = false;
+  $('token-input').focus();
+}
+
+$('token-form').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const value = $('token-input').value.trim();
+  if (!value) return;
+  sessionStorage.setItem(TOKEN_KEY, value);
+  $('token-input').value = '';
+  $('token-form').hidden = true;
+  client.stop();
+  client.start();
+});
+
+// --- store updates ----------------------------------------------------------------------------------
+function vmEntry(name) {
+  let vm = store.vms.get(name);
+  if (!vm) {
+    vm = { name, status: 'connecting', reason: undefined, jobs: new Map(), activeCount: 0 };
+    store.vms.set(name, vm);
+    syncVmFilter();
+  }
+  return vm;
+}
+
+function putJob(vm, job) {
+  const key = jobKey(job);
+  const seenKey = `${job.vm}/${key}`;
+  if (!store.firstSeen.has(seenKey)) store.firstSeen.set(seenKey, Date.now());
+  job.firstSeen = store.firstSeen.get(seenKey);
+  const previous = vm.jobs.get(key);
+  // Progress arrives more often than transitions: keep the fresher numbers.
+  if (previous?.progressAt && (!job.progress || previous.progressAt > Date.parse(job.updatedAt))) {
+    job.progress = previous.progress;
+    job.progressAt = previous.progressAt;
+  }
+  vm.jobs.set(key, job);
+}
+
+function forget(vm, job) {
+  const key = `${vm.name}/${jobKey(job)}`;
+  vm.jobs.delete(jobKey(job));
+  store.firstSeen.delete(key);
+  store.results.delete(key);
+}
+
+/** Every map here is bounded: finished jobs beyond the cap go, with what was kept about them. */
+function trimFinished(vm) {
+  const finished = [...vm.jobs.values()].filter((job) => !isActive(job)).sort((a, b) => b.firstSeen - a.firstSeen);
+  for (const job of finished.slice(MAX_FINISHED_PER_VM)) forget(vm, job);
+  vm.activeCount = [...vm.jobs.values()].filter(isActive).length;
+}
+
+function syncVmFilter() {
+  const select = $('filter-vm');
+  const names = [...store.vms.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+  const existing = [...select.options].slice(1).map((o) => o.value);
+  if (existing.join('\n') === names.join('\n')) return;
+  const current = select.value;
+  select.replaceChildren(select.options[0], ...names.map((name) => new Option(name, name)));
+  select.value = names.includes(current) ? current : '';
+}
+
+// --- rendering, coalesced to one frame ---------------------------------------------------------------
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    const shown = jobsView.render(store);
+    let active = 0;
+    let total = 0;
+    for (const vm of store.vms.values()) {
+      for (const job of vm.jobs.values()) {
+        total++;
+        if (isActive(job)) active++;
+      }
+    }
+    $('summary').textContent =
+      `${store.vms.size} VM${store.vms.size === 1 ? '' : 's'} · ${active} active job${active === 1 ? '' : 's'} · ${shown} of ${total} shown`;
+  });
+}
+
+setInterval(() => jobsView.tick(store), 1000);
+
+// --- the gateway connection --------------------------------------------------------------------------
+function setStatus(kind, text) {
+  $('conn').className = `conn conn-${kind}`;
+  $('conn-text').textContent = text;
+}
+
+function describeTransition(message) {
+  const job = message.job;
+  const notes = [];
+  if (message.transition.from === message.transition.to) {
+    if (job.ready) notes.push('ready');
+    if (job.pauseReason) notes.push(`pause: ${job.pauseReason}`);
+  }
+  if (job.outcome) notes.push(job.outcome + (job.pivoted === true ? ', pivoted' : ''));
+  if (job.error && job.outcome === 'failed') notes.push(job.error);
+  return notes.join(' · ');
+}
+
+const client = new GatewayClient({
+  token: () => sessionStorage.getItem(TOKEN_KEY) ?? undefined,
+  on: {
+    status: setStatus,
+    welcome(message) {
+      store.canControl = !message.scopes || message.scopes.includes('control');
+      document.body.classList.toggle('read-only', !store.canControl);
+      $('role').textContent = store.canControl ? 'control access' : 'read-only access';
+      for (const stream of message.vms) {
+        const vm = vmEntry(stream.vm);
+        vm.status = stream.status;
+      }
+      scheduleRender();
+    },
+    snapshot(name, jobs, status) {
+      const vm = vmEntry(name);
+      if (status) vm.status = status;
+      const fresh = new Map();
+      for (const job of jobs.values()) {
+        const key = jobKey(job);
+        const seenKey = `${name}/${key}`;
+        if (!store.firstSeen.has(seenKey)) store.firstSeen.set(seenKey, Date.parse(job.stateSince) || Date.now());
+        job.firstSeen = store.firstSeen.get(seenKey);
+        fresh.set(key, job);
+      }
+      // Replace in one step: the table never shows a half-loaded VM.
+      for (const job of [...vm.jobs.values()]) if (!fresh.has(jobKey(job))) forget(vm, job);
+      vm.jobs = fresh;
+      trimFinished(vm);
+      scheduleRender();
+    },
+    transition(message) {
+      const vm = vmEntry(message.vm);
+      putJob(vm, message.job);
+      trimFinished(vm);
+      const to = message.transition.to;
+      timeline.add({
+        at: message.ts,
+        what: `${message.vm}/${message.job.id}`,
+        from: message.transition.from,
+        to,
+        toClass: `st-${to}`,
+        note: describeTransition(message),
+      });
+      scheduleRender();
+    },
+    vm(message) {
+      const vm = vmEntry(message.vm);
+      vm.status = message.status;
+      vm.reason = message.status === 'connected' ? undefined : message.reason;
+      timeline.add({
+        at: message.ts ?? Date.now(),
+        what: `${message.vm} monitor`,
+        to: message.status,
+        toClass: message.status === 'connected' ? 'st-ready' : 'st-aborting',
+        note: message.reason ?? '',
+      });
+      scheduleRender();
+    },
+    progress(message) {
+      const vm = store.vms.get(message.vm);
+      if (!vm) return;
+      for (const job of vm.jobs.values()) {
+        if (job.id !== message.job) continue;
+        if (message.incarnation !== undefined && job.incarnation !== message.incarnation) continue;
+        job.progress = message.progress;
+        job.progressAt = Date.now();
+        if (job.type === 'unknown') scheduleDetailsRefresh();
+      }
+      scheduleRender();
+    },
+    authRequired: askForToken,
+    problem(text) {
+      showResult(false, text);
+    },
+  },
+});
+
+// --- details that change without a transition (the type QEMU reports in its first poll, speed) -------
+const DETAIL_FIELDS = ['type', 'speed', 'autoFinalize', 'autoDismiss'];
+let detailsTimer;
+function scheduleDetailsRefresh() {
+  if (detailsTimer) return;
+  detailsTimer = setTimeout(async () => {
+    try {
+      const token = sessionStorage.getItem(TOKEN_KEY);
+      const response = await fetch('/v1/jobs', { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+      if (!response.ok) return;
+      const { vms } = await response.json();
+      for (const snapshot of vms) {
+        const vm = store.vms.get(snapshot.vm);
+        for (const fresh of snapshot.jobs ?? []) {
+          const job = vm?.jobs.get(jobKey(fresh));
+          // States come only from the stream (ordered by offset); this fills in what transitions do not carry.
+          if (job) for (const field of DETAIL_FIELDS) if (fresh[field] !== undefined) job[field] = fresh[field];
+        }
+      }
+      scheduleRender();
+    } catch {
+      // The next progress message tries again.
+    } finally {
+      detailsTimer = undefined;
+    }
+  }, 800);
+}
+
+function showResult(ok, text) {
+  const node = $('last-result');
+  node.className = `last-result ${ok ? 'ok' : 'bad'}`;
+  node.textContent = text;
+}
+
+// --- actions (control-scope tokens only) ---------------------------------------------------------------
+$('jobs').addEventListener('click', async (event) => {
+  const button = event.target.closest('button[data-action]');
+  if (!button || !store.canControl) return;
+  const row = button.closest('tr');
+  const { vm, job, incarnation } = row.dataset;
+  const action = button.dataset.action;
+  const key = `${vm}/${job}#${incarnation}`;
+  const fields = { vm, job, action };
+  if (action === 'complete') fields.when = 'ready';
+  if (action === 'cancel') fields.force = true;
+  store.results.set(key, {
+    busy: true,
+    text: action === 'complete' ? 'complete: waiting until ready…' : `${action}: sent…`,
+  });
+  scheduleRender();
+  const result = await client.command(fields);
+  const text = result.ok
+    ? `${action}: accepted`
+    : `${action} failed: ${result.error.code}${result.error.message ? ` (${result.error.message})` : ''}`;
+  store.results.set(key, { ok: result.ok, text });
+  showResult(result.ok, `${vm}/${job}: ${text}`);
+  scheduleRender();
+});
+
+// --- filters ------------------------------------------------------------------------------------------
+for (const [id, field] of [['filter-vm', 'vm'], ['filter-state', 'state'], ['filter-type', 'type']]) {
+  $(id).addEventListener('change', (event) => {
+    store.filters[field] = event.target.value;
+    scheduleRender();
+  });
+}
+
+async function showSimulationBadge() {
+  try {
+    const response = await fetch('/v1/info');
+    if (!response.ok) return;
+    const info = await response.json();
+    $('sim-badge').hidden = info.simulated !== true;
+  } catch {
+    // An older gateway without /v1/info: nothing to label.
+  }
+}
+
+takeTokenFromFragment();
+void showSimulationBadge();
+client.start();
+
+// For tests and curious operators: the live store, read-only by convention.
+window.blockjobDashboard = { store, matches };

@@ -1,0 +1,222 @@
+/**
+ * The dashboard in a real browser (headless Debian chromium via playwright-core) against the real
+ * demo stack: qemu-storage-daemon, job engine, job control and gateway. A speed-limited mirror
+ * appears, the gateway restarts under the page (it must reconnect and resume without duplicates),
+ * the job reaches ready live, the Complete button pivots it, and the row ends completed.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDemo, type RunningDemo } from '../../src/demo/run.js';
+import { TokenAuthenticator } from '../../src/gateway/auth.js';
+import { startGateway, type RunningGateway } from '../../src/gateway/server.js';
+import { makeJobController } from '../../src/gateway/control/index.js';
+import { MiB, startMirror } from '../../src/lab/jobs.js';
+import { silentLogger } from '../../src/qmp/logger.js';
+import { describeQemu, inCi } from '../utils/qemu-gate.js';
+import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SCREENSHOT = fileURLToPath(new URL('../../docs/dashboard.png', import.meta.url));
+const WAIT_MS = 60_000;
+/** A test waits for several conditions of WAIT_MS each on a loaded machine. */
+const TEST_MS = 180_000;
+
+async function launchBrowser(): Promise<{ context: BrowserContext; profile: string }> {
+  const profile = mkdtempSync(join(tmpdir(), 'bjg-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+    viewport: { width: 1440, height: 860 },
+    colorScheme: 'light',
+  });
+  return { context, profile };
+}
+
+/**
+ * Like describeQemu, and the browser too: outside CI a missing chromium skips the suite with a
+ * name that says what to install; in CI it fails (beforeAll throws).
+ */
+function describeBrowser(name: string, fn: () => void): void {
+  if (existsSync(CHROMIUM) || inCi) describeQemu(name, fn);
+  else describe.skip(`${name} [skipped: needs the Debian package chromium]`, fn);
+}
+
+/** Text of the state badge in a job's row. */
+function rowState(page: Page, job: string): Promise<string | null> {
+  return page.locator(`tr.job-row[data-job="${job}"] .state-cell .badge`).textContent({ timeout: WAIT_MS });
+}
+
+describeBrowser('dashboard in a real browser', () => {
+  cleanupLeftoversAfterAll();
+  let demo: RunningDemo | undefined;
+  let restarted: RunningGateway | undefined;
+  let context: BrowserContext | undefined;
+  let profile: string | undefined;
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install the Debian package chromium`);
+    ({ context, profile } = await launchBrowser());
+  });
+
+  const openPage = async (): Promise<Page> => context!.pages()[0] ?? (await context!.newPage());
+
+  afterAll(async () => {
+    await context?.close();
+    if (profile) rmSync(profile, { recursive: true, force: true });
+    await restarted?.close({ graceMs: 0 });
+    await demo?.close();
+  });
+
+  it('shows a real mirror live, survives a gateway restart, and completes it from the Complete button', async () => {
+    demo = await startDemo({ vms: 1, port: 0, drive: false, print: () => undefined });
+    const page = await openPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+
+    await page.goto(`${demo.url}/`);
+    await page.locator('#conn-text', { hasText: 'Live' }).waitFor({ timeout: WAIT_MS });
+    expect(await page.locator('table#jobs caption').textContent()).toContain('Block jobs');
+
+    const vm = demo.fleet.vms[0]!;
+    // 24 MiB at 3 MiB/s: about 8 s to ready, time enough for a gateway restart on the way.
+    await startMirror(vm.qmp, vm.lab, { jobId: 'mirror-ui', speed: 3 * MiB, dataMiB: 24 });
+    await page.locator('tr.job-row[data-job="mirror-ui"][data-state="running"]').waitFor({ timeout: WAIT_MS });
+
+    // Restart the gateway on the same port while the job runs; the page must come back by itself.
+    const port = demo.gateway.port;
+    await demo.gateway.close({ graceMs: 0 });
+    await page.locator('#conn.conn-reconnecting, #conn.conn-connecting').waitFor({ timeout: WAIT_MS });
+    const controller = makeJobController({ source: demo.registry, logger: silentLogger });
+    restarted = await startGateway({
+      source: demo.registry,
+      commandHandler: controller.handle,
+      listen: { host: '127.0.0.1', port },
+      dashboardDir: fileURLToPath(new URL('../../demo/dashboard/', import.meta.url)),
+      logger: silentLogger,
+    });
+    await page.locator('#conn.conn-live').waitFor({ timeout: WAIT_MS });
+
+    // Ready arrives live, after the resume, on the one and only row of the job.
+    await page.locator('tr.job-row[data-job="mirror-ui"][data-state="ready"]').waitFor({ timeout: WAIT_MS });
+    expect(await page.locator('tr.job-row[data-job="mirror-ui"]').count()).toBe(1);
+    expect(await page.locator('tr.job-row[data-job="mirror-ui"] .ready-yes').textContent()).toContain('ready');
+    const readyEntries = page.locator('#timeline li', { hasText: 'vm1/mirror-ui' }).filter({ hasText: 'ready' });
+    expect(await readyEntries.count()).toBe(1);
+
+    await page.locator('tr.job-row[data-job="mirror-ui"] button[data-action="complete"]').click();
+    await page.locator('tr.job-row[data-job="mirror-ui"] .row-result.ok').waitFor({ timeout: WAIT_MS });
+    await page.locator('tr.job-row[data-job="mirror-ui"] .badge.oc-completed').waitFor({ timeout: WAIT_MS });
+    expect(await page.locator('tr.job-row[data-job="mirror-ui"] .pivot').textContent()).toBe('pivoted');
+    expect(await rowState(page, 'mirror-ui')).toMatch(/concluded|dismissed/);
+    expect(demo.registry.job('vm1', 'mirror-ui')?.pivoted).toBe(true);
+    expect(pageErrors).toEqual([]);
+    controller.close();
+  }, TEST_MS);
+
+  it('renders the running demo legibly (screenshot for the README)', async () => {
+    await restarted?.close({ graceMs: 0 });
+    restarted = undefined;
+    await demo?.close();
+    demo = await startDemo({ vms: 3, port: 0, print: () => undefined });
+    const page = await openPage();
+    await page.goto(`${demo.url}/`);
+    await page.locator('#conn.conn-live').waitFor({ timeout: WAIT_MS });
+    // Wait until the driver shows a spread of states: several jobs active, one ready, one failed.
+    await page.waitForFunction(
+      `(() => {
+        const rows = [...document.querySelectorAll('tr.job-row')];
+        const active = rows.filter((r) => !['concluded', 'dismissed'].includes(r.dataset.state));
+        return active.length >= 3 && rows.some((r) => r.dataset.state === 'ready') && document.querySelector('.badge.oc-failed') !== null;
+      })()`,
+      undefined,
+      { timeout: WAIT_MS, polling: 200 },
+    );
+    expect(await page.locator('tbody.vm-group').count()).toBe(3);
+    expect(await page.locator('#sim-badge').isVisible()).toBe(false);
+    mkdirSync(dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: false });
+    expect(existsSync(SCREENSHOT)).toBe(true);
+
+    // Filters: one VM, then only finished jobs of any VM. (Browser-side checks as strings: no DOM types here.)
+    await page.selectOption('#filter-vm', 'vm2');
+    await page.waitForFunction(
+      `[...document.querySelectorAll('tbody.vm-group')].every((b) => b.hidden === (b.dataset.vm !== 'vm2'))`,
+      undefined,
+      { timeout: WAIT_MS },
+    );
+    await page.selectOption('#filter-vm', '');
+    await page.selectOption('#filter-state', 'dismissed');
+    await page.waitForFunction(
+      `(() => { const rows = [...document.querySelectorAll('tr.job-row')]; return rows.length > 0 && rows.every((r) => r.dataset.state === 'dismissed'); })()`,
+      undefined,
+      { timeout: WAIT_MS },
+    );
+  }, TEST_MS);
+
+  it('a read-only token (from the URL fragment) sees the jobs but no actions; a control token gets them', async () => {
+    await demo?.close();
+    demo = await startDemo({ vms: 1, port: 0, simulate: true, drive: false, print: () => undefined });
+    const sha256 = (token: string) => createHash('sha256').update(token).digest('hex');
+    const controller = makeJobController({ source: demo.registry, logger: silentLogger });
+    restarted = await startGateway({
+      source: demo.registry,
+      commandHandler: controller.handle,
+      listen: { host: '127.0.0.1', port: 0 },
+      dashboardDir: fileURLToPath(new URL('../../demo/dashboard/', import.meta.url)),
+      tokens: TokenAuthenticator.fromJson({
+        tokens: [
+          { name: 'viewer', sha256: sha256('viewer-secret'), scopes: ['read'] },
+          { name: 'operator', sha256: sha256('operator-secret'), scopes: ['read', 'control'] },
+        ],
+      }),
+      logger: silentLogger,
+    });
+    const vm = demo.fleet.vms[0]!;
+    await startMirror(vm.qmp, vm.lab, { jobId: 'watched', speed: 1 * MiB, dataMiB: 32 });
+
+    const page = await openPage();
+    await page.goto(`${restarted.url}/#token=viewer-secret`);
+    await page.locator('tr.job-row[data-job="watched"]').waitFor({ timeout: WAIT_MS });
+    expect(await page.locator('#role').textContent()).toBe('read-only access');
+    expect(await page.locator('tr.job-row[data-job="watched"] button[data-action="cancel"]').isVisible()).toBe(false);
+    expect(page.url()).not.toContain('viewer-secret'); // the token left the address bar
+
+    // Without a token the page asks for one; the control token brings the actions.
+    await page.evaluate('sessionStorage.clear()');
+    await page.goto(`${restarted.url}/`);
+    await page.locator('#token-form').waitFor({ state: 'visible', timeout: WAIT_MS });
+    await page.fill('#token-input', 'operator-secret');
+    await page.click('#token-form button[type="submit"]');
+    await page.locator('tr.job-row[data-job="watched"] button[data-action="cancel"]').waitFor({ state: 'visible', timeout: WAIT_MS });
+    expect(await page.locator('#role').textContent()).toBe('control access');
+    await page.locator('tr.job-row[data-job="watched"] button[data-action="cancel"]').click();
+    await page.locator('tr.job-row[data-job="watched"] .badge.oc-cancelled').waitFor({ timeout: WAIT_MS });
+    await restarted.close({ graceMs: 0 });
+    restarted = undefined;
+    controller.close();
+  }, TEST_MS);
+
+  it('labels the simulator fallback as simulated', async () => {
+    await demo?.close();
+    demo = await startDemo({ vms: 1, port: 0, simulate: true, drive: false, print: () => undefined });
+    const page = await openPage();
+    await page.goto(`${demo.url}/`);
+    await page.locator('#sim-badge', { hasText: 'Simulated QEMU' }).waitFor({ state: 'visible', timeout: WAIT_MS });
+    await page.locator('tbody.vm-group[data-vm="vm1"] .vm-status.connected').waitFor({ timeout: WAIT_MS });
+  }, TEST_MS);
+});
