@@ -28,6 +28,8 @@ export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'sche
   retentionMs?: number;
   /** ...and at most this many of them per VM (oldest dropped first). @default 100 */
   maxRetainedJobs?: number;
+  /** How long a new job's changes may wait for the poll that tells its type (0 = never wait). @default 250 */
+  identifyHoldMs?: number;
   /** Smoothing of rate and ETA. */
   rate?: RateOptions;
   /** Timers (polls, holds, progress, retention). @default asyncScheduler */
@@ -50,6 +52,8 @@ interface PendingChange extends JobChange {
 }
 
 const MAX_REMEMBERED_INCARNATIONS = 10_000;
+const DEFAULT_IDENTIFY_HOLD_MS = 250;
+const MAX_UNIDENTIFIED_CHANGES = 32;
 
 export class MonitorJobs {
   private readonly records = new Map<string, JobRecord>();
@@ -66,6 +70,14 @@ export class MonitorJobs {
   private readonly progressSubject = new Subject<ProgressUpdate>();
   private readonly active = new BehaviorSubject<boolean>(false);
   private readonly monitorDown = new Subject<void>();
+  /** A job appeared through an event: poll at once, so its type and knobs are known before it is announced. */
+  private readonly newJobSeen = new Subject<void>();
+  /**
+   * Changes of jobs whose type QEMU has not told yet (JOB_STATUS_CHANGE carries none), waiting for
+   * the poll that newJobSeen asked for, so that even a job's first transition names its type and a
+   * subscriber filtering by type misses nothing. Bounded in time (identifyHoldMs) and count.
+   */
+  private readonly unidentified = new Map<string, { changes: PendingChange[]; timer: Subscription }>();
   private readonly subscriptions = new Subscription();
   private readonly scheduler: SchedulerLike;
   private readonly now: () => number;
@@ -130,6 +142,7 @@ export class MonitorJobs {
         ...this.options,
         sessions$: sessionsWithCaps$,
         active$: this.active,
+        pollNow$: this.newJobSeen,
         poll: ({ caps }) => (this.options.poll ? this.options.poll(this.monitor, caps) : pollMonitor(this.monitor, caps, this.pollTimeoutMs)),
         scheduler,
       }).subscribe((outcome) => {
@@ -143,6 +156,7 @@ export class MonitorJobs {
 
   /** Stops following the monitor (does not close it). */
   stop(): void {
+    for (const id of [...this.unidentified.keys()]) this.releaseUnidentified(id);
     this.subscriptions.unsubscribe();
     this.changesSubject.complete();
     this.progressSubject.complete();
@@ -225,8 +239,11 @@ export class MonitorJobs {
     if (!parsed) return;
     const session = this.monitor.session;
     if (!this.caps && session) this.caps = capabilitiesFromVersion(session.greeting.version.qemu);
+    const incarnationBefore = this.records.get(parsed.id)?.job.incarnation;
     this.apply(parsed.id, { kind: 'event', event: parsed, seq: event.seq, at: event.receivedAt, session: event.session }, event.receivedMono);
     this.updateActivity();
+    const record = this.records.get(parsed.id);
+    if (record && record.job.incarnation !== incarnationBefore && record.job.type === 'unknown') this.newJobSeen.next();
   }
 
   private onPoll(result: PollResult, reconcile: boolean): void {
@@ -258,11 +275,37 @@ export class MonitorJobs {
     if (result.change) {
       const change: PendingChange = { key: id, ...result.change, job: record.job, at: input.at };
       if (qmpReceivedMono !== undefined) change.qmpReceivedMono = qmpReceivedMono;
-      this.pending.next(change);
+      this.announce(change, record.job.type === 'unknown');
+    } else if (record.job.type !== 'unknown') {
+      this.releaseUnidentified(id);
     }
     if (result.progressChanged && this.published.get(id)?.incarnation === record.job.incarnation) {
       this.rawProgress.next({ vm: this.vm, job: id, incarnation: record.job.incarnation, progress: record.job.progress, at: input.at });
     }
+  }
+
+  private announce(change: PendingChange, typeUnknown: boolean): void {
+    const waiting = this.unidentified.get(change.key);
+    if (waiting) {
+      waiting.changes.push(change);
+      if (!typeUnknown || isTerminalState(change.to.state) || waiting.changes.length >= MAX_UNIDENTIFIED_CHANGES) this.releaseUnidentified(change.key);
+      return;
+    }
+    const holdMs = this.options.identifyHoldMs ?? DEFAULT_IDENTIFY_HOLD_MS;
+    if (change.from === null && typeUnknown && holdMs > 0 && this.vmStatus === 'connected') {
+      const timer = this.scheduler.schedule(() => this.releaseUnidentified(change.key), holdMs);
+      this.unidentified.set(change.key, { changes: [change], timer });
+      return;
+    }
+    this.pending.next(change);
+  }
+
+  private releaseUnidentified(id: string): void {
+    const waiting = this.unidentified.get(id);
+    if (!waiting) return;
+    this.unidentified.delete(id);
+    waiting.timer.unsubscribe();
+    for (const change of waiting.changes) this.pending.next(change);
   }
 
   /** Feeds the poll cadence: call once after each batch of inputs. */

@@ -205,10 +205,17 @@ function applyEvent(record: JobRecord | undefined, input: Extract<EngineInput, {
 
 function applyRow(record: JobRecord | undefined, input: Extract<EngineInput, { kind: 'poll' }>, ctx: ReduceContext): ReduceResult {
   const { row } = input;
-  // An event newer than the poll's snapshot already told us more than this row can.
-  if (record && record.lastEventSeq > input.seq) return unchanged(record);
+  // An event newer than the poll's snapshot already told us more than this row can, except what
+  // never changes in a job's life (its type and knobs), which the events do not carry.
+  if (record && record.lastEventSeq > input.seq) return adoptFixedFields(record, row, input);
   const liveSighting = row.status === undefined || !['concluded', 'null'].includes(row.status);
   const known = record !== undefined && !needsNewIncarnation(record, liveSighting, ctx.caps.status ? row.status : undefined);
+  // With JOB_STATUS_CHANGE, events announce every job and every status of a session in order, so a
+  // routine poll that contradicts them is older than they are (QEMU 7.2 can answer a query with a
+  // snapshot taken before an event it has already sent): never a new job, never a step back.
+  if (!known && ctx.caps.jobStatusChange && !input.reconcile && (record === undefined || record.session === input.session)) {
+    return record ? adoptFixedFields(record, row, input) : unchanged(record);
+  }
   const d = known ? draftOf(record) : newDraft(row.id, input, ctx, record);
   const newSession = d.session !== input.session;
   d.session = input.session;
@@ -227,6 +234,21 @@ function applyRow(record: JobRecord | undefined, input: Extract<EngineInput, { k
   } else if (!isTerminalState(d.job.state)) {
     synthesizeState(d, row, { ioError, isNew: !known, reconcile: input.reconcile, newSession }, ctx);
   }
+  return finish(record, d, input.reconcile ? 'reconcile' : 'poll', input.at);
+}
+
+/** Type and auto-finalize/dismiss from a row whose status is out of date: they never change. */
+function adoptFixedFields(record: JobRecord, row: JobRow, input: Extract<EngineInput, { kind: 'poll' }>): ReduceResult {
+  const fixed = {
+    type: record.job.type === 'unknown' ? row.type : record.job.type,
+    autoFinalize: record.job.autoFinalize ?? row.autoFinalize,
+    autoDismiss: record.job.autoDismiss ?? row.autoDismiss,
+  };
+  if (fixed.type === record.job.type && fixed.autoFinalize === record.job.autoFinalize && fixed.autoDismiss === record.job.autoDismiss) return unchanged(record);
+  const d = draftOf(record);
+  d.job.type = fixed.type;
+  if (fixed.autoFinalize !== undefined) d.job.autoFinalize = fixed.autoFinalize;
+  if (fixed.autoDismiss !== undefined) d.job.autoDismiss = fixed.autoDismiss;
   return finish(record, d, input.reconcile ? 'reconcile' : 'poll', input.at);
 }
 

@@ -290,7 +290,17 @@ export class Qsd {
       }
       await sleep(10);
     }
-    this.control = await RawQmp.connect(this.path(CONTROL_MONITOR), { maxEvents: 1000 });
+    // The socket file appears at bind(), a moment before listen(): retry a refused connect until the deadline.
+    for (;;) {
+      try {
+        this.control = await RawQmp.connect(this.path(CONTROL_MONITOR), { maxEvents: 1000 });
+        break;
+      } catch (error) {
+        const refused = (error as { cause?: { code?: string } }).cause?.code === 'ECONNREFUSED';
+        if (!refused || !this.running || Date.now() > deadline) throw error;
+        await sleep(10);
+      }
+    }
   }
 }
 

@@ -114,6 +114,8 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       const order = ['created', 'running', 'ready'];
       const seen = events.map((m) => order.indexOf(m.transition.to));
       expect(seen.at(-1)).toBe(2);
+      // The engine polls as soon as a job appears, so even its first transition names its type.
+      expect(events[0].job.type).toBe('mirror');
       expect(seen.every((index, i) => index >= 0 && (i === 0 || index > seen[i - 1]!))).toBe(true);
       for (let i = 1; i < events.length; i++) expect(events[i].prev).toBe(events[i - 1].offset);
       watch.child.kill('SIGTERM');

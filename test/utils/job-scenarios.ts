@@ -59,10 +59,6 @@ export class TransitionRecorder {
     return this.transitions(jobId).map((transition) => transition.to.state);
   }
 
-  last(jobId: string): JobTransition | undefined {
-    return this.transitions(jobId).at(-1);
-  }
-
   /** Waits until the engine has emitted a transition of `jobId` into `state`; returns it. */
   waitForState(jobId: string, state: JobStatusName, timeoutMs = 30_000): Promise<JobTransition> {
     return waitUntil(() => `engine transition of ${jobId} to ${state} (seen: ${this.states(jobId).join(' > ')})`, () =>
@@ -90,13 +86,6 @@ export function expectReadyTruth(transitions: readonly JobTransition[]): void {
 }
 
 const PAUSE_RETURN: Partial<Record<string, string>> = { paused: 'running', standby: 'ready' };
-
-/** QEMU's JOB_STATUS_CHANGE sequence for a job as the raw monitor saw it (QEMU's names, `null` included). */
-export function qemuStatusSequence(events: readonly RawQmpEvent[], jobId: string): string[] {
-  return events
-    .filter((event) => event.event === 'JOB_STATUS_CHANGE' && event.data.id === jobId)
-    .map((event) => String(event.data.status));
-}
 
 /**
  * What the engine must emit for a job, derived from the raw monitor's events: the JOB_STATUS_CHANGE
@@ -156,6 +145,9 @@ function verbCommand(verb: JobVerb, jobId: string, extra: Record<string, unknown
   }
 }
 
+/** Verbs remembered per scenario; a scenario sends a handful. */
+const MAX_REMEMBERED_VERBS = 1000;
+
 /** Sends job verbs on a lab monitor (not the engine's), telling the engine first (as the gateway's job control does). */
 export class JobControl {
   private readonly sent: { jobId: string; verb: JobVerb; at: number }[] = [];
@@ -169,6 +161,7 @@ export class JobControl {
   async verb(jobId: string, verb: JobVerb, extra: Record<string, unknown> = {}): Promise<void> {
     this.engine?.noteVerb(this.vm, jobId, verb);
     this.sent.push({ jobId, verb, at: Date.now() });
+    if (this.sent.length > MAX_REMEMBERED_VERBS) this.sent.shift();
     const [command, args] = verbCommand(verb, jobId, extra);
     await this.qmp.execute(command, args);
   }
@@ -187,19 +180,13 @@ export class JobControl {
 export class CuttableLink {
   private open = true;
   private current: Socket | undefined;
-  private attempts = 0;
 
   readonly connect = (address: QmpAddress): Duplex => {
     if (address.kind !== 'unix') throw new Error('CuttableLink serves unix sockets only');
-    this.attempts++;
     const socket = connect({ path: this.open ? address.path : `${address.path}.cut` });
     this.current = socket;
     return socket;
   };
-
-  get connectAttempts(): number {
-    return this.attempts;
-  }
 
   cut(): void {
     this.open = false;
@@ -273,7 +260,19 @@ export async function openScenario(options: ScenarioOptions = {}): Promise<Scena
   const log = (jobId: string): void => {
     if (process.env.SCENARIO_LOG) logSequences(jobId, oracle.statusSequence(jobId), recorder.transitions(jobId));
   };
-  await waitUntil(`engine connected to ${qsd.address('gw')}`, () => recorder.vmStatuses().includes('connected'));
+  const dispose = async (): Promise<void> => {
+    recorder.stop();
+    await engine.close();
+    await client.close();
+    await oracle.close();
+    await qsd.dispose();
+  };
+  try {
+    await waitUntil(`engine connected to ${qsd.address('gw')}`, () => recorder.vmStatuses().includes('connected'));
+  } catch (error) {
+    await dispose();
+    throw error;
+  }
   return {
     qsd,
     oracle,
@@ -288,17 +287,17 @@ export async function openScenario(options: ScenarioOptions = {}): Promise<Scena
       const same = (): boolean => JSON.stringify(recorder.states(jobId)) === JSON.stringify(expectedStates(jobId));
       await waitUntil(`engine states of ${jobId} to equal the oracle's`, same, timeoutMs).catch(() => undefined);
       const raw = oracle.statusSequence(jobId).join(' > ');
-      expect(recorder.states(jobId), `engine transitions of ${jobId} vs QEMU's JOB_STATUS_CHANGE (raw: ${raw})`).toEqual(expectedStates(jobId));
+      const detail = recorder
+        .transitions(jobId)
+        .map((t) => `${t.to.state}#${t.job.incarnation}/${t.source}`)
+        .join(' > ');
+      expect(recorder.states(jobId), `engine transitions of ${jobId} (${detail}) vs QEMU's JOB_STATUS_CHANGE (${raw})`).toEqual(
+        expectedStates(jobId),
+      );
       log(jobId);
       return recorder.transitions(jobId);
     },
     log,
-    async dispose() {
-      recorder.stop();
-      await engine.close();
-      await client.close();
-      await oracle.close();
-      await qsd.dispose();
-    },
+    dispose,
   };
 }

@@ -51,6 +51,7 @@ function run(script: Script): string[] {
       activePollMs: 1_000,
       idlePollMs: 0,
       internalPauseMs: 100,
+      identifyHoldMs: 0,
       scheduler,
       detectCapabilities: () => of({ capabilities: capabilitiesFromVersion(V72), from: 'schema' as const }),
       poll: (): Observable<PollResult> => {
@@ -79,6 +80,15 @@ describe('MonitorJobs (virtual time)', () => {
       until: 50,
     });
     expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '3:m:ready+', '5:n:created', '5:n:running']);
+  });
+
+  it('a new job\'s first changes wait for the poll that tells its type, at most identifyHoldMs', () => {
+    const events = { events: '-ab', eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running') }, until: 400 };
+    const answered = run({ ...events, options: { identifyHoldMs: 250 }, polls: [{ marble: '(r|)', result: poll(0, []) }, { marble: '--------(r|)', result: poll(3, [running('m')]) }] });
+    // created (frame 1) asks for a poll at once; its answer (8 frames later) releases both changes.
+    expect(answered).toEqual(['0:vm:connected', '9:m:created', '9:m:running']);
+    const unanswered = run({ ...events, options: { identifyHoldMs: 250 }, polls: [{ marble: '(r|)', result: poll(0, []) }] });
+    expect(unanswered).toEqual(['0:vm:connected', '251:m:created', '251:m:running']);
   });
 
   it('a poll whose snapshot is newer than everything known reconciles: the missing job ended, outcome unknown', () => {

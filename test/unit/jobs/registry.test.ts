@@ -63,7 +63,7 @@ afterEach(async () => {
 
 function setup(options: ConstructorParameters<typeof JobRegistry>[0] = {}) {
   const monitor = new FakeMonitor();
-  registry = new JobRegistry({ activePollMs: 20, idlePollMs: 0, internalPauseMs: 80, ...options, createMonitor: () => monitor });
+  registry = new JobRegistry({ activePollMs: 20, idlePollMs: 0, internalPauseMs: 80, identifyHoldMs: 0, ...options, createMonitor: () => monitor });
   const changes: StreamInput[] = [];
   registry.changes$.subscribe((c) => changes.push(c));
   return { monitor, registry, changes };
