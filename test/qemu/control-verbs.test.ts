@@ -88,7 +88,7 @@ describeQemu('job control: verbs (real QEMU)', () => {
 
     const resumed = await controller!.handle(command('p', 'resume'), context());
     expect(resumed.ok).toBe(true);
-    await waitUntil('p running again', () => sc.recorder.last('p')?.to.state === 'running');
+    await waitUntil('p running again', () => sc.recorder.transitions('p').at(-1)?.to.state === 'running');
 
     const speed = await controller!.handle(command('p', 'set-speed', { speed: 0 }), context());
     expect(speed.ok).toBe(true);
@@ -105,7 +105,7 @@ describeQemu('job control: verbs (real QEMU)', () => {
     expect(softCancel).toMatchObject({ ok: false, error: { code: 'verb_not_allowed' }, job: { state: 'standby' } });
     const back = await controller!.handle(command('p', 'resume'), context());
     expect(back.ok).toBe(true);
-    await waitUntil('p ready again', () => sc.recorder.last('p')?.to.state === 'ready');
+    await waitUntil('p ready again', () => sc.recorder.transitions('p').at(-1)?.to.state === 'ready');
 
     const done = await controller!.handle(command('p', 'complete', { await: 'concluded' }), context());
     expect(done).toMatchObject({ ok: true, job: { outcome: 'completed', pivoted: true, speed: 0 } });
