@@ -2,12 +2,11 @@
  * `blockjob-gateway complete|cancel|pause|resume ws://HOST:PORT --vm NAME --job ID [...]`: the
  * protocol's `command` message from a shell. `complete` waits for the job to be truly ready by default.
  */
-import { parseArgs } from 'node:util';
 import { ResumeClient } from '../client/resume-client.js';
 import { createNodeSocket } from '../client/node-socket.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { CommandAction, ResultMessage } from '../generated/schema-types.js';
-import { describeJob, gatewayUrl, parseDuration, requireFlag, token, TOKEN_ENV } from './remote.js';
+import { TOKEN_ENV, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
 
 export const CONTROL_ACTIONS = ['complete', 'cancel', 'pause', 'resume'] as const;
 export type ControlAction = (typeof CONTROL_ACTIONS)[number];
@@ -36,33 +35,15 @@ export function runner(action: ControlAction) {
 }
 
 export async function run(action: ControlAction, argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        vm: { type: 'string' },
-        job: { type: 'string' },
-        when: { type: 'string' },
-        await: { type: 'string' },
-        force: { type: 'boolean', default: false },
-        timeout: { type: 'string' },
-        token: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    process.stderr.write(`${action}: ${(err as Error).message}\n\n${usage(action)}`);
-    return 4;
-  }
+  const parsed = parseRemoteArgs(
+    argv,
+    { vm: { type: 'string' }, job: { type: 'string' }, when: { type: 'string' }, await: { type: 'string' }, force: { type: 'boolean', default: false }, timeout: { type: 'string' } },
+    action,
+    usage(action),
+    4,
+  );
+  if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(usage(action));
-    return 0;
-  }
   let url: string, vm: string, job: string, timeoutMs: number;
   try {
     url = gatewayUrl(positionals, action);

@@ -5,6 +5,7 @@
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { config as rxjsConfig } from 'rxjs';
 import { GatewayError, UsageError } from '../errors.js';
 import { parseGlobal } from './args.js';
 
@@ -143,6 +144,10 @@ function invokedDirectly(): boolean {
 }
 
 if (invokedDirectly()) {
+  // An exception thrown inside one subscriber must not take the whole gateway down (RxJS would rethrow it later).
+  rxjsConfig.onUnhandledError = (error: unknown) => {
+    process.stderr.write(`blockjob-gateway: error in a stream subscriber (continuing): ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+  };
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

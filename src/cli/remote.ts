@@ -2,10 +2,40 @@
  * What the client-side commands (watch, wait, complete, cancel, pause, resume) share: the gateway URL,
  * the token (flag or environment, so it stays out of shell history), durations, and job formatting.
  */
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { UsageError } from '../errors.js';
 import type { JobState } from '../generated/schema-types.js';
 
 export const TOKEN_ENV = 'BLOCKJOB_GATEWAY_TOKEN';
+
+/** Flags every remote command takes. */
+const COMMON_FLAGS = {
+  token: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+type Flags = NonNullable<ParseArgsConfig['options']>;
+type Parsed<O extends Flags> = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; strict: true; options: typeof COMMON_FLAGS & O }>>;
+export type RemoteArgs<O extends Flags> = { exit: number } | { exit: undefined; values: Parsed<O>['values']; positionals: string[] };
+
+/**
+ * Parses a remote command's flags plus the common ones. `--help` prints the usage and a bad flag
+ * prints the error and the usage; either way `exit` is the code to return.
+ */
+export function parseRemoteArgs<O extends Flags>(argv: string[], flags: O, command: string, usageText: string, usageExit: number): RemoteArgs<O> {
+  try {
+    const parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { ...COMMON_FLAGS, ...flags } });
+    if ((parsed.values as { help?: boolean }).help) {
+      process.stdout.write(usageText);
+      return { exit: 0 };
+    }
+    return { exit: undefined, values: parsed.values as Parsed<O>['values'], positionals: parsed.positionals };
+  } catch (err) {
+    process.stderr.write(`${command}: ${(err as Error).message}\n\n${usageText}`);
+    return { exit: usageExit };
+  }
+}
 
 export function gatewayUrl(positionals: string[], command: string): string {
   const url = positionals[0];

@@ -3,12 +3,11 @@
  * the one command that replaces a shell polling loop. It subscribes to the one job, so the snapshot
  * answers at once when the job is already ready or concluded, and it resumes across gateway restarts.
  */
-import { parseArgs } from 'node:util';
 import { ResumeClient, type ClientStatus } from '../client/resume-client.js';
 import { createNodeSocket } from '../client/node-socket.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { JobState, ServerMessage } from '../generated/schema-types.js';
-import { describeJob, gatewayUrl, parseDuration, requireFlag, token, TOKEN_ENV } from './remote.js';
+import { TOKEN_ENV, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
 
 export const WAIT_EXIT = { reached: 0, endedOtherwise: 1, timeout: 2, connection: 3, usage: 4 } as const;
 
@@ -58,32 +57,15 @@ export function judge(job: JobState, target: Target): Verdict | undefined {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        vm: { type: 'string' },
-        job: { type: 'string' },
-        for: { type: 'string' },
-        timeout: { type: 'string' },
-        'connect-timeout': { type: 'string' },
-        token: { type: 'string' },
-        json: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    process.stderr.write(`wait: ${(err as Error).message}\n\n${usage}`);
-    return WAIT_EXIT.usage;
-  }
+  const parsed = parseRemoteArgs(
+    argv,
+    { vm: { type: 'string' }, job: { type: 'string' }, for: { type: 'string' }, timeout: { type: 'string' }, 'connect-timeout': { type: 'string' } },
+    'wait',
+    usage,
+    WAIT_EXIT.usage,
+  );
+  if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(usage);
-    return 0;
-  }
   let url: string, vm: string, jobId: string, timeoutMs: number | undefined, connectTimeoutMs: number;
   try {
     url = gatewayUrl(positionals, 'wait');

@@ -2,12 +2,11 @@
  * `blockjob-gateway watch ws://HOST:PORT [--vm NAME] [--job ID] [--state S] [--json]`: a live table
  * redrawn in place on a terminal (like `kubectl get -w`), or one JSON line per message when piped.
  */
-import { parseArgs } from 'node:util';
 import { ResumeClient } from '../client/resume-client.js';
 import { createNodeSocket } from '../client/node-socket.js';
 import { GatewayError } from '../errors.js';
 import type { JobState, JobStatusName, ServerMessage, SubscriptionFilter } from '../generated/schema-types.js';
-import { formatBytes, formatEta, gatewayUrl, token, TOKEN_ENV } from './remote.js';
+import { TOKEN_ENV, formatBytes, formatEta, gatewayUrl, parseRemoteArgs, token } from './remote.js';
 
 export const usage = `Usage: blockjob-gateway watch ws://HOST:PORT [options]
 
@@ -49,30 +48,15 @@ export function renderTable(jobs: Iterable<JobState>, vmStatus: ReadonlyMap<stri
 }
 
 export async function run(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        vm: { type: 'string', multiple: true },
-        job: { type: 'string', multiple: true },
-        state: { type: 'string', multiple: true },
-        json: { type: 'boolean', default: false },
-        token: { type: 'string' },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
-  } catch (err) {
-    process.stderr.write(`watch: ${(err as Error).message}\n\n${usage}`);
-    return 2;
-  }
+  const parsed = parseRemoteArgs(
+    argv,
+    { vm: { type: 'string', multiple: true }, job: { type: 'string', multiple: true }, state: { type: 'string', multiple: true } },
+    'watch',
+    usage,
+    2,
+  );
+  if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  if (values.help) {
-    process.stdout.write(usage);
-    return 0;
-  }
   let url: string;
   try {
     url = gatewayUrl(positionals, 'watch');
