@@ -491,6 +491,10 @@ function finish(record: JobRecord | undefined, d: Draft, source: JobState['sourc
   const sameIncarnation = record !== undefined && record.job.incarnation === d.job.incarnation;
   const before = sameIncarnation ? record.job : undefined;
   const job = d.job;
+  // A paused job copies nothing: say so at once instead of letting the smoothed rate decay.
+  if ((job.state === 'paused' || job.state === 'standby') && (job.progress.rate !== 0 || job.progress.etaSeconds !== null)) {
+    job.progress = { ...job.progress, rate: 0, etaSeconds: null };
+  }
   const from = before ? transitionKey(before) : null;
   const to = transitionKey(job);
   if (!before || before.state !== job.state) job.stateSince = iso(at);

@@ -111,6 +111,16 @@ describe('reduceJob on QEMU >= 3.0 (JOB_STATUS_CHANGE is the state)', () => {
     expect(fold.job(J).lastIoError).toMatchObject({ operation: 'read', action: 'ignore' });
   });
 
+  it('a paused job reports rate 0 and no ETA at once, not a decaying average', () => {
+    const fold = new Fold(QEMU_7_2).feed(
+      row(J, { status: 'running', progress: { current: 0, total: 100 } }, { reconcile: true }),
+      row(J, { status: 'running', progress: { current: 40, total: 100 } }),
+    );
+    expect(fold.job(J).progress.rate).toBeGreaterThan(0);
+    fold.note(J, 'pause').feed(jsc(J, 'paused'));
+    expect(fold.job(J)).toMatchObject({ state: 'paused', progress: { rate: 0, etaSeconds: null } });
+  });
+
   it('identical polls make no transition', () => {
     const fold = new Fold(QEMU_7_2).feed(row(J, { status: 'running' }, { reconcile: true }), row(J, { status: 'running' }), row(J, { status: 'running' }));
     expect(fold.changes).toEqual(['running']);
