@@ -3,9 +3,9 @@ import { createConnection } from 'node:net';
 import { dirname } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { connectRawQmp, JsonObjectSplitter, type RawQmp } from '../../src/lab/index.js';
-import { cleanupLeftoversAfterAll } from './qsd.js';
-import { qmpGreeting, startScriptedPeer } from './scripted-peer.js';
-import { fixturePath, loadTranscript, transcriptEvents, transcriptGreeting } from './transcript.js';
+import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
+import { qmpGreeting, startScriptedPeer } from '../utils/scripted-peer.js';
+import { fixturePath, loadTranscript, transcriptEvents, transcriptGreeting } from '../utils/transcript.js';
 
 /** Connects a plain socket and collects parsed messages (for what RawQmp deliberately does not do). */
 async function plainClient(path: string): Promise<{ send(text: string): void; next(): Promise<Record<string, unknown>>; close(): void }> {

@@ -3,7 +3,7 @@ import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { createQcow2Image, detectQemuTools, JsonObjectSplitter, parseJsonObject, startQsd, writePattern } from '../../src/lab/index.js';
-import { cleanupLeftoversAfterAll, makeTestDir } from './qsd.js';
+import { cleanupLeftoversAfterAll, makeTestDir } from '../utils/qsd.js';
 
 describe('detectQemuTools', () => {
   cleanupLeftoversAfterAll();

@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { describeQemu } from './qemu-gate.js';
-import { cleanupLeftoversAfterAll, imagesEqual, leftoverCount, startQsd, type Qsd } from './qsd.js';
+import { describeQemu } from '../utils/qemu-gate.js';
+import { cleanupLeftoversAfterAll, imagesEqual, leftoverCount, startQsd, type Qsd } from '../utils/qsd.js';
 
 describeQemu('qemu-storage-daemon lab', () => {
   cleanupLeftoversAfterAll();

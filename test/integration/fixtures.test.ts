@@ -2,7 +2,7 @@
 // the job status transitions QEMU's own state machine allows (JobSTT in qemu/job.c).
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { fixturePath, loadTranscript, transcriptEvents, transcriptGreeting } from './transcript.js';
+import { fixturePath, loadTranscript, transcriptEvents, transcriptGreeting } from '../utils/transcript.js';
 
 /** Allowed JOB_STATUS_CHANGE transitions (reference §4; 'undefined' is the state before 'created'). */
 const JOB_STT: Record<string, readonly string[]> = {
