@@ -333,6 +333,10 @@ export interface JobEngineConfig {
   idlePollMs?: number;
   pollTimeoutMs?: number;
   /**
+   * Polls in a row without a reply within pollTimeoutMs after which a VM whose socket is still open counts as disconnected (QEMU hung).
+   */
+  unresponsiveAfterPolls?: number;
+  /**
    * How long concluded and dismissed jobs stay visible.
    */
   retentionMs?: number;

@@ -9,14 +9,19 @@
  * Everything runs synchronously on the monitor's message dispatch, so `changes$` is in wire order
  * and `snapshot()` reflects every change already emitted: it shows the published state of each
  * announced job (a held pause is not shown until it is emitted), with the latest details.
+ *
+ * The VM is `disconnected` (its jobs stale) while the monitor is down, and also while it is up but
+ * QEMU answers no poll (a hung process keeps its socket open): the poller's `unresponsive` verdict.
+ * The next answered poll makes it `connected` and reconciles, as a new session does.
  */
 import { BehaviorSubject, Subject, Subscription, asyncScheduler, concat, defer, EMPTY, from, interval, map, merge, of, switchMap, type Observable, type ObservableInput, type SchedulerLike } from 'rxjs';
+import { QmpTimeoutError } from '../errors.js';
 import { silentLogger, type QmpLogger } from '../qmp/logger.js';
 import type { QmpMonitor, QmpSession, QmpEvent } from '../qmp/types.js';
 import { capabilitiesFromVersion, detectCapabilities, type DetectedCapabilities } from './capabilities.js';
 import { isTerminalState, reduceJob, type EngineInput, type JobChange, type JobRecord } from './normalize.js';
 import { holdTransientChanges, type HoldOptions } from './pause-debounce.js';
-import { pollJobs, pollMonitor, type PollCadence, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
+import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
 import { parseJobEvent } from './qmp-payloads.js';
 import { throttlePerKey, type RateOptions } from './progress.js';
 import type { JobState, JobTransition, JobVerb, MonitorCapabilities, ProgressUpdate, StreamInput, VmSnapshot, VmStatus } from './types.js';
@@ -63,6 +68,8 @@ export class MonitorJobs {
   private readonly incarnations = new Map<string, number>();
   private caps: MonitorCapabilities | undefined;
   private vmStatus: VmStatus = 'connecting';
+  /** The monitor is up but QEMU stopped answering polls; the VM is reported disconnected meanwhile. */
+  private unresponsive = false;
   private lastProblem: string | undefined;
   private readonly pending = new Subject<PendingChange>();
   private readonly rawProgress = new Subject<ProgressUpdate>();
@@ -70,11 +77,14 @@ export class MonitorJobs {
   private readonly progressSubject = new Subject<ProgressUpdate>();
   private readonly active = new BehaviorSubject<boolean>(false);
   private readonly monitorDown = new Subject<void>();
-  /** A job appeared through an event: poll at once, so its type and knobs are known before it is announced. */
-  private readonly newJobSeen = new Subject<void>();
+  /**
+   * Poll at once: a job appeared through an event (so its type and knobs are known before it is
+   * announced), or an unresponsive QEMU spoke again (so its reconcile comes without waiting a tick).
+   */
+  private readonly pollNow = new Subject<void>();
   /**
    * Changes of jobs whose type QEMU has not told yet (JOB_STATUS_CHANGE carries none), waiting for
-   * the poll that newJobSeen asked for, so that even a job's first transition names its type and a
+   * the poll that pollNow asked for, so that even a job's first transition names its type and a
    * subscriber filtering by type misses nothing. Bounded in time (identifyHoldMs) and count.
    */
   private readonly unidentified = new Map<string, { changes: PendingChange[]; timer: Subscription }>();
@@ -96,6 +106,7 @@ export class MonitorJobs {
     this.scheduler = options.scheduler ?? asyncScheduler;
     this.now = options.now ?? (() => this.scheduler.now());
     this.logger = options.logger ?? silentLogger;
+    unresponsiveThreshold(options); // a bad setting fails here, not when polling starts
   }
 
   /** Subscribes to the monitor. Call once. */
@@ -113,7 +124,7 @@ export class MonitorJobs {
     this.subscriptions.add(this.monitor.events$.subscribe((event) => this.onEvent(event)));
     this.subscriptions.add(
       this.monitor.state$.subscribe((state) => {
-        if (state !== 'ready' && this.vmStatus === 'connected') this.onMonitorDown();
+        if (state !== 'ready' && (this.vmStatus === 'connected' || this.unresponsive)) this.onMonitorDown();
       }),
     );
 
@@ -142,13 +153,10 @@ export class MonitorJobs {
         ...this.options,
         sessions$: sessionsWithCaps$,
         active$: this.active,
-        pollNow$: this.newJobSeen,
+        pollNow$: this.pollNow,
         poll: ({ caps }) => (this.options.poll ? this.options.poll(this.monitor, caps) : pollMonitor(this.monitor, caps, this.pollTimeoutMs)),
         scheduler,
-      }).subscribe((outcome) => {
-        if (outcome.kind === 'polled') this.onPoll(outcome.result, outcome.reconcile);
-        else this.logger.warn({ vm: this.vm, err: outcome.error }, 'job poll failed');
-      }),
+      }).subscribe((outcome) => this.onPollOutcome(outcome)),
     );
     const retentionMs = this.options.retentionMs ?? 600_000;
     this.subscriptions.add(interval(Math.max(1_000, retentionMs / 10), scheduler).subscribe(() => this.prune()));
@@ -206,6 +214,7 @@ export class MonitorJobs {
     // Provisional until query-qmp-schema answers; events may arrive before it does.
     this.caps = capabilitiesFromVersion(session.greeting.version.qemu);
     this.vmStatus = 'connected';
+    this.unresponsive = false;
     this.lastProblem = undefined;
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'connected', at: this.now() });
   }
@@ -219,16 +228,48 @@ export class MonitorJobs {
   }
 
   private onMonitorDown(): void {
-    this.vmStatus = 'disconnected';
     this.monitorDown.next();
+    // A hung QEMU whose socket now closes was reported disconnected already.
+    if (this.unresponsive) this.unresponsive = false;
+    else this.reportDisconnected(this.lastProblem);
+  }
+
+  /** The VM is disconnected: its jobs' states are no longer current (stale) until a reconcile. */
+  private reportDisconnected(reason: string | undefined): void {
+    this.vmStatus = 'disconnected';
     const at = this.now();
     for (const id of [...this.records.keys()]) this.apply(id, { kind: 'monitor-down', at });
     const change: StreamInput = { kind: 'vm', vm: this.vm, status: 'disconnected', at };
-    if (this.lastProblem !== undefined) change.reason = this.lastProblem;
+    if (reason !== undefined) change.reason = reason;
     this.changesSubject.next(change);
   }
 
+  private onPollOutcome(outcome: PollOutcome): void {
+    if (outcome.kind === 'polled') {
+      if (this.unresponsive) this.onResponsiveAgain();
+      this.onPoll(outcome.result, outcome.reconcile);
+      return;
+    }
+    this.logger.warn({ vm: this.vm, err: outcome.error }, 'job poll failed');
+    if (outcome.unresponsive && !this.unresponsive && this.vmStatus === 'connected') {
+      this.unresponsive = true;
+      const reason = `monitor unresponsive: ${describePollTimeout(outcome.error, this.pollTimeoutMs)}`;
+      this.logger.warn({ vm: this.vm, reason }, 'monitor unresponsive; VM reported disconnected');
+      this.reportDisconnected(reason);
+    }
+  }
+
+  /** QEMU answered a poll again: connected, and that poll (a reconcile, the poller sees to it) refreshes every job. */
+  private onResponsiveAgain(): void {
+    this.unresponsive = false;
+    this.vmStatus = 'connected';
+    this.logger.info({ vm: this.vm }, 'monitor responsive again; VM reported connected');
+    this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'connected', at: this.now() });
+  }
+
   private onEvent(event: QmpEvent): void {
+    // QEMU speaks again: probe now rather than at the next tick.
+    if (this.unresponsive) this.pollNow.next();
     let parsed;
     try {
       parsed = parseJobEvent(event);
@@ -243,7 +284,7 @@ export class MonitorJobs {
     this.apply(parsed.id, { kind: 'event', event: parsed, seq: event.seq, at: event.receivedAt, session: event.session }, event.receivedMono);
     this.updateActivity();
     const record = this.records.get(parsed.id);
-    if (record && record.job.incarnation !== incarnationBefore && record.job.type === 'unknown') this.newJobSeen.next();
+    if (record && record.job.incarnation !== incarnationBefore && record.job.type === 'unknown') this.pollNow.next();
   }
 
   private onPoll(result: PollResult, reconcile: boolean): void {
@@ -361,4 +402,10 @@ export class MonitorJobs {
       }
     });
   }
+}
+
+/** What a poll that timed out waited for, e.g. "no reply to query-block-jobs within 5000 ms". */
+function describePollTimeout(error: unknown, pollTimeoutMs: number): string {
+  if (error instanceof QmpTimeoutError) return `no reply to ${error.sent.execute} within ${error.timeoutMs} ms`;
+  return `no reply to the job poll within ${pollTimeoutMs} ms`;
 }

@@ -6,14 +6,20 @@
  * failed poll is reported and the cadence goes on. A new session cancels the old one's polling;
  * `null` (the monitor went down) stops polling until the next session.
  *
+ * Liveness: a QEMU that hangs (stopped, stuck in I/O) keeps its socket open, so only the polls tell.
+ * After `unresponsiveAfterPolls` polls in a row time out, failures say `unresponsive`, and the
+ * next poll that is answered is a reconcile again, as on a new session. Polling goes on meanwhile:
+ * the poll itself is the probe.
+ *
  * `pollMonitor` is the poll itself: `query-block-jobs` plus `query-jobs` (3.0+), pipelined, merged
  * by id. The result carries the earlier reply's `seq`: events with a smaller seq happened before
  * the snapshot, and a job whose last event is newer than it is judged by its events, not the poll.
  */
 import {
-  EMPTY, Observable, asyncScheduler, catchError, defer, distinctUntilChanged, exhaustMap, from, map, merge, of,
+  EMPTY, Observable, TimeoutError, asyncScheduler, catchError, defer, distinctUntilChanged, exhaustMap, from, map, merge, of,
   switchMap, timeout, timer, type ObservableInput, type SchedulerLike,
 } from 'rxjs';
+import { ConfigError, QmpTimeoutError } from '../errors.js';
 import type { QmpMonitor } from '../qmp/types.js';
 import type { MonitorCapabilities } from './types.js';
 import { mergeJobRows, parseBlockJobRows, parseJobRows, type JobRow } from './qmp-payloads.js';
@@ -30,7 +36,13 @@ export interface PollResult {
 
 export type PollOutcome =
   | { kind: 'polled'; result: PollResult; reconcile: boolean }
-  | { kind: 'poll-failed'; error: unknown; reconcile: boolean };
+  | {
+      kind: 'poll-failed';
+      error: unknown;
+      reconcile: boolean;
+      /** This poll and the ones before it timed out `unresponsiveAfterPolls` times or more in a row. */
+      unresponsive: boolean;
+    };
 
 export interface PollCadence {
   /** Interval while any job is active (not concluded or dismissed). @default 1_000 */
@@ -39,6 +51,8 @@ export interface PollCadence {
   idlePollMs?: number;
   /** A poll that takes longer fails. @default 5_000 */
   pollTimeoutMs?: number;
+  /** This many polls in a row timing out make the monitor count as unresponsive (an integer >= 1). @default 2 */
+  unresponsiveAfterPolls?: number;
 }
 
 export interface PollerDeps<S> extends PollCadence {
@@ -55,11 +69,23 @@ export interface PollerDeps<S> extends PollCadence {
 export const DEFAULT_ACTIVE_POLL_MS = 1_000;
 export const DEFAULT_IDLE_POLL_MS = 10_000;
 export const DEFAULT_POLL_TIMEOUT_MS = 5_000;
+export const DEFAULT_UNRESPONSIVE_AFTER_POLLS = 2;
+
+/** `unresponsiveAfterPolls`, checked; throws a ConfigError naming the field when it is not an integer >= 1. */
+export function unresponsiveThreshold(cadence: PollCadence): number {
+  const polls = cadence.unresponsiveAfterPolls ?? DEFAULT_UNRESPONSIVE_AFTER_POLLS;
+  if (!Number.isInteger(polls) || polls < 1) throw new ConfigError(`must be an integer >= 1, got ${String(polls)}`, 'unresponsiveAfterPolls');
+  return polls;
+}
+
+/** The poll got no answer in time (the pipeline's own timeout, or the command's). Other failures say nothing about liveness. */
+const isPollTimeout = (error: unknown): boolean => error instanceof TimeoutError || error instanceof QmpTimeoutError;
 
 export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
   const activePollMs = deps.activePollMs ?? DEFAULT_ACTIVE_POLL_MS;
   const idlePollMs = deps.idlePollMs ?? DEFAULT_IDLE_POLL_MS;
   const pollTimeoutMs = deps.pollTimeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
+  const unresponsiveAfter = unresponsiveThreshold(deps);
   const scheduler = deps.scheduler ?? asyncScheduler;
 
   const ticks$ = deps.active$.pipe(
@@ -74,6 +100,7 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
     switchMap((session) =>
       session === null ? EMPTY : defer(() => {
         let reconciled = false;
+        let timeoutsInARow = 0;
         return merge(of('connect'), ticks$, deps.pollNow$ ?? EMPTY).pipe(
           exhaustMap(() =>
             from(deps.poll(session)).pipe(
@@ -81,9 +108,17 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
               map((result): PollOutcome => {
                 const outcome: PollOutcome = { kind: 'polled', result, reconcile: !reconciled };
                 reconciled = true;
+                timeoutsInARow = 0;
                 return outcome;
               }),
-              catchError((error: unknown) => of<PollOutcome>({ kind: 'poll-failed', error, reconcile: !reconciled })),
+              catchError((error: unknown) => {
+                if (isPollTimeout(error)) timeoutsInARow++;
+                const unresponsive = timeoutsInARow >= unresponsiveAfter;
+                const outcome: PollOutcome = { kind: 'poll-failed', error, reconcile: !reconciled, unresponsive };
+                // Whatever happened while QEMU did not answer is the next answered poll's to reconcile.
+                if (unresponsive) reconciled = false;
+                return of(outcome);
+              }),
             ),
           ),
         );
