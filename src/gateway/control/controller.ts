@@ -349,7 +349,8 @@ class Controller implements JobController {
   }
 
   private disconnected(run: Run): CommandResult {
-    const why = this.source.monitor(run.message.vm)?.state === 'ready' ? 'is reconnecting (job state not yet reconciled)' : 'is not connected';
+    // The socket can be up while QEMU does not answer (hung) or before the reconcile: neither is a state to act on.
+    const why = this.source.monitor(run.message.vm)?.state === 'ready' ? 'is connected but not answering or not yet reconciled' : 'is not connected';
     return failed(run.message.id, 'vm_disconnected', `the monitor of VM '${run.message.vm}' ${why}; ${run.message.action} was not sent`, {
       job: run.watch.latest(),
     });
