@@ -5,7 +5,7 @@
  */
 import type { CreateImageOptions } from '../lab/images.js';
 import type { JobLab, QmpExecutor } from '../lab/jobs.js';
-import type { Qcow2NodeOptions } from '../lab/qsd.js';
+import { qcow2NodeArgs, type Qcow2NodeOptions } from '../lab/qsd.js';
 import type { SimulatedVm } from '../sim/index.js';
 
 const MiB = 1024 * 1024;
@@ -26,17 +26,7 @@ export class SimulatedLab implements JobLab {
   }
 
   async addQcow2Node(nodeName: string, file: string, options: Qcow2NodeOptions = {}): Promise<void> {
-    const fileNode = { driver: 'file', filename: file };
-    const protocol = options.blkdebug
-      ? {
-          driver: 'blkdebug',
-          image: fileNode,
-          ...(options.blkdebug.injectError ? { 'inject-error': options.blkdebug.injectError } : {}),
-          ...(options.blkdebug.setState ? { 'set-state': options.blkdebug.setState } : {}),
-        }
-      : fileNode;
-    const args: Record<string, unknown> = { driver: 'qcow2', 'node-name': nodeName, file: protocol };
-    if (options.backing !== undefined) args['backing'] = options.backing;
+    const args = qcow2NodeArgs(nodeName, file, options);
     this.vm.execute('blockdev-add', args);
   }
 

@@ -63,6 +63,23 @@ const MAX_SOCKET_PATH_BYTES = 107;
 const STDERR_TAIL_CHARS = 64 * 1024;
 const STOP_TIMEOUT_MS = 10_000;
 
+/** `blockdev-add` arguments for a qcow2 node over a file, through blkdebug when rules are given. */
+export function qcow2NodeArgs(nodeName: string, filename: string, options: Qcow2NodeOptions = {}): Record<string, unknown> {
+  const fileNode = { driver: 'file', filename };
+  const protocol = options.blkdebug
+    ? {
+        driver: 'blkdebug',
+        image: fileNode,
+        ...(options.blkdebug.injectError ? { 'inject-error': options.blkdebug.injectError } : {}),
+        ...(options.blkdebug.setState ? { 'set-state': options.blkdebug.setState } : {}),
+      }
+    : fileNode;
+  const args: Record<string, unknown> = { driver: 'qcow2', 'node-name': nodeName, file: protocol };
+  if (options.backing !== undefined) args.backing = options.backing;
+  if (options.readOnly) args['read-only'] = true;
+  return args;
+}
+
 export class Qsd {
   private child!: ChildProcess;
   private exitPromise!: Promise<QsdExit>;
@@ -172,18 +189,7 @@ export class Qsd {
    */
   async addQcow2Node(nodeName: string, file: string, options: Qcow2NodeOptions = {}): Promise<void> {
     if (this.nodes.has(nodeName)) throw new LabError(`node "${nodeName}" already added`);
-    const fileNode = { driver: 'file', filename: this.imagePath(file) };
-    const protocol = options.blkdebug
-      ? {
-          driver: 'blkdebug',
-          image: fileNode,
-          ...(options.blkdebug.injectError ? { 'inject-error': options.blkdebug.injectError } : {}),
-          ...(options.blkdebug.setState ? { 'set-state': options.blkdebug.setState } : {}),
-        }
-      : fileNode;
-    const args: Record<string, unknown> = { driver: 'qcow2', 'node-name': nodeName, file: protocol };
-    if (options.backing !== undefined) args.backing = options.backing;
-    if (options.readOnly) args['read-only'] = true;
+    const args = qcow2NodeArgs(nodeName, this.imagePath(file), options);
     await this.execute('blockdev-add', args);
     this.nodes.set(nodeName, args);
   }
