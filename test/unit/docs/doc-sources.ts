@@ -151,7 +151,7 @@ export function code(cell: string): string {
 export function qmpArguments(): Array<{ where: string; value: string }> {
   const found: Array<{ where: string; value: string }> = [];
   for (const file of [...OWNED_DOCS, DEPLOY_FILES.proxmox]) {
-    for (const match of readRepo(file).matchAll(/-qmp\s+'?((?:unix|tcp):[^\s'"`]+)/g)) found.push({ where: file, value: match[1]! });
+    for (const match of readRepo(file).matchAll(/-qmp\s+'?((?:unix:\/|tcp:)[^\s'"`]+)/g)) found.push({ where: file, value: match[1]! });
   }
   for (const file of [...OWNED_DOCS, DEPLOY_FILES.libvirt]) {
     for (const match of readRepo(file).matchAll(/<qemu:arg value='-qmp'\/>\s*<qemu:arg value='([^']+)'\/>/g)) found.push({ where: `${file} (libvirt)`, value: match[1]! });
