@@ -12,6 +12,7 @@ import { silentLogger, type QmpLogger } from '../qmp/logger.js';
 import { tokenFromRequest, type Principal, type TokenAuthenticator } from './auth.js';
 import type { GatewayCore } from './core.js';
 import type { GatewayMetrics } from './metrics.js';
+import { originAllowed } from './origin.js';
 import { parseHttpCommand } from './protocol/validate.js';
 import { COMMAND_ERROR_CODES, WS_PATH } from './protocol/codes.js';
 
@@ -26,6 +27,8 @@ export interface HttpHandlerOptions {
   logger?: QmpLogger;
   /** @default 65_536 */
   maxBodyBytes?: number;
+  /** Browser origins allowed to send commands (see origin.ts). */
+  allowedOrigins?: readonly string[];
 }
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -54,6 +57,7 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
   const log = options.logger ?? silentLogger;
   const maxBody = options.maxBodyBytes ?? 65_536;
   const staticRoot = options.staticDir ? resolve(options.staticDir) : undefined;
+  const originPolicy = { allowed: options.allowedOrigins ? new Set(options.allowedOrigins) : null, tokensRequired: auth.required };
   let nextRequest = 1;
 
   const authenticate = (req: IncomingMessage, res: ServerResponse): Principal | null => {
@@ -96,6 +100,12 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
     const command = COMMAND_ROUTE.exec(path);
     if (command) {
       if (method !== 'POST') return sendJson(res, 405, { error: 'use POST' }, { Allow: 'POST' });
+      // A JSON content type makes any cross-site browser request a CORS preflight, which gets no
+      // answer here; with the origin check, a web page cannot act on jobs through a browser.
+      if (!/^application\/json\s*(;|$)/i.test(req.headers['content-type'] ?? '')) {
+        return sendJson(res, 415, { error: 'commands need Content-Type: application/json' });
+      }
+      if (!originAllowed(req.headers, originPolicy)) return sendJson(res, 403, { error: `origin ${req.headers.origin} is not allowed` });
       const principal = authenticate(req, res);
       if (!principal) return;
       return handleCommand(req, res, principal, command.slice(1).map(decodeURIComponent) as [string, string, string]);

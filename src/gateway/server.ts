@@ -72,7 +72,7 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
   await core.start();
   const metrics = createMetrics(core, { defaultMetrics: options.defaultMetrics ?? true, source: options.source });
   const server = createServer(
-    createHttpHandler({ core, auth, metrics, ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), ...(options.info ? { info: options.info } : {}), logger: log }),
+    createHttpHandler({ core, auth, metrics, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), ...(options.info ? { info: options.info } : {}), logger: log }),
   );
   server.keepAliveTimeout = 5000;
   const ws = useWebSocket({

@@ -282,7 +282,7 @@ export interface GatewayConfig {
    */
   insecure?: boolean;
   /**
-   * Browser origins allowed to open the WebSocket; absent = any.
+   * Browser origins allowed to use the WebSocket and the command endpoint; absent = the gateway's own origin without tokens, any origin with tokens.
    */
   allowedOrigins?: string[];
   /**

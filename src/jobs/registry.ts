@@ -3,6 +3,7 @@
  * time, behind the JobSource contract: one snapshot of all jobs, one merged stream of changes
  * (each tagged with its VM, synchronous, in order per VM) and one progress stream.
  */
+import type { QmpLogger } from '../qmp/logger.js';
 import { Subject, type Observable, type Subscription } from 'rxjs';
 import { ConfigError } from '../errors.js';
 import { QmpClient } from '../qmp/client.js';
@@ -32,8 +33,8 @@ interface Entry {
 /** VM names appear in URLs, logs and metrics: keep them plain. */
 const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-function startClient(vm: string, address: string): OwnedMonitor {
-  const client = new QmpClient({ address, name: vm });
+function startClient(vm: string, address: string, logger: QmpLogger | undefined): OwnedMonitor {
+  const client = new QmpClient({ address, name: vm, ...(logger ? { logger } : {}) });
   client.start();
   return client;
 }
@@ -57,7 +58,7 @@ export class JobRegistry implements JobSource {
     if (this.closed) throw new ConfigError('the job registry is closed', vm);
     if (!VM_NAME.test(vm)) throw new ConfigError(`invalid VM name ${JSON.stringify(vm)}: use 1-64 of [A-Za-z0-9._-], starting with a letter or digit`, 'vm');
     if (this.entries.has(vm)) throw new ConfigError(`VM ${JSON.stringify(vm)} is already registered`, vm);
-    const owned = typeof monitorOrAddress === 'string' ? (this.options.createMonitor ?? startClient)(vm, monitorOrAddress) : undefined;
+    const owned = typeof monitorOrAddress === 'string' ? (this.options.createMonitor ? this.options.createMonitor(vm, monitorOrAddress) : startClient(vm, monitorOrAddress, this.options.logger)) : undefined;
     const engine = new MonitorJobs(vm, owned ?? (monitorOrAddress as QmpMonitor), { ...this.options, ...options });
     const entry: Entry = {
       engine,

@@ -102,6 +102,14 @@ describe('gateway auth', () => {
     expect(seen).toEqual(['dash:read']);
   });
 
+  it('without tokens, browsers may connect only from the gateway\'s own origin (its dashboard)', async () => {
+    const gateway = await leftovers.gateway({ source: new FakeJobSource(['vm1']) });
+    const own = new URL(gateway.url).origin;
+    expect(await refusedStatus(gateway.wsUrl, { headers: { Origin: 'http://evil.example' } })).toBe(403);
+    await leftovers.client(gateway.wsUrl, { headers: { Origin: own } });
+    await leftovers.client(gateway.wsUrl); // no Origin: not a browser
+  });
+
   it('enforces the Origin allowlist and the connections-per-token limit', async () => {
     const { gateway } = await gatewayWithTokens({ allowedOrigins: ['http://good.example'], maxConnectionsPerToken: 2 });
     const auth = { Authorization: 'Bearer ops-secret' };

@@ -76,7 +76,12 @@ describe('gateway HTTP endpoints', () => {
         return { type: 'result', id: message.id, ok: false, error: { code: 'timeout', message: 'slow' } };
       },
     });
-    const post = (path: string, body?: string) => fetch(`${gateway.url}${path}`, { method: 'POST', ...(body !== undefined ? { body } : {}) });
+    const post = (path: string, body?: string, headers: Record<string, string> = { 'content-type': 'application/json' }) =>
+      fetch(`${gateway.url}${path}`, { method: 'POST', headers, ...(body !== undefined ? { body } : {}) });
+    // What a foreign web page in a browser on this host could send: refused before the handler runs.
+    expect((await post('/v1/vms/vm1/jobs/j0/cancel', '{}', { 'content-type': 'text/plain' })).status).toBe(415);
+    expect((await post('/v1/vms/vm1/jobs/j0/cancel', '{}', { 'content-type': 'application/json', origin: 'http://evil.example' })).status).toBe(403);
+    expect(calls).toHaveLength(0);
     const notReady = await post('/v1/vms/vm1/jobs/j0/complete', JSON.stringify({ when: 'now', id: 'h1' }));
     expect(notReady.status).toBe(409);
     expect(await notReady.json()).toMatchObject({ type: 'result', id: 'h1', ok: false, error: { code: 'not_ready' } });

@@ -9,13 +9,14 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { silentLogger, type QmpLogger } from '../../qmp/logger.js';
 import { tokenFromRequest, type TokenAuthenticator } from '../auth.js';
 import type { GatewayCore } from '../core.js';
+import { originAllowed } from '../origin.js';
 import { CloseCode, selectSubprotocol, WS_PATH } from '../protocol/codes.js';
 
 export interface WsAdapterOptions {
   core: GatewayCore;
   server: Server;
   auth: TokenAuthenticator;
-  /** Browser origins allowed to connect; absent = any. Requests without Origin (non-browsers) pass. */
+  /** Browser origins allowed to connect; absent = see origin.ts. Requests without Origin (non-browsers) pass. */
   allowedOrigins?: readonly string[];
   /** Open connections per token (only with a tokens file); beyond it the socket is closed with 4429. @default 64 */
   maxConnectionsPerToken?: number;
@@ -38,7 +39,7 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
   const { core, server, auth } = options;
   const log = options.logger ?? silentLogger;
   const maxPerToken = options.maxConnectionsPerToken ?? 64;
-  const origins = options.allowedOrigins ? new Set(options.allowedOrigins) : null;
+  const originPolicy = { allowed: options.allowedOrigins ? new Set(options.allowedOrigins) : null, tokensRequired: auth.required };
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: options.maxPayload ?? 65_536,
@@ -61,8 +62,7 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
     socket.on('error', (error) => log.debug({ err: error }, 'upgrade socket error'));
     const path = new URL(req.url ?? '/', 'http://gateway').pathname;
     if (path !== WS_PATH) return refuse(socket, 404, `no WebSocket endpoint at ${path}; use ${WS_PATH}`);
-    const origin = req.headers.origin;
-    if (origins && origin !== undefined && !origins.has(origin)) return refuse(socket, 403, `origin ${origin} is not allowed`);
+    if (!originAllowed(req.headers, originPolicy)) return refuse(socket, 403, `origin ${req.headers.origin} is not allowed`);
     const principal = auth.authenticate(tokenFromRequest(req.headers));
     if (!principal) {
       log.info({ remote: req.socket.remoteAddress }, 'WebSocket upgrade refused: missing or wrong token');
