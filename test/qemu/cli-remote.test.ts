@@ -89,7 +89,10 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       expect(await wrong.exited).toBe(3);
       expect(wrong.stderr.join('\n')).toMatch(/4401/);
 
-      // Restart the gateway on the same port while the job runs; wait reconnects and resumes.
+      // Restart the gateway on the same port while the job runs, once wait is subscribed; it reconnects and resumes.
+      const subscriptions = async () =>
+        Number(/^blockjob_gateway_ws_subscriptions (\d+)/m.exec(await (await fetch(first.ws.replace(/^ws(.*)\/v1\/ws$/, 'http$1/metrics'))).text())?.[1] ?? 0);
+      await expect.poll(subscriptions, { timeout: 20_000, interval: 100 }).toBe(1);
       first.run.child.kill('SIGTERM');
       expect(await first.run.exited).toBe(0);
       const second = await serve(qsd, ['--listen', `127.0.0.1:${first.port}`, '--tokens', tokensFile]);
