@@ -107,6 +107,17 @@ export function createMetrics(core: GatewayCore, options: { defaultMetrics?: boo
 
   // QMP problems per VM (connect failures, busy monitor, protocol errors), from each monitor's errors$.
   const qmpErrors = new Counter({ name: `${PREFIX}qmp_errors_total`, help: 'QMP connection and protocol problems, by VM and error code', labelNames: ['vm', 'code'], registers });
+  const source = options.source;
+  new Counter({
+    name: `${PREFIX}qmp_commands_total`,
+    help: 'QMP commands sent to QEMU (polls and job verbs), by VM',
+    labelNames: ['vm'],
+    registers,
+    collect() {
+      this.reset();
+      for (const vm of source?.vms() ?? []) this.inc({ vm }, source!.monitor(vm)?.commandsSent ?? 0);
+    },
+  });
   const followed = (options.source?.vms() ?? []).flatMap((vm) => {
     const monitor = options.source!.monitor(vm);
     return monitor ? [monitor.errors$.subscribe((error) => qmpErrors.inc({ vm, code: error.code }))] : [];

@@ -125,6 +125,12 @@ export function defaultConnect(address: QmpAddress): Duplex {
 }
 
 export class QmpClient implements QmpMonitor {
+  private sentCommands = 0;
+
+  get commandsSent(): number {
+    return this.sentCommands;
+  }
+
   readonly name: string;
   readonly address: QmpAddress;
   private readonly addressText: string;
@@ -266,6 +272,7 @@ export class QmpClient implements QmpMonitor {
       }, timeoutMs);
       this.pending.set(id, { sent, resolve: resolve as (reply: QmpReply<unknown>) => void, reject, timer });
       this.write(connection, text);
+      this.sentCommands++;
     });
   }
 

@@ -83,6 +83,8 @@ export interface QmpMonitor {
   readonly session: QmpSession | undefined;
   /** Hot stream of QMP events; subscribers survive reconnects. Delivered synchronously in wire order. */
   readonly events$: Observable<QmpEvent>;
+  /** Commands written to QEMU so far, over all sessions (for metrics; test doubles may omit it). */
+  readonly commandsSent?: number;
   /** Non-fatal problems worth surfacing (connect failures, monitor busy, protocol errors before a reconnect). */
   readonly errors$: Observable<QmpError>;
   /** Run a command; rejects with QmpCommandError / QmpTimeoutError / QmpOutcomeUnknownError / StateError. */

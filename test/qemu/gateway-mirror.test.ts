@@ -74,6 +74,9 @@ describeQemu('gateway on real QEMU', () => {
     await expect
       .poll(async () => (await (await fetch(`${gateway.url}/metrics`)).text()).match(/blockjob_gateway_qmp_errors_total\{vm="vm1",code="[A-Z_]+"\} \d+/) !== null, { timeout: 30_000 })
       .toBe(true);
+    // Every poll and verb that reached QEMU is counted per VM.
+    const commands = /^blockjob_gateway_qmp_commands_total\{vm="vm1"\} (\d+)/m.exec(await (await fetch(`${gateway.url}/metrics`)).text());
+    expect(Number(commands?.[1])).toBeGreaterThan(2);
     expect(watcher.invalid).toEqual([]);
   });
 
