@@ -47,6 +47,16 @@ export function renderTable(jobs: Iterable<JobState>, vmStatus: ReadonlyMap<stri
   return [vms || '(no VMs)', '', line(header), ...rows.map(line)].join('\n');
 }
 
+/** Finished jobs kept per VM: the gateway forgets them after its retention and says nothing, so we bound them here. */
+const MAX_FINISHED_PER_VM = 50;
+
+function forgetOldFinished(jobs: Map<string, JobState>, vm: string): void {
+  const finished = [...jobs].filter(([, j]) => j.vm === vm && (j.state === 'concluded' || j.state === 'dismissed'));
+  if (finished.length <= MAX_FINISHED_PER_VM) return;
+  finished.sort(([, a], [, b]) => Date.parse(a.stateSince) - Date.parse(b.stateSince));
+  for (const [k] of finished.slice(0, finished.length - MAX_FINISHED_PER_VM)) jobs.delete(k);
+}
+
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseRemoteArgs(
     argv,
@@ -106,6 +116,7 @@ export async function run(argv: string[]): Promise<number> {
       case 'state':
       case 'event':
         jobs.set(key(message.vm, message.job.id), message.job);
+        forgetOldFinished(jobs, message.vm);
         break;
       case 'vm':
         vmStatus.set(message.vm, message.status);

@@ -95,6 +95,8 @@ export class GatewayCore {
   private readonly queue: QueueItem[] = [];
   private fanout: Iterator<Subscription> | undefined;
   private dispatching = false;
+  /** See jobOfProgress. */
+  private progressJob: { event: ProgressEvent; job: JobState | undefined } | undefined;
   private nextConnectionId = 1;
   private bookmarkTimer: NodeJS.Timeout | undefined;
   private readonly log: QmpLogger;
@@ -410,6 +412,8 @@ export class GatewayCore {
 
   private pump(): void {
     this.dispatching = true;
+    this.progressJob = undefined; // jobs may have changed since the last slice
+
     let budget = this.fanoutChunk;
     while (this.queue.length > 0) {
       const item = this.queue[0]!;
@@ -455,7 +459,7 @@ export class GatewayCore {
 
   private deliverProgress(sub: Subscription, event: ProgressEvent): void {
     if (sub.progressIntervalMs === 0 || !sub.live || !sub.coversVm(event.vm)) return;
-    const job = this.options.source.job(event.vm, event.job);
+    const job = this.jobOfProgress(event);
     if (!job || !sub.matchesJob(job)) return;
     const key = `${event.vm}\0${event.job}`;
     if (sub.progressDue(key, performance.now())) {
@@ -464,6 +468,12 @@ export class GatewayCore {
     }
     sub.progressWaiting.set(key, event);
     this.scheduleProgress(sub);
+  }
+
+  /** The job a progress event belongs to, looked up once per fan-out slice, not once per subscriber. */
+  private jobOfProgress(event: ProgressEvent): JobState | undefined {
+    if (this.progressJob?.event !== event) this.progressJob = { event, job: this.options.source.job(event.vm, event.job) };
+    return this.progressJob.job;
   }
 
   private scheduleProgress(sub: Subscription): void {
