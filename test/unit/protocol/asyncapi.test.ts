@@ -1,12 +1,18 @@
 /**
  * asyncapi.yaml is a valid AsyncAPI 3 document, describes exactly the messages of the unions with
  * payloads that are the schema files themselves, and every example in it validates.
+ *
+ * Validity is checked with ajv against the official AsyncAPI 3.0.0 JSON Schema (@asyncapi/specs) plus
+ * a walk that resolves every $ref, not with @asyncapi/parser: the parser pulls in a telemetry
+ * package (through its linter dependency), which this project keeps out of its dependency tree.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { DiagnosticSeverity, fromFile, Parser, type AsyncAPIDocumentInterface } from '@asyncapi/parser';
+import { Ajv } from 'ajv';
+import addFormatsModule from 'ajv-formats';
+import specs from '@asyncapi/specs';
 import { parse as parseYaml } from 'yaml';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   CLIENT_MESSAGE_SCHEMA,
   messageSchemas,
@@ -16,6 +22,7 @@ import {
 } from '../../../src/gateway/protocol/index.js';
 
 const file = fileURLToPath(new URL('../../../asyncapi.yaml', import.meta.url));
+const root = new URL('../../../', import.meta.url);
 
 interface RawMessage {
   name: string;
@@ -27,7 +34,8 @@ interface RawOperation {
   messages: Array<{ $ref: string }>;
   reply?: { messages: Array<{ $ref: string }> };
 }
-const raw = parseYaml(readFileSync(file, 'utf8')) as {
+const document = parseYaml(readFileSync(file, 'utf8')) as unknown;
+const raw = document as {
   components: { messages: Record<string, RawMessage> };
   operations: Record<string, RawOperation>;
 };
@@ -36,21 +44,42 @@ const clientSchemas = messageSchemas(CLIENT_MESSAGE_SCHEMA);
 const serverSchemas = messageSchemas(SERVER_MESSAGE_SCHEMA);
 const refName = (ref: { $ref: string }): string => ref.$ref.split('/').at(-1)!;
 
+/** Every `$ref` in the document with the JSON path where it occurs. */
+function refsIn(node: unknown, path: string[] = []): Array<{ ref: string; at: string }> {
+  if (Array.isArray(node)) return node.flatMap((item, i) => refsIn(item, [...path, String(i)]));
+  if (node === null || typeof node !== 'object') return [];
+  return Object.entries(node).flatMap(([key, value]) =>
+    key === '$ref' && typeof value === 'string' ? [{ ref: value, at: path.join('.') }] : refsIn(value, [...path, key]),
+  );
+}
+
+/** Follows a local JSON pointer (`#/a/b`) through the document; undefined when it dangles. */
+function pointer(ref: string): unknown {
+  return ref
+    .slice(2)
+    .split('/')
+    .map((part) => part.replaceAll('~1', '/').replaceAll('~0', '~'))
+    .reduce<unknown>((node, part) => (node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[part] : undefined), document);
+}
+
+const schemaFile = (ref: string): Record<string, unknown> =>
+  JSON.parse(readFileSync(fileURLToPath(new URL(ref, root)), 'utf8')) as Record<string, unknown>;
+
 describe('asyncapi.yaml', () => {
-  let document: AsyncAPIDocumentInterface | undefined;
-  let problems: string[] = [];
+  it('validates against the AsyncAPI 3.0.0 JSON Schema', () => {
+    const addFormats = addFormatsModule as unknown as (ajv: Ajv) => Ajv;
+    const ajv = addFormats(new Ajv({ strict: false, allErrors: true }));
+    const validate = ajv.compile(specs.schemasWithoutId['3.0.0'] as object);
+    const valid = validate(document);
+    expect(valid ? [] : validate.errors?.map((e) => `${e.instancePath} ${e.message}`)).toEqual([]);
+    expect(raw).toMatchObject({ asyncapi: '3.0.0' });
+  });
 
-  beforeAll(async () => {
-    const { document: parsed, diagnostics } = await fromFile(new Parser(), file).parse();
-    document = parsed;
-    problems = diagnostics
-      .filter((d) => d.severity === DiagnosticSeverity.Error || d.severity === DiagnosticSeverity.Warning)
-      .map((d) => `${d.code} at ${d.path.join('.')}: ${d.message}`);
-  }, 120_000);
-
-  it('parses with @asyncapi/parser without errors or warnings', () => {
-    expect(problems).toEqual([]);
-    expect(document?.version()).toBe('3.0.0');
+  it('resolves every $ref: local pointers to a node, files to a schema in schemas/', () => {
+    const dangling = refsIn(document).filter(({ ref }) =>
+      ref.startsWith('#/') ? pointer(ref) === undefined : !/^\.\/schemas\/[\w.-]+\.schema\.json$/.test(ref) || !existsSync(new URL(ref, root)),
+    );
+    expect(dangling).toEqual([]);
   });
 
   it('describes exactly the message types of the unions, each by its schema file', () => {
@@ -63,11 +92,12 @@ describe('asyncapi.yaml', () => {
   });
 
   it('resolves each payload to the schema file (its type const)', () => {
-    for (const message of document?.messages().all() ?? []) {
-      const typeConst = message.payload()?.properties()?.['type']?.const();
-      expect([message.name(), typeConst]).toEqual([message.name(), message.name()]);
-    }
-    expect(document?.messages().all().length).toBe(clientSchemas.size + serverSchemas.size);
+    const consts = Object.entries(raw.components.messages).map(([key, m]) => {
+      const type = (schemaFile(m.payload.schema.$ref)['properties'] as Record<string, { const?: string }> | undefined)?.['type'];
+      return [key, type?.const];
+    });
+    expect(consts).toEqual(Object.keys(raw.components.messages).map((key) => [key, key]));
+    expect(consts.length).toBe(clientSchemas.size + serverSchemas.size);
   });
 
   it('lets clients send exactly the client messages, and the gateway send every server message', () => {
