@@ -8,7 +8,7 @@ import { dirname, resolve } from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { ConfigError, UsageError } from '../errors.js';
 import type { GatewayConfig } from '../generated/schema-types.js';
-import { loadReachable } from '../gateway/protocol/schemas.js';
+import { loadReachable } from '../protocol/schemas.js';
 
 export type { GatewayConfig };
 

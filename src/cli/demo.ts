@@ -5,7 +5,7 @@
  */
 import { startDemo } from '../demo/run.js';
 import { ConfigError, UsageError } from '../errors.js';
-import { createLogger } from '../log.js';
+import { createLogger } from './logger.js';
 import { parseCommandLine } from './args.js';
 
 export const usage = `Usage: blockjob-gateway demo [options]

@@ -9,7 +9,7 @@ import { TokenAuthenticator } from '../gateway/auth.js';
 import { makeJobController } from '../gateway/control/index.js';
 import { startGateway, type RunningGateway } from '../gateway/server.js';
 import { JobRegistry } from '../jobs/registry.js';
-import { createLogger, type LogFormat, type LogLevel } from '../log.js';
+import { createLogger, type LogFormat, type LogLevel } from './logger.js';
 import { parseCommandLine } from './args.js';
 import { loadConfigFile, mergeConfig, parseListen, parseQmpFlags, validateConfig, type GatewayConfig } from './config.js';
 

@@ -13,7 +13,7 @@ import type {
   ServerMessage,
   SubscriptionFilter,
 } from '../generated/schema-types.js';
-import { clientSubprotocols, WS_PATH } from '../gateway/protocol/codes.js';
+import { clientSubprotocols, WS_PATH } from '../protocol/codes.js';
 
 /** The subset of the WebSocket API the client uses (browser WebSocket and the node adapter both fit). */
 export interface WebSocketLike {

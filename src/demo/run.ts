@@ -8,7 +8,7 @@ import type { Subscription } from 'rxjs';
 import { makeJobController, type JobController } from '../gateway/control/index.js';
 import { startGateway, type RunningGateway } from '../gateway/server.js';
 import { JobRegistry } from '../jobs/registry.js';
-import { silentLogger, type QmpLogger } from '../qmp/logger.js';
+import { silentLogger, type Logger } from '../log.js';
 import { DemoDriver } from './driver.js';
 import { missingQemu, startQemuFleet, startSimulatedFleet, type Fleet, type FleetMode } from './fleet.js';
 import { transitionPrinter } from './terminal.js';
@@ -29,7 +29,7 @@ export interface DemoOptions {
   /** @default stdout is a TTY */
   color?: boolean;
   /** For the gateway and job control (warnings such as a refused QMP command). @default silent */
-  logger?: QmpLogger;
+  logger?: Logger;
 }
 
 export interface RunningDemo {

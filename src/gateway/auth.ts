@@ -7,7 +7,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { ConfigError } from '../errors.js';
-import { BEARER_SUBPROTOCOL_PREFIX } from './protocol/codes.js';
+import { BEARER_SUBPROTOCOL_PREFIX } from '../protocol/codes.js';
 
 export type Scope = 'read' | 'control';
 

@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { Principal } from './auth.js';
-import { CloseCode } from './protocol/codes.js';
+import { CloseCode } from '../protocol/codes.js';
 import type { Subscription } from './subscription.js';
 
 /** What the core needs from a transport. */

@@ -11,14 +11,14 @@
 import { performance } from 'node:perf_hooks';
 import type { JobSource, JobState } from '../jobs/types.js';
 import type { CommandMessage, ErrorDetail, ProtocolErrorCode, ResultMessage, ResumePositions, SubscribeMessage } from '../generated/schema-types.js';
-import { silentLogger, type QmpLogger } from '../qmp/logger.js';
+import { silentLogger, type Logger } from '../log.js';
 import { canRead, type Principal } from './auth.js';
 import { Connection, type BackpressureOptions, type GatewaySocket, type InboundLimits } from './connection.js';
 import { MemoryStreamHistory } from './history/memory.js';
 import type { HistoryLimits, HistoryRead, MaybePromise, ResetReason, StreamHistory, StreamPosition } from './history/types.js';
-import { CloseCode } from './protocol/codes.js';
-import { PROTOCOL_VERSION } from './protocol/messages.js';
-import { parseClientMessage, type ParseResult } from './protocol/validate.js';
+import { CloseCode } from '../protocol/codes.js';
+import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import { parseClientMessage, type ParseResult } from '../protocol/validate.js';
 import { GatewayStats } from './stats.js';
 import { StreamHub, type ProgressEvent, type StreamEvent } from './streams.js';
 import { Subscription } from './subscription.js';
@@ -45,7 +45,7 @@ export interface GatewayCoreOptions {
   commandHandler?: CommandHandler;
   /** Inbound message parser/validator. @default parseClientMessage */
   parse?: (raw: string) => ParseResult;
-  logger?: QmpLogger;
+  logger?: Logger;
   /** Reported in `welcome`; the transport sends the pings. @default 25_000 */
   heartbeatMs?: number;
   /** Progress interval when a subscribe does not say. @default 1000 */
@@ -99,7 +99,7 @@ export class GatewayCore {
   private progressJob: { event: ProgressEvent; job: JobState | undefined } | undefined;
   private nextConnectionId = 1;
   private bookmarkTimer: NodeJS.Timeout | undefined;
-  private readonly log: QmpLogger;
+  private readonly log: Logger;
   private readonly parse: (raw: string) => ParseResult;
   private readonly heartbeatMs: number;
   private readonly progressIntervalMs: number;

@@ -8,13 +8,13 @@ import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { extname, join, normalize, resolve, sep } from 'node:path';
 import type { ResultMessage } from '../generated/schema-types.js';
-import { silentLogger, type QmpLogger } from '../qmp/logger.js';
+import { silentLogger, type Logger } from '../log.js';
 import { tokenFromRequest, type Principal, type TokenAuthenticator } from './auth.js';
 import type { GatewayCore } from './core.js';
 import type { GatewayMetrics } from './metrics.js';
 import { originAllowed } from './origin.js';
-import { parseHttpCommand } from './protocol/validate.js';
-import { COMMAND_ERROR_CODES, WS_PATH } from './protocol/codes.js';
+import { parseHttpCommand } from '../protocol/validate.js';
+import { COMMAND_ERROR_CODES, WS_PATH } from '../protocol/codes.js';
 
 export interface HttpHandlerOptions {
   core: GatewayCore;
@@ -24,7 +24,7 @@ export interface HttpHandlerOptions {
   staticDir?: string;
   /** Facts about this deployment served at `GET /v1/info` (e.g. `{ simulated: true }` for the demo's simulator). */
   info?: Record<string, unknown>;
-  logger?: QmpLogger;
+  logger?: Logger;
   /** @default 65_536 */
   maxBodyBytes?: number;
   /** Browser origins allowed to send commands (see origin.ts). */

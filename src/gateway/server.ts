@@ -6,12 +6,12 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
-import { silentLogger, type QmpLogger } from '../qmp/logger.js';
+import { silentLogger, type Logger } from '../log.js';
 import { TokenAuthenticator } from './auth.js';
 import { GatewayCore, type GatewayCoreOptions } from './core.js';
 import { createHttpHandler } from './http.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
-import { CloseCode, WS_PATH } from './protocol/codes.js';
+import { CloseCode, WS_PATH } from '../protocol/codes.js';
 import { useWebSocket } from './use/ws.js';
 
 export interface GatewayServerOptions extends GatewayCoreOptions {
@@ -32,7 +32,7 @@ export interface GatewayServerOptions extends GatewayCoreOptions {
   info?: Record<string, unknown>;
   /** Include process metrics (CPU, heap, event loop) in /metrics. @default true */
   defaultMetrics?: boolean;
-  logger?: QmpLogger;
+  logger?: Logger;
 }
 
 export interface RunningGateway {

@@ -16,7 +16,7 @@
  */
 import { BehaviorSubject, Subject, Subscription, asyncScheduler, concat, defer, EMPTY, from, interval, map, merge, of, switchMap, type Observable, type ObservableInput, type SchedulerLike } from 'rxjs';
 import { QmpTimeoutError } from '../errors.js';
-import { silentLogger, type QmpLogger } from '../qmp/logger.js';
+import { silentLogger, type Logger } from '../log.js';
 import type { QmpMonitor, QmpSession, QmpEvent } from '../qmp/types.js';
 import { capabilitiesFromVersion, detectCapabilities, type DetectedCapabilities } from './capabilities.js';
 import { isTerminalState, reduceJob, type EngineInput, type JobChange, type JobRecord } from './normalize.js';
@@ -41,7 +41,7 @@ export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'sche
   scheduler?: SchedulerLike;
   /** Wall clock in ms for inputs without a QMP timestamp (verbs, monitor down). @default Date.now */
   now?: () => number;
-  logger?: QmpLogger;
+  logger?: Logger;
   /** Polls the monitor (tests inject a scripted poll). @default pollMonitor with pollTimeoutMs */
   poll?: (monitor: QmpMonitor, caps: MonitorCapabilities) => ObservableInput<PollResult>;
   /** Learns a new session's capabilities. @default detectCapabilities (query-qmp-schema, else the version) */
@@ -91,7 +91,7 @@ export class MonitorJobs {
   private readonly subscriptions = new Subscription();
   private readonly scheduler: SchedulerLike;
   private readonly now: () => number;
-  private readonly logger: QmpLogger;
+  private readonly logger: Logger;
 
   /** Transitions and VM status changes of this VM, synchronously, in order. */
   readonly changes$: Observable<StreamInput> = this.changesSubject.asObservable();

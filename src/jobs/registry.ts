@@ -3,7 +3,7 @@
  * time, behind the JobSource contract: one snapshot of all jobs, one merged stream of changes
  * (each tagged with its VM, synchronous, in order per VM) and one progress stream.
  */
-import type { QmpLogger } from '../qmp/logger.js';
+import type { Logger } from '../log.js';
 import { Subject, type Observable, type Subscription } from 'rxjs';
 import { ConfigError } from '../errors.js';
 import { QmpClient } from '../qmp/client.js';
@@ -33,7 +33,7 @@ interface Entry {
 /** VM names appear in URLs, logs and metrics: keep them plain. */
 const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
-function startClient(vm: string, address: string, logger: QmpLogger | undefined): OwnedMonitor {
+function startClient(vm: string, address: string, logger: Logger | undefined): OwnedMonitor {
   const client = new QmpClient({ address, name: vm, ...(logger ? { logger } : {}) });
   client.start();
   return client;

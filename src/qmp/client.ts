@@ -34,7 +34,7 @@ import { formatQmpAddress, parseQmpAddress } from './address.js';
 import { reconnectDelayMs, resolveReconnectPolicy, type ReconnectPolicy, type ResolvedReconnectPolicy } from './backoff.js';
 import { DEFAULT_EVENT_BUFFER_LIMIT, eventsOf, type EventListenerOptions, type QmpEventListener } from './event-listener.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
-import { silentLogger, type QmpLogger } from './logger.js';
+import { silentLogger, type Logger } from '../log.js';
 import { classifyMessage, greetingsMatch, isPlainObject, type InboundMessage } from './messages.js';
 import type {
   ExecuteOptions,
@@ -75,7 +75,7 @@ export interface QmpClientOptions {
   /** Commands awaiting a reply at once; execute() beyond it rejects with QmpTooManyPendingError. @default 256 */
   maxPendingCommands?: number;
   /** Receives `-->`/`<--` traces of every message at debug, connection news at info/warn. @default silent */
-  logger?: QmpLogger;
+  logger?: Logger;
   /** Default queue capacity of listen() listeners. @default 1000 */
   eventBufferLimit?: number;
 }
@@ -135,7 +135,7 @@ export class QmpClient implements QmpMonitor {
   readonly address: QmpAddress;
   private readonly addressText: string;
   private readonly options: ResolvedOptions;
-  private readonly log: QmpLogger;
+  private readonly log: Logger;
 
   private readonly stateSubject = new BehaviorSubject<QmpRunState>('idle');
   private readonly sessionSubject = new Subject<QmpSession>();

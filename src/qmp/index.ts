@@ -6,4 +6,4 @@ export { JsonObjectFramer, DEFAULT_MAX_MESSAGE_BYTES, type JsonFramerOptions, ty
 export { eventsOf, QmpEventListener, DEFAULT_EVENT_BUFFER_LIMIT, type EventListenerOptions } from './event-listener.js';
 export { DropOldestQueue } from './bounded-queue.js';
 export { reconnectDelayMs, resolveReconnectPolicy, DEFAULT_RECONNECT_POLICY, type ReconnectPolicy } from './backoff.js';
-export { silentLogger, type QmpLogger } from './logger.js';
+export { silentLogger, type Logger } from '../log.js';

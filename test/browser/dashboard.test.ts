@@ -16,7 +16,7 @@ import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { startGateway, type RunningGateway } from '../../src/gateway/server.js';
 import { makeJobController } from '../../src/gateway/control/index.js';
 import { MiB, startMirror } from '../../src/lab/jobs.js';
-import { silentLogger } from '../../src/qmp/logger.js';
+import { silentLogger } from '../../src/log.js';
 import { describeQemu, inCi } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 

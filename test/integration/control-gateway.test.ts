@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { makeJobController, type JobController } from '../../src/gateway/control/index.js';
-import { clientSubprotocols } from '../../src/gateway/protocol/codes.js';
+import { clientSubprotocols } from '../../src/protocol/codes.js';
 import { FakeJobSource } from '../unit/control/fake-source.js';
 import { LogRecorder } from '../unit/control/helpers.js';
 import { waitUntil } from '../utils/job-scenarios.js';

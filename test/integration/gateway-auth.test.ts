@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
-import { clientSubprotocols, SUBPROTOCOL } from '../../src/gateway/protocol/codes.js';
+import { clientSubprotocols, SUBPROTOCOL } from '../../src/protocol/codes.js';
 import { startGateway } from '../../src/gateway/server.js';
 import { FakeJobSource, Leftovers, TestClient } from './gateway-support.js';
 

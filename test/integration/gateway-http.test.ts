@@ -5,7 +5,7 @@
 import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { JOBS_SNAPSHOT_SCHEMA, schemaRegistry } from '../../src/gateway/protocol/schemas.js';
+import { JOBS_SNAPSHOT_SCHEMA, schemaRegistry } from '../../src/protocol/schemas.js';
 import { FakeJobSource, Leftovers } from './gateway-support.js';
 
 const leftovers = new Leftovers();

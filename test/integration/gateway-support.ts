@@ -6,7 +6,7 @@ import { Subject } from 'rxjs';
 import WebSocket from 'ws';
 import type { JobSource, JobState, JobStatusName, ProgressUpdate, StreamInput, VmSnapshot, VmStatus } from '../../src/jobs/types.js';
 import { startGateway, type GatewayServerOptions, type RunningGateway } from '../../src/gateway/server.js';
-import { validateServerMessage } from '../../src/gateway/protocol/validate.js';
+import { validateServerMessage } from '../../src/protocol/validate.js';
 
 export class FakeJobSource implements JobSource {
   readonly changes$ = new Subject<StreamInput>();

@@ -21,7 +21,7 @@ import {
 } from '../../errors.js';
 import type { CommandMessage, ErrorDetail, JobState, ResultFailure } from '../../generated/schema-types.js';
 import type { JobSource, MonitorCapabilities } from '../../jobs/types.js';
-import type { QmpLogger } from '../../qmp/logger.js';
+import type { Logger } from '../../log.js';
 import { canControl, type Principal } from '../auth.js';
 import { CommandBudget, isStopReason, type StopReason } from './budget.js';
 import { CommandCache, type CommandCacheOptions } from './command-cache.js';
@@ -62,7 +62,7 @@ export interface JobControllerOptions {
 
 export interface JobControllerDeps {
   source: JobSource;
-  logger: QmpLogger;
+  logger: Logger;
   options?: JobControllerOptions;
 }
 
@@ -119,7 +119,7 @@ class Controller implements JobController {
 
   constructor(
     private readonly source: JobSource,
-    private readonly logger: QmpLogger,
+    private readonly logger: Logger,
     options: JobControllerOptions,
   ) {
     this.options = {

@@ -6,11 +6,11 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { silentLogger, type QmpLogger } from '../../qmp/logger.js';
+import { silentLogger, type Logger } from '../../log.js';
 import { tokenFromRequest, type TokenAuthenticator } from '../auth.js';
 import type { GatewayCore } from '../core.js';
 import { originAllowed } from '../origin.js';
-import { CloseCode, selectSubprotocol, WS_PATH } from '../protocol/codes.js';
+import { CloseCode, selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
 
 export interface WsAdapterOptions {
   core: GatewayCore;
@@ -24,7 +24,7 @@ export interface WsAdapterOptions {
   maxPayload?: number;
   /** WebSocket ping interval; a peer that has not answered the previous ping is terminated. @default 25_000 */
   heartbeatMs?: number;
-  logger?: QmpLogger;
+  logger?: Logger;
   /** Called for each refused upgrade (metrics). */
   onRefused?: (status: number, reason: string) => void;
 }

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { QmpCommandError, QmpOutcomeUnknownError, QmpTimeoutError, QmpTooManyPendingError, StateError } from '../../../src/errors.js';
 import type { Principal } from '../../../src/gateway/auth.js';
 import { makeJobController, type CommandContext, type CommandHandler, type JobController } from '../../../src/gateway/control/index.js';
-import { validateServerMessage } from '../../../src/gateway/protocol/validate.js';
+import { validateServerMessage } from '../../../src/protocol/validate.js';
 import type { CommandMessage } from '../../../src/generated/schema-types.js';
 import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
 import { deferred, FakeJobSource } from './fake-source.js';

@@ -1,6 +1,6 @@
 /** Shared by the job-control tests: a logger that records, and the job verbs a monitor was asked to run. */
 import type { MockInstance } from 'vitest';
-import type { QmpLogger } from '../../../src/qmp/logger.js';
+import type { Logger } from '../../../src/log.js';
 
 export interface LogEntry {
   level: 'debug' | 'info' | 'warn' | 'error';
@@ -8,7 +8,7 @@ export interface LogEntry {
   message: string | undefined;
 }
 
-export class LogRecorder implements QmpLogger {
+export class LogRecorder implements Logger {
   readonly entries: LogEntry[] = [];
   debug = (fields: Record<string, unknown>, message?: string): void => void this.entries.push({ level: 'debug', fields, message });
   info = (fields: Record<string, unknown>, message?: string): void => void this.entries.push({ level: 'info', fields, message });

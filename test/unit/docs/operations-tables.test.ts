@@ -7,7 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { SERVE_USAGE } from '../../../src/cli/serve.js';
 import { GatewayCore } from '../../../src/gateway/core.js';
 import { createMetrics } from '../../../src/gateway/metrics.js';
-import { CLOSE_CODES } from '../../../src/gateway/protocol/codes.js';
+import { CLOSE_CODES } from '../../../src/protocol/codes.js';
 import { JobRegistry } from '../../../src/jobs/registry.js';
 import { code, readRepo, REPO_ROOT, tableUnder } from './doc-sources.js';
 
@@ -112,7 +112,7 @@ describe('operations.md: logs', () => {
 });
 
 describe('operations.md: close codes', () => {
-  it('equals CLOSE_CODES in src/gateway/protocol/codes.ts', () => {
+  it('equals CLOSE_CODES in src/protocol/codes.ts', () => {
     const rows = tableUnder(DOC, 'Close codes').map(([c, name, meaning, action]) => ({ code: Number(c), name, meaning, action }));
     expect(rows).toEqual(Object.values(CLOSE_CODES));
   });

@@ -19,7 +19,7 @@ import {
   SERVER_MESSAGE_SCHEMA,
   validateClientMessage,
   validateServerMessage,
-} from '../../../src/gateway/protocol/index.js';
+} from '../../../src/protocol/index.js';
 
 const file = fileURLToPath(new URL('../../../asyncapi.yaml', import.meta.url));
 const root = new URL('../../../', import.meta.url);

@@ -10,7 +10,7 @@ import {
   selectSubprotocol,
   shouldReconnect,
   SUBPROTOCOL,
-} from '../../../src/gateway/protocol/index.js';
+} from '../../../src/protocol/index.js';
 
 const commonDefinition = (name: string): { enum: string[] } =>
   (schemaRegistry().documents.get('protocol-common.schema.json')!.definitions as Record<string, { enum: string[] }>)[name]!;

@@ -15,7 +15,7 @@ import {
   serverMessageTypes,
   validateClientMessage,
   validateServerMessage,
-} from '../../../src/gateway/protocol/index.js';
+} from '../../../src/protocol/index.js';
 
 const doc = readFileSync(new URL('../../../PROTOCOL.md', import.meta.url), 'utf8');
 

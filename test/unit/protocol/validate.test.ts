@@ -15,7 +15,7 @@ import {
   serverMessageTypes,
   validateServerMessage,
   type ErrorDetail,
-} from '../../../src/gateway/protocol/index.js';
+} from '../../../src/protocol/index.js';
 import type { JobState } from '../../../src/generated/schema-types.js';
 
 const subscribe = { type: 'subscribe', id: '1', sub: 'a' };

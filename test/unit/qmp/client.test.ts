@@ -17,7 +17,7 @@ import {
   StateError,
 } from '../../../src/errors.js';
 import { QmpClient, type QmpClientOptions } from '../../../src/qmp/client.js';
-import type { QmpLogger } from '../../../src/qmp/logger.js';
+import type { Logger } from '../../../src/log.js';
 import type { QmpEvent, QmpRunState, QmpSession } from '../../../src/qmp/types.js';
 import { startScriptedPeer, type ScriptedPeer, type ScriptedPeerOptions } from '../../utils/scripted-peer.js';
 import { cleanupLeftoversAfterAll } from '../../utils/qsd.js';
@@ -74,7 +74,7 @@ function movableTransport(path: string) {
 }
 
 /** A logger that records what it is given. */
-function recordingLogger(): QmpLogger & { lines: { level: string; fields: Record<string, unknown>; message?: string }[] } {
+function recordingLogger(): Logger & { lines: { level: string; fields: Record<string, unknown>; message?: string }[] } {
   const lines: { level: string; fields: Record<string, unknown>; message?: string }[] = [];
   const at = (level: string) => (fields: Record<string, unknown>, message?: string) => void lines.push({ level, fields, message });
   return { lines, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };

@@ -5,7 +5,7 @@
  * bookkeeping errors (`if`, the outer `anyOf`, `propertyNames`) in favour of the concrete cause.
  */
 import type { AnySchemaObject, ErrorObject } from 'ajv';
-import type { ErrorDetail } from '../../generated/schema-types.js';
+import type { ErrorDetail } from '../generated/schema-types.js';
 
 /** Bounds of ErrorDetails / ErrorDetail / ErrorText in protocol-common.schema.json. */
 export const MAX_ERROR_DETAILS = 20;

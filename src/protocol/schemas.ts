@@ -10,8 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { Ajv, type AnySchemaObject, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 
-/** schemas/ beside package.json: three levels up from both src/gateway/protocol and dist/gateway/protocol. */
-export const SCHEMA_DIR = fileURLToPath(new URL('../../../schemas/', import.meta.url));
+/** schemas/ beside package.json: two levels up from both src/protocol and dist/protocol. */
+export const SCHEMA_DIR = fileURLToPath(new URL('../../schemas/', import.meta.url));
 
 export const CLIENT_MESSAGE_SCHEMA = 'client-message.schema.json';
 export const SERVER_MESSAGE_SCHEMA = 'server-message.schema.json';

@@ -2,7 +2,7 @@
  * The v1 message types (derived from schemas/, see src/generated/schema-types.ts), the lists of
  * message types, and the defaults the schemas declare, read from the schemas so they are written once.
  */
-import type { ClientMessage, CommandMessage, ServerMessage } from '../../generated/schema-types.js';
+import type { ClientMessage, CommandMessage, ServerMessage } from '../generated/schema-types.js';
 import { CLIENT_MESSAGE_SCHEMA, SERVER_MESSAGE_SCHEMA, schemaRegistry } from './schemas.js';
 
 export type {
@@ -44,7 +44,7 @@ export type {
   VmName,
   VmStreamInfo,
   WelcomeMessage,
-} from '../../generated/schema-types.js';
+} from '../generated/schema-types.js';
 
 export type ClientMessageType = ClientMessage['type'];
 export type ServerMessageType = ServerMessage['type'];

@@ -16,7 +16,7 @@ import type {
   RequestId,
   ResultFailure,
   ServerMessage,
-} from '../../generated/schema-types.js';
+} from '../generated/schema-types.js';
 import { clip, describeErrors, MAX_DETAIL_TEXT, MAX_ERROR_TEXT, summarize } from './error-details.js';
 import { messageSchemas } from './messages.js';
 import { CLIENT_MESSAGE_SCHEMA, SERVER_MESSAGE_SCHEMA, schemaRegistry } from './schemas.js';

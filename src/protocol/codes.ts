@@ -6,7 +6,7 @@
  * Close code ranges follow one rule (as Centrifugo's 3000-3499 / 3500+): 44xx = the client caused it,
  * do not retry blindly; 45xx = transient, reconnect with backoff and resume with `since`.
  */
-import type { CommandErrorCode, ProtocolErrorCode } from '../../generated/schema-types.js';
+import type { CommandErrorCode, ProtocolErrorCode } from '../generated/schema-types.js';
 
 export const WS_PATH = '/v1/ws';
 
