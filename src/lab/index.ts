@@ -5,3 +5,4 @@ export * from './json-splitter.js';
 export * from './leftovers.js';
 export * from './qsd.js';
 export * from './raw-qmp.js';
+export * from './redis.js';
