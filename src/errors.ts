@@ -13,6 +13,17 @@
  *   │   ├── QmpMonitorBusyError  connected, but no greeting: another client holds this monitor
  *   │   ├── QmpClosedError    the client (or listener) is closed
  *   │   └── QmpTooManyPendingError  maxPendingCommands commands already await replies
+ *   ├── LibvirtError          a libvirt RPC failure (code LIBVIRT_ERR_*)
+ *   │   ├── LibvirtRemoteError  libvirtd answered a call with its virError (code, domain, message, ...)
+ *   │   ├── LibvirtTimeoutError  no reply within timeoutMs (the daemon may still run the call)
+ *   │   ├── LibvirtOutcomeUnknownError  the connection dropped while a call was in flight
+ *   │   ├── LibvirtProtocolError  the daemon broke the RPC protocol (`fault` says how); the connection is dropped
+ *   │   ├── LibvirtConnectError  could not connect or open the connection (cause attached)
+ *   │   ├── LibvirtAuthError  the daemon demands an auth scheme this client does not speak (SASL, polkit)
+ *   │   ├── LibvirtKeepaliveError  the daemon missed `count` keepalive intervals: declared dead
+ *   │   ├── LibvirtRegistrationError  an event watch could not be (re-)registered on a session
+ *   │   ├── LibvirtClosedError  the client is closed
+ *   │   └── LibvirtTooManyPendingError  maxPendingCalls calls already await replies
  *   ├── StateError            an operation is not allowed in the current runstate (state, required)
  *   ├── ConfigError           bad configuration or flags (path of the failing field)
  *   ├── UsageError            bad command-line usage (exit code 2)
@@ -28,6 +39,16 @@ export type ErrorCode =
   | 'QMP_ERR_MONITOR_BUSY'
   | 'QMP_ERR_CLOSED'
   | 'QMP_ERR_TOO_MANY_PENDING'
+  | 'LIBVIRT_ERR_REMOTE'
+  | 'LIBVIRT_ERR_TIMEOUT'
+  | 'LIBVIRT_ERR_OUTCOME_UNKNOWN'
+  | 'LIBVIRT_ERR_PROTOCOL'
+  | 'LIBVIRT_ERR_CONNECT'
+  | 'LIBVIRT_ERR_AUTH'
+  | 'LIBVIRT_ERR_KEEPALIVE'
+  | 'LIBVIRT_ERR_REGISTRATION'
+  | 'LIBVIRT_ERR_CLOSED'
+  | 'LIBVIRT_ERR_TOO_MANY_PENDING'
   | 'GW_ERR_STATE'
   | 'GW_ERR_CONFIG'
   | 'GW_ERR_USAGE'
@@ -113,6 +134,133 @@ export class QmpTooManyPendingError extends QmpError {
   override name = 'QmpTooManyPendingError';
   constructor(readonly sent: { execute: string; arguments?: unknown }, readonly limit: number) {
     super('QMP_ERR_TOO_MANY_PENDING', `${sent.execute}: refused, ${limit} commands already await a reply (maxPendingCommands)`);
+  }
+}
+
+export class LibvirtError extends GatewayError {
+  override name = 'LibvirtError';
+}
+
+/** A libvirt RPC call: which procedure of which program (for errors and logs). */
+export interface LibvirtCallInfo {
+  /** e.g. `REMOTE_PROC_DOMAIN_BLOCK_JOB_ABORT`. */
+  readonly procedure: string;
+  /** A short summary of the arguments (domain, disk, flags), never a whole XML. */
+  readonly args?: Record<string, unknown>;
+}
+
+/**
+ * libvirtd ran the call and failed it. The fields are libvirt's virError: `virCode` is its
+ * virErrorNumber (42 VIR_ERR_NO_DOMAIN, 55 VIR_ERR_OPERATION_INVALID, 6 VIR_ERR_OPERATION_DENIED, ...),
+ * `virDomain` its virErrorDomain, `level` 1 warning / 2 error; `virCodeName` the symbolic name when known.
+ */
+export class LibvirtRemoteError extends LibvirtError {
+  override name = 'LibvirtRemoteError';
+  constructor(
+    readonly call: LibvirtCallInfo,
+    readonly virCode: number,
+    readonly virCodeName: string | undefined,
+    readonly virDomain: number,
+    readonly level: number,
+    readonly remoteMessage: string | null,
+    readonly extra: { str1: string | null; str2: string | null; str3: string | null; int1: number; int2: number },
+  ) {
+    super('LIBVIRT_ERR_REMOTE', `${call.procedure}: ${virCodeName ?? `virError ${virCode}`}: ${remoteMessage ?? '(no message)'}`);
+  }
+}
+
+export class LibvirtTimeoutError extends LibvirtError {
+  override name = 'LibvirtTimeoutError';
+  constructor(readonly call: LibvirtCallInfo, readonly timeoutMs: number) {
+    super('LIBVIRT_ERR_TIMEOUT', `${call.procedure}: no reply within ${timeoutMs} ms (libvirtd may still run it)`);
+  }
+}
+
+/** The daemon connection dropped while the call was in flight: libvirtd may or may not have run it. */
+export class LibvirtOutcomeUnknownError extends LibvirtError {
+  override name = 'LibvirtOutcomeUnknownError';
+  constructor(readonly call: LibvirtCallInfo, options?: { cause?: unknown }) {
+    super('LIBVIRT_ERR_OUTCOME_UNKNOWN', `${call.procedure}: connection lost before the reply; outcome unknown (re-query to find out)`, options);
+  }
+}
+
+/**
+ * How the daemon broke the protocol:
+ * - `frame-length`: a length word below the header size or above VIR_NET_MESSAGE_MAX (16 MiB + 4)
+ * - `truncated`: the stream ended inside a message
+ * - `header`: an unknown program/version/type/status, or a reply to a serial we never sent
+ * - `body`: the XDR body does not decode as the procedure's type (short, bad length, bad enum/bool, over a string/array bound)
+ * - `trailing-bytes`: the body decoded but bytes were left over
+ * - `unexpected-message`: a well-formed message the client has no use for in this state (an event for an unknown callback, a stream packet)
+ * - `event-details`: a QEMU monitor event whose details are not a JSON object
+ */
+export type LibvirtProtocolFault =
+  | 'frame-length'
+  | 'truncated'
+  | 'header'
+  | 'body'
+  | 'trailing-bytes'
+  | 'unexpected-message'
+  | 'event-details';
+
+export class LibvirtProtocolError extends LibvirtError {
+  override name = 'LibvirtProtocolError';
+  constructor(
+    readonly fault: LibvirtProtocolFault,
+    message: string,
+    /** Hex of the offending message's first bytes (at most 64). */
+    readonly received?: string,
+    options?: { cause?: unknown },
+  ) {
+    super('LIBVIRT_ERR_PROTOCOL', `${fault}: ${message}`, options);
+  }
+}
+
+export class LibvirtConnectError extends LibvirtError {
+  override name = 'LibvirtConnectError';
+  constructor(readonly address: string, message: string, options?: { cause?: unknown }) {
+    super('LIBVIRT_ERR_CONNECT', `${address}: ${message}`, options);
+  }
+}
+
+/** The daemon offered only auth schemes this client cannot speak (it speaks `none`: root on the unix socket, or a socket configured auth_unix_rw="none"). */
+export class LibvirtAuthError extends LibvirtError {
+  override name = 'LibvirtAuthError';
+  constructor(readonly address: string, readonly offered: readonly string[]) {
+    super(
+      'LIBVIRT_ERR_AUTH',
+      `${address}: libvirtd requires auth [${offered.join(', ')}]; this client speaks only 'none' ` +
+        '(run as root, or set auth_unix_rw / auth_unix_ro = "none" with socket permissions)',
+    );
+  }
+}
+
+export class LibvirtKeepaliveError extends LibvirtError {
+  override name = 'LibvirtKeepaliveError';
+  constructor(readonly address: string, readonly intervalMs: number, readonly count: number) {
+    super('LIBVIRT_ERR_KEEPALIVE', `${address}: no message from libvirtd for ${count} keepalive intervals of ${intervalMs} ms: declared dead`);
+  }
+}
+
+/** An event watch failed to register on a session (e.g. the QEMU monitor events on a read-only connection). */
+export class LibvirtRegistrationError extends LibvirtError {
+  override name = 'LibvirtRegistrationError';
+  constructor(readonly watch: string, readonly session: number, options: { cause: unknown }) {
+    super('LIBVIRT_ERR_REGISTRATION', `${watch}: registration failed on session ${session}: ${(options.cause as Error).message}`, options);
+  }
+}
+
+export class LibvirtClosedError extends LibvirtError {
+  override name = 'LibvirtClosedError';
+  constructor(message = 'the libvirt client is closed') {
+    super('LIBVIRT_ERR_CLOSED', message);
+  }
+}
+
+export class LibvirtTooManyPendingError extends LibvirtError {
+  override name = 'LibvirtTooManyPendingError';
+  constructor(readonly call: LibvirtCallInfo, readonly limit: number) {
+    super('LIBVIRT_ERR_TOO_MANY_PENDING', `${call.procedure}: refused, ${limit} calls already await a reply (maxPendingCalls)`);
   }
 }
 

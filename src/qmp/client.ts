@@ -31,7 +31,7 @@ import {
   StateError,
 } from '../errors.js';
 import { formatQmpAddress, parseQmpAddress } from './address.js';
-import { reconnectDelayMs, resolveReconnectPolicy, type ReconnectPolicy, type ResolvedReconnectPolicy } from './backoff.js';
+import { reconnectDelayMs, resolveReconnectPolicy, type ReconnectPolicy, type ResolvedReconnectPolicy } from '../backoff.js';
 import { DEFAULT_EVENT_BUFFER_LIMIT, eventsOf, type EventListenerOptions, type QmpEventListener } from './event-listener.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
 import { silentLogger, type Logger } from '../log.js';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError } from '../../../src/errors.js';
-import { DEFAULT_RECONNECT_POLICY, reconnectDelayMs, resolveReconnectPolicy } from '../../../src/qmp/backoff.js';
+import { ConfigError } from '../../src/errors.js';
+import { DEFAULT_RECONNECT_POLICY, reconnectDelayMs, resolveReconnectPolicy } from '../../src/backoff.js';
 
 const middle = () => 0.5; // no jitter effect
 

@@ -1,13 +1,14 @@
 /**
- * Reconnect delays: exponential, capped, with jitter so that many gateways (or many monitors of one
- * gateway) that lost QEMU at the same instant do not reconnect in lockstep. The exponent counts
+ * Reconnect delays, shared by every client that keeps a daemon connection (the QMP client, the
+ * libvirt RPC client): exponential, capped, with jitter so that many gateways (or many monitors of
+ * one gateway) that lost QEMU or libvirtd at the same instant do not reconnect in lockstep. The exponent counts
  * failed attempts since the last successful negotiation, so a monitor that was fine for hours and
  * then drops is retried quickly again.
  */
-import { ConfigError } from '../errors.js';
+import { ConfigError } from './errors.js';
 
 export interface ReconnectPolicy {
-  /** Reconnect after EOF, a failed connect, a busy monitor or a protocol error. @default true */
+  /** Reconnect after EOF, a failed connect, a busy monitor, a protocol error or a dead keepalive. @default true */
   enabled?: boolean;
   /** Delay before the first retry. @default 100 */
   initialDelayMs?: number;
