@@ -113,8 +113,16 @@ export async function run(argv: string[]): Promise<number> {
           if (message.streams[vm]?.mode === 'snapshot') for (const [k, j] of jobs) if (j.vm === vm) jobs.delete(k);
         }
         break;
-      case 'state':
       case 'event':
+        // The job no longer matches our filter (say it left `--state running`): it leaves the table.
+        if (message.leftFilter) {
+          jobs.delete(key(message.vm, message.job.id));
+          break;
+        }
+        jobs.set(key(message.vm, message.job.id), message.job);
+        forgetOldFinished(jobs, message.vm);
+        break;
+      case 'state':
         jobs.set(key(message.vm, message.job.id), message.job);
         forgetOldFinished(jobs, message.vm);
         break;

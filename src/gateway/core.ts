@@ -444,7 +444,8 @@ export class GatewayCore {
       return;
     }
     if (event.offset <= sub.cursor(event.vm)) return;
-    if (!sub.matches(event)) {
+    const match = sub.match(event);
+    if (match === 'out') {
       sub.advance(event.vm, event.offset);
       if (!sub.behindSince.has(event.vm)) sub.behindSince.set(event.vm, performance.now());
       this.behind.add(sub);
@@ -452,7 +453,8 @@ export class GatewayCore {
     }
     const prev = sub.markSent(event.vm, event.offset);
     const type = event.kind;
-    const text = `${event.prefix}${sub.subJson},"prev":${prev}${event.body}`;
+    const body = match === 'left' ? `${event.body.slice(0, -1)},"leftFilter":true}` : event.body;
+    const text = `${event.prefix}${sub.subJson},"prev":${prev}${body}`;
     if (live) sub.connection.sendStream(type, text);
     else sub.connection.send(type, text);
   }

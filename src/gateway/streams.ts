@@ -20,8 +20,8 @@ export interface StreamEvent extends HistoryEntry {
   readonly vm: string;
   readonly offset: number;
   readonly at: number;
-  /** Filter keys (transitions only). */
-  readonly job?: { readonly id: string; readonly type: string; readonly state: string };
+  /** Filter keys (transitions only); `from` is the state before the change, null for a new job. */
+  readonly job?: { readonly id: string; readonly type: string; readonly state: string; readonly from: string | null };
   /** performance.now() when the QMP message behind it arrived, for delivery-lag metrics. */
   readonly qmpReceivedMono?: number;
   /** `{"type":"event","sub":` */
@@ -127,7 +127,7 @@ function serializeTransition(t: JobTransition, epoch: string, offset: number): S
     vm: t.vm,
     offset,
     at: t.at,
-    job: { id: job.id, type: job.type, state: job.state },
+    job: { id: job.id, type: job.type, state: job.state, from: t.from?.state ?? null },
     ...(t.qmpReceivedMono !== undefined ? { qmpReceivedMono: t.qmpReceivedMono } : {}),
     prefix: EVENT_PREFIX,
     body,

@@ -58,8 +58,16 @@ export class Subscription {
     );
   }
 
-  matches(event: StreamEvent): boolean {
-    return event.job === undefined || this.matchesJob(event.job);
+  /**
+   * `in` when the event matches; `left` when the job matched before this change and no longer does
+   * (the subscriber was shown it, so it must learn it left: the event goes out flagged `leftFilter`);
+   * `out` otherwise. Stateless: the state before the change is the one the stream last reported, so
+   * the same rule holds live, in a replay and after a snapshot.
+   */
+  match(event: StreamEvent): 'in' | 'left' | 'out' {
+    const job = event.job;
+    if (job === undefined || this.matchesJob(job)) return 'in';
+    return job.from !== null && this.matchesJob({ ...job, state: job.from }) ? 'left' : 'out';
   }
 
   /** Start the stream at `offset` (snapshot or replay origin). */

@@ -511,6 +511,10 @@ export interface EventMessage {
    * What revealed the change: a QMP event, a poll, or the reconcile after a reconnect.
    */
   source: "event" | "poll" | "reconcile";
+  /**
+   * Present only when this subscription's filter matched the job before the change and no longer does (say `filter.states` is ["running"] and the job became ready): the event is sent so that the subscriber learns the job left its view, and no event about the job follows until it matches again. Drop the job from a filtered view.
+   */
+  leftFilter?: true;
 }
 /**
  * The job's state before and after this stream event. `from` is null when the gateway saw the job for the first time. from == to when only `ready`, `outcome` or `pauseReason` changed.

@@ -160,6 +160,25 @@ describe('gateway stream protocol', () => {
     noInvalid(client);
   });
 
+  it('tells a filtered subscriber each time a job leaves its filter (leftFilter), and brings it back when it matches again', async () => {
+    const { source, gateway } = await setup(['vm1']);
+    const client = await leftovers.client(gateway.wsUrl);
+    await subscribe(client, { sub: 'r', filter: { states: ['running'] } });
+    await client.next((m) => m.type === 'synced' && m.sub === 'r');
+
+    source.transition('vm1', 'j0', 'created'); // 1: never matched, skipped
+    source.transition('vm1', 'j0', 'running'); // 2: enters
+    source.transition('vm1', 'j0', 'paused'); // 3: leaves
+    source.transition('vm1', 'j0', 'running'); // 4: enters again
+    source.transition('vm1', 'j0', 'concluded'); // 5: leaves
+    source.transition('vm1', 'j0', 'dismissed'); // 6: already out, skipped
+    source.transition('vm1', 'j1', 'running'); // 7
+    await client.next((m) => m.type === 'event' && m.offset === 7);
+    const events = client.ofType('event', 'r').map((m) => `${m.job.id}:${m.transition.from}>${m.transition.to}@${m.offset}<${m.prev}${m.leftFilter ? ' left' : ''}`);
+    expect(events).toEqual(['j0:created>running@2<0', 'j0:running>paused@3<2 left', 'j0:paused>running@4<3', 'j0:running>concluded@5<4 left', 'j1:null>running@7<5']);
+    noInvalid(client);
+  });
+
   it('coalesces progress to at most one per job per interval, keeps the newest, and can turn it off', async () => {
     const { source, gateway } = await setup(['vm1']);
     source.transition('vm1', 'j0', 'running');
