@@ -1,5 +1,5 @@
-// Runs once per `vitest run`: the one place where a missing QEMU is announced, so the banner is
-// printed once rather than per test file.
+// Runs once per `vitest run` (main project): the one place where a missing QEMU or Redis is announced, so each
+// banner is printed once rather than per test file.
 import { qemuMissingBanner } from './qemu-banner.js';
 import { redisMissingBanner } from './redis-banner.js';
 
