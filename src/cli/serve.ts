@@ -94,6 +94,7 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
       tokens,
       ...(config.insecure ? { insecure: true } : {}),
       ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}),
+      ...(config.allowedHosts ? { allowedHosts: config.allowedHosts } : {}),
       ...(dashboardDir ? { dashboardDir } : {}),
       ...(config.heartbeatMs !== undefined ? { heartbeatMs: config.heartbeatMs } : {}),
       ...(config.progressIntervalMs !== undefined ? { progressIntervalMs: config.progressIntervalMs } : {}),

@@ -21,12 +21,21 @@ export interface Principal {
 
 export const ANONYMOUS: Principal = Object.freeze({ name: 'anonymous', scopes: new Set<Scope>(['read', 'control']), vms: null });
 
+/**
+ * The two scopes are independent: `control` does not imply `read`. A control-only token (a service
+ * that pivots the jobs it starts) may command jobs and sees the commanded job in each `result`, but
+ * gets no snapshot, subscription or `GET /v1/jobs`.
+ */
 export function canRead(principal: Principal, vm: string): boolean {
-  return principal.vms === null || principal.vms.has(vm);
+  return principal.scopes.has('read') && mayUseVm(principal, vm);
 }
 
 export function canControl(principal: Principal, vm: string): boolean {
-  return principal.scopes.has('control') && canRead(principal, vm);
+  return principal.scopes.has('control') && mayUseVm(principal, vm);
+}
+
+function mayUseVm(principal: Principal, vm: string): boolean {
+  return principal.vms === null || principal.vms.has(vm);
 }
 
 interface TokenRecord {

@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { JobSource, JobState } from '../jobs/types.js';
-import type { CommandMessage, ErrorDetail, ProtocolErrorCode, ResultMessage, ResumePositions, SubscribeMessage } from '../generated/schema-types.js';
+import type { CommandMessage, ErrorDetail, ProtocolErrorCode, ResultMessage, SubscribeMessage } from '../generated/schema-types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { canRead, type Principal } from './auth.js';
 import { Connection, type BackpressureOptions, type GatewaySocket, type InboundLimits } from './connection.js';
@@ -282,6 +282,9 @@ export class GatewayCore {
   private subscribe(connection: Connection, message: SubscribeMessage): void {
     const { id, sub: subId } = message;
     if (connection.subscriptions.has(subId)) return this.sendError(connection, id, 'duplicate_sub', `subscription ${JSON.stringify(subId)} already exists on this connection`, undefined, subId);
+    if (!connection.principal.scopes.has('read')) {
+      return this.sendError(connection, id, 'forbidden', `token ${JSON.stringify(connection.principal.name)} has no read scope`);
+    }
     if (connection.subscriptions.size >= this.maxSubscriptions) {
       return this.sendError(connection, id, 'too_many_subscriptions', `at most ${this.maxSubscriptions} subscriptions per connection`);
     }
@@ -304,22 +307,25 @@ export class GatewayCore {
     this.subscriptions.add(sub);
     this.stats.subscriptions = this.subscriptions.size;
 
+    // A Map of own keys only: a VM named `toString` must not find Object.prototype's.
+    const since = new Map<string, StreamPosition>();
+    for (const [vm, position] of Object.entries(message.since ?? {})) if (position) since.set(vm, position);
     const reads = new Map<string, MaybePromise<HistoryRead<StreamEvent>>>();
     for (const vm of vms) {
-      const since = message.since?.[vm];
-      if (since) reads.set(vm, this.history.read(vm, since));
+      const position = since.get(vm);
+      if (position) reads.set(vm, this.history.read(vm, position));
     }
     if ([...reads.values()].some((r) => r instanceof Promise)) {
       const names = [...reads.keys()];
       Promise.all(reads.values())
-        .then((results) => this.cutAndSend(sub, id, vms, new Map(names.map((vm, i) => [vm, results[i]!])), message.since ?? {}))
+        .then((results) => this.cutAndSend(sub, id, vms, new Map(names.map((vm, i) => [vm, results[i]!])), since))
         .catch((error: unknown) => {
           this.log.error({ err: error, connection: connection.id }, 'history read failed');
           this.removeSubscription(sub);
           this.sendError(connection, id, 'internal', 'could not read the stream history; retry');
         });
     } else {
-      this.cutAndSend(sub, id, vms, reads as Map<string, HistoryRead<StreamEvent>>, message.since ?? {});
+      this.cutAndSend(sub, id, vms, reads as Map<string, HistoryRead<StreamEvent>>, since);
     }
   }
 
@@ -330,11 +336,11 @@ export class GatewayCore {
    * when the history is synchronous); together they must reach the head without a hole, otherwise
    * the stream falls back to a snapshot: never a partial replay.
    */
-  private cutAndSend(sub: Subscription, requestId: string, vms: string[], reads: Map<string, HistoryRead<StreamEvent>>, since: ResumePositions): void {
+  private cutAndSend(sub: Subscription, requestId: string, vms: string[], reads: Map<string, HistoryRead<StreamEvent>>, since: ReadonlyMap<string, StreamPosition>): void {
     const connection = sub.connection;
     if (connection.closed || connection.subscriptions.get(sub.id) !== sub) return;
     const snapshot = new Map(this.options.source.snapshot().map((s) => [s.vm, s.jobs]));
-    const streams: Record<string, { mode: 'recovered' | 'snapshot'; epoch: string; offset: number; reason?: ResetReason }> = {};
+    const streams: Record<string, { mode: 'recovered' | 'snapshot'; epoch: string; offset: number; reason?: ResetReason }> = Object.create(null);
     const positions = new Map<string, StreamPosition>();
     const replays = new Map<string, StreamEvent[]>();
     for (const vm of vms) {
@@ -343,7 +349,7 @@ export class GatewayCore {
       const read = reads.get(vm);
       let reason: ResetReason | undefined = read && 'reset' in read ? read.reset : undefined;
       if (read && 'entries' in read) {
-        const replay = contiguousReplay(since[vm]!.offset, read.entries, sub.held, vm, position.offset);
+        const replay = contiguousReplay(since.get(vm)!.offset, read.entries, sub.held, vm, position.offset);
         if (replay) replays.set(vm, replay);
         else reason = 'offset_too_old';
       }
@@ -361,7 +367,7 @@ export class GatewayCore {
       const position = positions.get(vm)!;
       const replay = replays.get(vm);
       if (replay) {
-        sub.startAt(vm, since[vm]!.offset);
+        sub.startAt(vm, since.get(vm)!.offset);
         for (const event of replay) this.deliver(sub, event, false);
       } else {
         for (const job of snapshot.get(vm) ?? []) {

@@ -12,7 +12,7 @@ import { silentLogger, type Logger } from '../log.js';
 import { tokenFromRequest, type Principal, type TokenAuthenticator } from './auth.js';
 import type { GatewayCore } from './core.js';
 import type { GatewayMetrics } from './metrics.js';
-import { originAllowed } from './origin.js';
+import { hostAllowed, originAllowed } from './origin.js';
 import { parseHttpCommand } from '../protocol/validate.js';
 import { COMMAND_ERROR_CODES, WS_PATH } from '../protocol/codes.js';
 
@@ -29,6 +29,8 @@ export interface HttpHandlerOptions {
   maxBodyBytes?: number;
   /** Browser origins allowed to send commands (see origin.ts). */
   allowedOrigins?: readonly string[];
+  /** Host names answered (see origin.ts servedHosts); absent or null = any. */
+  servedHosts?: ReadonlySet<string> | null;
 }
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -74,6 +76,9 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
     const url = new URL(req.url ?? '/', 'http://gateway');
     const path = url.pathname;
     const method = req.method ?? 'GET';
+    if (!hostAllowed(req.headers, options.servedHosts ?? null)) {
+      return sendJson(res, 403, { error: `host ${JSON.stringify(req.headers.host)} is not served here (configure allowedHosts to add a name)` });
+    }
     if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
     if (path === '/readyz') {
       const { ready, down } = core.allMonitorsUp();
@@ -89,7 +94,9 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
     if (path === '/v1/jobs') {
       if (method !== 'GET' && method !== 'HEAD') return sendJson(res, 405, { error: 'use GET' }, { Allow: 'GET, HEAD' });
       const principal = authenticate(req, res);
-      if (principal) sendJson(res, 200, { vms: core.jobs(principal) });
+      if (!principal) return;
+      if (!principal.scopes.has('read')) return sendJson(res, 403, { error: `token ${JSON.stringify(principal.name)} has no read scope` });
+      sendJson(res, 200, { vms: core.jobs(principal) });
       return;
     }
     if (path === '/v1/info' && options.info) {
@@ -108,7 +115,9 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
       if (!originAllowed(req.headers, originPolicy)) return sendJson(res, 403, { error: `origin ${req.headers.origin} is not allowed` });
       const principal = authenticate(req, res);
       if (!principal) return;
-      return handleCommand(req, res, principal, command.slice(1).map(decodeURIComponent) as [string, string, string]);
+      const names = command.slice(1).map(decodePathSegment);
+      if (names.includes(undefined)) return sendJson(res, 400, { error: `malformed percent-escape in ${path}` });
+      return handleCommand(req, res, principal, names as [string, string, string]);
     }
     if (path.startsWith('/v1/')) return sendJson(res, 404, { error: `no endpoint ${path}` });
     if (staticRoot && (method === 'GET' || method === 'HEAD')) return serveStatic(staticRoot, path, method, res);
@@ -176,6 +185,15 @@ async function serveStatic(root: string, urlPath: string, method: string, res: S
     return;
   }
   createReadStream(file).on('error', () => res.destroy()).pipe(res);
+}
+
+/** A URL path segment, or undefined when its percent-escapes are not valid UTF-8 (client error, not ours). */
+function decodePathSegment(segment: string): string | undefined {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
 }
 
 function readBody(req: IncomingMessage, limit: number): Promise<string | null> {

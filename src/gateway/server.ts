@@ -11,6 +11,7 @@ import { TokenAuthenticator } from './auth.js';
 import { GatewayCore, type GatewayCoreOptions } from './core.js';
 import { createHttpHandler } from './http.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
+import { servedHosts } from './origin.js';
 import { CloseCode, WS_PATH } from '../protocol/codes.js';
 import { useWebSocket } from './use/ws.js';
 
@@ -22,6 +23,8 @@ export interface GatewayServerOptions extends GatewayCoreOptions {
   /** Allow listening on a non-loopback address without tokens. */
   insecure?: boolean;
   allowedOrigins?: readonly string[];
+  /** Extra host names a tokenless loopback gateway answers to (besides IP literals and localhost; see origin.ts). */
+  allowedHosts?: readonly string[];
   /** @default 64 */
   maxConnectionsPerToken?: number;
   /** @default 65_536 */
@@ -70,15 +73,17 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
   }
   const core = new GatewayCore({ ...options, logger: log });
   await core.start();
+  const hosts = servedHosts(auth.required, isLoopback(listen.host), options.allowedHosts);
   const metrics = createMetrics(core, { defaultMetrics: options.defaultMetrics ?? true, source: options.source });
   const server = createServer(
-    createHttpHandler({ core, auth, metrics, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), ...(options.info ? { info: options.info } : {}), logger: log }),
+    createHttpHandler({ core, auth, metrics, servedHosts: hosts, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), ...(options.info ? { info: options.info } : {}), logger: log }),
   );
   server.keepAliveTimeout = 5000;
   const ws = useWebSocket({
     core,
     server,
     auth,
+    servedHosts: hosts,
     ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}),
     ...(options.maxConnectionsPerToken !== undefined ? { maxConnectionsPerToken: options.maxConnectionsPerToken } : {}),
     ...(options.maxPayload !== undefined ? { maxPayload: options.maxPayload } : {}),

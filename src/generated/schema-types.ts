@@ -97,7 +97,7 @@ export type Timestamp = string;
  */
 export type ResultMessage = ResultSuccess | ResultFailure;
 /**
- * read: subscribe and query; control: also send job commands.
+ * read: welcome lists the VMs, subscribe, GET /v1/jobs; control: send job commands (each result carries the commanded job). Independent: control does not imply read.
  */
 export type TokenScope = "read" | "control";
 /**
@@ -285,6 +285,10 @@ export interface GatewayConfig {
    * Browser origins allowed to use the WebSocket and the command endpoint; absent = the gateway's own origin without tokens, any origin with tokens.
    */
   allowedOrigins?: string[];
+  /**
+   * Host names a tokenless loopback gateway answers to, besides IP literals and `localhost` (a defence against DNS rebinding); ignored with tokens or `insecure`.
+   */
+  allowedHosts?: string[];
   /**
    * Directory of the dashboard's static files, served at `/`.
    */

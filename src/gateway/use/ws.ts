@@ -9,8 +9,11 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { silentLogger, type Logger } from '../../log.js';
 import { tokenFromRequest, type TokenAuthenticator } from '../auth.js';
 import type { GatewayCore } from '../core.js';
-import { originAllowed } from '../origin.js';
+import { hostAllowed, originAllowed } from '../origin.js';
 import { CloseCode, selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
+
+/** A refused upgrade's socket is destroyed after this even if its answer could not be flushed (a client that does not read). */
+const REFUSED_LINGER_MS = 5_000;
 
 export interface WsAdapterOptions {
   core: GatewayCore;
@@ -18,6 +21,8 @@ export interface WsAdapterOptions {
   auth: TokenAuthenticator;
   /** Browser origins allowed to connect; absent = see origin.ts. Requests without Origin (non-browsers) pass. */
   allowedOrigins?: readonly string[];
+  /** Host names answered (see origin.ts servedHosts); absent or null = any. */
+  servedHosts?: ReadonlySet<string> | null;
   /** Open connections per token (only with a tokens file); beyond it the socket is closed with 4429. @default 64 */
   maxConnectionsPerToken?: number;
   /** Inbound frame limit; a larger frame closes the socket with 1009. @default 65_536 */
@@ -55,13 +60,21 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
     const body = JSON.stringify({ error: text });
     const head = [`HTTP/1.1 ${status} ${statusText(status)}`, 'Connection: close', 'Content-Type: application/json', `Content-Length: ${Buffer.byteLength(body)}`];
     for (const [k, v] of Object.entries(headers)) head.push(`${k}: ${v}`);
-    socket.end(`${head.join('\r\n')}\r\n\r\n${body}`);
+    // Read and discard whatever the client still sends: an unread socket never sees the client's FIN
+    // and would hold its descriptor forever. Once the answer is flushed, the socket is ours to close.
+    socket.on('data', () => {});
+    socket.resume();
+    const timer = setTimeout(() => socket.destroy(), REFUSED_LINGER_MS);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+    socket.end(`${head.join('\r\n')}\r\n\r\n${body}`, () => socket.destroy());
   };
 
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
     socket.on('error', (error) => log.debug({ err: error }, 'upgrade socket error'));
     const path = new URL(req.url ?? '/', 'http://gateway').pathname;
     if (path !== WS_PATH) return refuse(socket, 404, `no WebSocket endpoint at ${path}; use ${WS_PATH}`);
+    if (!hostAllowed(req.headers, options.servedHosts ?? null)) return refuse(socket, 403, `host ${JSON.stringify(req.headers.host)} is not served here`);
     if (!originAllowed(req.headers, originPolicy)) return refuse(socket, 403, `origin ${req.headers.origin} is not allowed`);
     const principal = auth.authenticate(tokenFromRequest(req.headers));
     if (!principal) {
