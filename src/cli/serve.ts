@@ -84,7 +84,7 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
   const dashboardDir = config.dashboardDir ?? (existsSync(BUNDLED_DASHBOARD) ? BUNDLED_DASHBOARD : undefined);
 
   const registry = new JobRegistry({ ...config.jobs, logger: log.child({ component: 'jobs' }) });
-  const controller = makeJobController({ source: registry, logger: log.child({ component: 'control' }) });
+  const controller = makeJobController({ source: registry, control: registry.control, logger: log.child({ component: 'control' }) });
   let gateway: RunningGateway | undefined;
   try {
     for (const [vm, address] of Object.entries(config.qmp!)) if (address !== undefined) registry.add(vm, address);

@@ -78,7 +78,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
     printing = registry.changes$.subscribe(transitionPrinter(print, color));
     for (const vm of fleet.vms) registry.add(vm.name, vm.gatewayAddress);
     const logger = options.logger ?? silentLogger;
-    controller = makeJobController({ source: registry, logger });
+    controller = makeJobController({ source: registry, control: registry.control, logger });
     gateway = await startGateway({
       source: registry,
       commandHandler: controller.handle,

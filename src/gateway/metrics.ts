@@ -1,9 +1,10 @@
 /**
  * Prometheus metrics (prom-client), one registry per gateway. Counters the hot path keeps in
- * GatewayStats are read at scrape time; only the delivery-lag histogram is observed live.
+ * GatewayStats, and the source's per-VM info and jobs, are read at scrape time (so VMs added after
+ * start are covered); only the delivery-lag histogram is observed live.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { JobSource } from '../jobs/types.js';
+import type { JobSource, VmInfo } from '../jobs/types.js';
 import type { GatewayCore } from './core.js';
 
 const PREFIX = 'blockjob_gateway_';
@@ -14,8 +15,6 @@ export interface GatewayMetrics {
   text(): Promise<string>;
   /** Count a refused upgrade or request (auth, origin, limits). */
   refused(status: number): void;
-  /** Stop following the monitors' error streams. */
-  close(): void;
 }
 
 export function createMetrics(core: GatewayCore, options: { defaultMetrics?: boolean; source?: JobSource } = {}): GatewayMetrics {
@@ -105,9 +104,18 @@ export function createMetrics(core: GatewayCore, options: { defaultMetrics?: boo
   });
   stats.onDeliveryLag = (seconds) => lag.observe(seconds);
 
-  // QMP problems per VM (connect failures, busy monitor, protocol errors), from each monitor's errors$.
-  const qmpErrors = new Counter({ name: `${PREFIX}qmp_errors_total`, help: 'QMP connection and protocol problems, by VM and error code', labelNames: ['vm', 'code'], registers });
+  // Per-VM facts come from the source at scrape time, so VMs added after start are covered too.
   const source = options.source;
+  new Counter({
+    name: `${PREFIX}qmp_errors_total`,
+    help: 'QMP connection and protocol problems, by VM and error code',
+    labelNames: ['vm', 'code'],
+    registers,
+    collect() {
+      this.reset();
+      for (const info of infos(source)) for (const [code, n] of Object.entries(info.problems)) this.inc({ vm: info.vm, code }, n);
+    },
+  });
   new Counter({
     name: `${PREFIX}qmp_commands_total`,
     help: 'QMP commands sent to QEMU (polls and job verbs), by VM',
@@ -115,12 +123,18 @@ export function createMetrics(core: GatewayCore, options: { defaultMetrics?: boo
     registers,
     collect() {
       this.reset();
-      for (const vm of source?.vms() ?? []) this.inc({ vm }, source!.monitor(vm)?.commandsSent ?? 0);
+      for (const info of infos(source)) this.inc({ vm: info.vm }, info.commandsSent);
     },
   });
-  const followed = (options.source?.vms() ?? []).flatMap((vm) => {
-    const monitor = options.source!.monitor(vm);
-    return monitor ? [monitor.errors$.subscribe((error) => qmpErrors.inc({ vm, code: error.code }))] : [];
+  new Gauge({
+    name: `${PREFIX}jobs`,
+    help: 'Jobs the gateway follows, by VM, type and state',
+    labelNames: ['vm', 'type', 'state'],
+    registers,
+    collect() {
+      this.reset();
+      for (const { vm, jobs } of source?.snapshot() ?? []) for (const job of jobs) this.inc({ vm, type: job.type, state: job.state });
+    },
   });
 
   return {
@@ -128,8 +142,9 @@ export function createMetrics(core: GatewayCore, options: { defaultMetrics?: boo
     contentType: registry.contentType,
     text: () => registry.metrics(),
     refused: (status) => refusedCounter.inc({ status: String(status) }),
-    close: () => {
-      for (const subscription of followed.splice(0)) subscription.unsubscribe();
-    },
   };
+}
+
+function infos(source: JobSource | undefined): VmInfo[] {
+  return (source?.vms() ?? []).flatMap((vm) => source!.info(vm) ?? []);
 }

@@ -117,6 +117,7 @@ export type CommandErrorCode =
   | "unknown_job"
   | "not_ready"
   | "verb_not_allowed"
+  | "not_supported"
   | "timeout"
   | "job_ended"
   | "outcome_unknown"

@@ -13,18 +13,35 @@
  * The VM is `disconnected` (its jobs stale) while the monitor is down, and also while it is up but
  * QEMU answers no poll (a hung process keeps its socket open): the poller's `unresponsive` verdict.
  * The next answered poll makes it `connected` and reconciles, as a new session does.
+ *
+ * The engine reads QEMU through a JobFeed: a QmpMonitor is one, and so is anything that carries
+ * QEMU's events and sessions from elsewhere (libvirt's event passthrough). A feed that cannot run
+ * QMP commands comes with its own `poll` and `detectCapabilities` (e.g. libvirt's block job info).
  */
 import { BehaviorSubject, Subject, Subscription, asyncScheduler, concat, defer, EMPTY, from, interval, map, merge, of, switchMap, type Observable, type ObservableInput, type SchedulerLike } from 'rxjs';
-import { QmpTimeoutError } from '../errors.js';
+import { ConfigError, QmpTimeoutError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { QmpMonitor, QmpSession, QmpEvent } from '../qmp/types.js';
 import { capabilitiesFromVersion, detectCapabilities, type DetectedCapabilities } from './capabilities.js';
-import { isTerminalState, reduceJob, type EngineInput, type JobChange, type JobRecord } from './normalize.js';
+import { reduceJob, type EngineInput, type JobChange, type JobRecord } from './normalize.js';
 import { holdTransientChanges, type HoldOptions } from './pause-debounce.js';
 import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
 import { parseJobEvent } from './qmp-payloads.js';
+import { isTerminalState } from './qemu-rules.js';
 import { throttlePerKey, type RateOptions } from './progress.js';
-import type { JobState, JobTransition, JobVerb, MonitorCapabilities, ProgressUpdate, StreamInput, VmSnapshot, VmStatus } from './types.js';
+import type { BackendKind, JobState, JobTransition, JobVerb, MonitorCapabilities, ProgressUpdate, StreamInput, VmInfo, VmSnapshot, VmStatus } from './types.js';
+
+/**
+ * What the engine reads from one VM: QEMU's sessions, events, runstate and problems. A QmpMonitor is
+ * a JobFeed; another source (libvirt) builds one from QEMU's events as it receives them. Ordering
+ * contract: `events$` synchronously in wire order, with `seq` on one axis with the poll replies'
+ * PollResult.seq, `session` numbering the feed's sessions; `sessions$` emits before any event of
+ * the new session.
+ */
+export type JobFeed = Pick<QmpMonitor, 'state' | 'state$' | 'sessions$' | 'session' | 'events$' | 'commandsSent'> & {
+  /** Problems worth surfacing, each with a stable code (docs/errors.md). */
+  readonly errors$: Observable<{ code: string; message: string }>;
+};
 
 export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'scheduler'> {
   /** Progress updates per job at most once per this. @default 250 */
@@ -42,10 +59,19 @@ export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'sche
   /** Wall clock in ms for inputs without a QMP timestamp (verbs, monitor down). @default Date.now */
   now?: () => number;
   logger?: Logger;
-  /** Polls the monitor (tests inject a scripted poll). @default pollMonitor with pollTimeoutMs */
-  poll?: (monitor: QmpMonitor, caps: MonitorCapabilities) => ObservableInput<PollResult>;
-  /** Learns a new session's capabilities. @default detectCapabilities (query-qmp-schema, else the version) */
-  detectCapabilities?: (monitor: QmpMonitor, version: MonitorCapabilities['version']) => ObservableInput<DetectedCapabilities>;
+  /** What follows this VM, for its info. @default 'qmp' */
+  backend?: BackendKind;
+  /**
+   * Lists the VM's jobs (query-jobs / query-block-jobs, or another source's equivalent): the safety
+   * net behind the events, and the reconcile after every new session. Required for a feed that is
+   * not a QmpMonitor. @default pollMonitor on the monitor, with pollTimeoutMs
+   */
+  poll?: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
+  /**
+   * Learns a new session's capabilities. Required for a feed that is not a QmpMonitor (where the
+   * version alone often suffices: capabilitiesFromVersion). @default detectCapabilities (query-qmp-schema, else the version)
+   */
+  detectCapabilities?: (version: MonitorCapabilities['version']) => ObservableInput<DetectedCapabilities>;
 }
 
 /** A change on its way through the hold operator. */
@@ -71,6 +97,13 @@ export class MonitorJobs {
   /** The monitor is up but QEMU stopped answering polls; the VM is reported disconnected meanwhile. */
   private unresponsive = false;
   private lastProblem: string | undefined;
+  /** Why the VM is disconnected, while it is. */
+  private statusReason: string | undefined;
+  private readonly problemCounts: Record<string, number> = {};
+  private lastVmProblem: VmInfo['lastProblem'];
+  private readonly infoSubject = new Subject<VmInfo>();
+  private readonly poll: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
+  private readonly detect: (version: MonitorCapabilities['version']) => ObservableInput<DetectedCapabilities>;
   private readonly pending = new Subject<PendingChange>();
   private readonly rawProgress = new Subject<ProgressUpdate>();
   private readonly changesSubject = new Subject<StreamInput>();
@@ -97,16 +130,24 @@ export class MonitorJobs {
   readonly changes$: Observable<StreamInput> = this.changesSubject.asObservable();
   /** Throttled progress of this VM's jobs. */
   readonly progress$: Observable<ProgressUpdate> = this.progressSubject.asObservable();
+  /** This VM's info whenever its status, reason, version or problems change (not per command). */
+  readonly info$: Observable<VmInfo> = this.infoSubject.asObservable();
 
   constructor(
     readonly vm: string,
-    readonly monitor: QmpMonitor,
+    readonly feed: JobFeed,
     private readonly options: MonitorJobsOptions = {},
   ) {
     this.scheduler = options.scheduler ?? asyncScheduler;
     this.now = options.now ?? (() => this.scheduler.now());
     this.logger = options.logger ?? silentLogger;
     unresponsiveThreshold(options); // a bad setting fails here, not when polling starts
+    const monitor = isQmpMonitor(feed) ? feed : undefined;
+    const poll = options.poll ?? (monitor && ((caps: MonitorCapabilities) => pollMonitor(monitor, caps, this.pollTimeoutMs)));
+    const detect = options.detectCapabilities ?? (monitor && ((version: MonitorCapabilities['version']) => detectCapabilities(monitor, version, this.pollTimeoutMs)));
+    if (!poll || !detect) throw new ConfigError('a job feed that is not a QMP monitor needs the poll and detectCapabilities options', vm);
+    this.poll = poll;
+    this.detect = detect;
   }
 
   /** Subscribes to the monitor. Call once. */
@@ -118,31 +159,31 @@ export class MonitorJobs {
     this.subscriptions.add(
       this.rawProgress
         .pipe(throttlePerKey((update) => `${update.job}#${update.incarnation}`, this.options.progressIntervalMs ?? 250, scheduler))
-        .subscribe((update) => this.progressSubject.next(update)),
+        .subscribe((update) => this.publishProgress(update)),
     );
-    this.subscriptions.add(this.monitor.errors$.subscribe((error) => this.onProblem(error.message)));
-    this.subscriptions.add(this.monitor.events$.subscribe((event) => this.onEvent(event)));
+    this.subscriptions.add(this.feed.errors$.subscribe((error) => this.onProblem(error)));
+    this.subscriptions.add(this.feed.events$.subscribe((event) => this.onEvent(event)));
     this.subscriptions.add(
-      this.monitor.state$.subscribe((state) => {
+      this.feed.state$.subscribe((state) => {
         if (state !== 'ready' && (this.vmStatus === 'connected' || this.unresponsive)) this.onMonitorDown();
       }),
     );
 
     const sessions$ = merge(
-      concat(defer(() => (this.monitor.session ? of(this.monitor.session) : EMPTY)), this.monitor.sessions$),
+      concat(defer(() => (this.feed.session ? of(this.feed.session) : EMPTY)), this.feed.sessions$),
       this.monitorDown.pipe(map(() => null)),
     );
     const sessionsWithCaps$ = sessions$.pipe(
       switchMap((session) => {
         if (session === null) return of(null);
         this.onSessionStart(session);
-        const detect = this.options.detectCapabilities ?? ((monitor, version) => detectCapabilities(monitor, version, this.pollTimeoutMs));
-        return from(detect(this.monitor, session.greeting.version.qemu)).pipe(
+        return from(this.detect(session.greeting.version.qemu)).pipe(
           map((detected) => {
             if (detected.fallbackCause !== undefined) {
               this.logger.warn({ vm: this.vm, err: detected.fallbackCause }, 'query-qmp-schema failed; capabilities from the version');
             }
             this.caps = detected.capabilities;
+            this.infoChanged();
             return { session, caps: detected.capabilities };
           }),
         );
@@ -154,7 +195,7 @@ export class MonitorJobs {
         sessions$: sessionsWithCaps$,
         active$: this.active,
         pollNow$: this.pollNow,
-        poll: ({ caps }) => (this.options.poll ? this.options.poll(this.monitor, caps) : pollMonitor(this.monitor, caps, this.pollTimeoutMs)),
+        poll: ({ caps }) => this.poll(caps),
         scheduler,
       }).subscribe((outcome) => this.onPollOutcome(outcome)),
     );
@@ -168,10 +209,27 @@ export class MonitorJobs {
     this.subscriptions.unsubscribe();
     this.changesSubject.complete();
     this.progressSubject.complete();
+    this.infoSubject.complete();
   }
 
   get status(): VmStatus {
     return this.vmStatus;
+  }
+
+  /** The VM's info now (counters current). */
+  info(): VmInfo {
+    const info: VmInfo = {
+      vm: this.vm,
+      status: this.vmStatus,
+      backend: this.options.backend ?? 'qmp',
+      commandsSent: this.feed.commandsSent ?? 0,
+      problems: { ...this.problemCounts },
+    };
+    if (this.vmStatus !== 'connected' && this.statusReason !== undefined) info.reason = this.statusReason;
+    const version = this.caps?.version ?? this.feed.session?.greeting.version.qemu;
+    if (version) info.qemu = { major: version.major, minor: version.minor, micro: version.micro };
+    if (this.lastVmProblem) info.lastProblem = this.lastVmProblem;
+    return info;
   }
 
   capabilities(): MonitorCapabilities | undefined {
@@ -213,18 +271,34 @@ export class MonitorJobs {
   private onSessionStart(session: QmpSession): void {
     // Provisional until query-qmp-schema answers; events may arrive before it does.
     this.caps = capabilitiesFromVersion(session.greeting.version.qemu);
-    this.vmStatus = 'connected';
+    this.setStatus('connected', undefined);
     this.unresponsive = false;
     this.lastProblem = undefined;
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'connected', at: this.now() });
   }
 
-  /** Remembers why the monitor is down; a monitor that never came up is reported down on its first problem. */
-  private onProblem(reason: string): void {
+  /** Counts the problem; remembers why the monitor is down; a monitor that never came up is reported down on its first problem. */
+  private onProblem(problem: { code: string; message: string }): void {
+    const reason = problem.message;
+    this.problemCounts[problem.code] = (this.problemCounts[problem.code] ?? 0) + 1;
+    this.lastVmProblem = { code: problem.code, message: reason, at: this.now() };
     this.lastProblem = reason;
-    if (this.vmStatus !== 'connecting') return;
-    this.vmStatus = 'disconnected';
+    if (this.vmStatus !== 'connecting') {
+      this.infoChanged();
+      return;
+    }
+    this.setStatus('disconnected', reason);
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'disconnected', at: this.now(), reason });
+  }
+
+  private setStatus(status: VmStatus, reason: string | undefined): void {
+    this.vmStatus = status;
+    this.statusReason = reason;
+    this.infoChanged();
+  }
+
+  private infoChanged(): void {
+    if (this.infoSubject.observed) this.infoSubject.next(this.info());
   }
 
   private onMonitorDown(): void {
@@ -236,7 +310,7 @@ export class MonitorJobs {
 
   /** The VM is disconnected: its jobs' states are no longer current (stale) until a reconcile. */
   private reportDisconnected(reason: string | undefined): void {
-    this.vmStatus = 'disconnected';
+    this.setStatus('disconnected', reason);
     const at = this.now();
     for (const id of [...this.records.keys()]) this.apply(id, { kind: 'monitor-down', at });
     const change: StreamInput = { kind: 'vm', vm: this.vm, status: 'disconnected', at };
@@ -262,7 +336,7 @@ export class MonitorJobs {
   /** QEMU answered a poll again: connected, and that poll (a reconcile, the poller sees to it) refreshes every job. */
   private onResponsiveAgain(): void {
     this.unresponsive = false;
-    this.vmStatus = 'connected';
+    this.setStatus('connected', undefined);
     this.logger.info({ vm: this.vm }, 'monitor responsive again; VM reported connected');
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'connected', at: this.now() });
   }
@@ -278,7 +352,7 @@ export class MonitorJobs {
       return;
     }
     if (!parsed) return;
-    const session = this.monitor.session;
+    const session = this.feed.session;
     if (!this.caps && session) this.caps = capabilitiesFromVersion(session.greeting.version.qemu);
     const incarnationBefore = this.records.get(parsed.id)?.job.incarnation;
     this.apply(parsed.id, { kind: 'event', event: parsed, seq: event.seq, at: event.receivedAt, session: event.session }, event.receivedMono);
@@ -321,8 +395,18 @@ export class MonitorJobs {
       this.releaseUnidentified(id);
     }
     if (result.progressChanged && this.published.get(id)?.incarnation === record.job.incarnation) {
-      this.rawProgress.next({ vm: this.vm, job: id, incarnation: record.job.incarnation, progress: record.job.progress, at: input.at });
+      const { type, state } = record.job;
+      this.rawProgress.next({ vm: this.vm, job: id, incarnation: record.job.incarnation, type, state, progress: record.job.progress, at: input.at });
     }
+  }
+
+  /** A throttled update leaves with the job's type and published state as they are when it leaves. */
+  private publishProgress(update: ProgressUpdate): void {
+    const told = this.published.get(update.job);
+    if (told === undefined || told.incarnation !== update.incarnation) return;
+    const record = this.records.get(update.job);
+    const type = record?.job.incarnation === told.incarnation ? record.job.type : told.type;
+    this.progressSubject.next(type === update.type && told.state === update.state ? update : { ...update, type, state: told.state });
   }
 
   private announce(change: PendingChange, typeUnknown: boolean): void {
@@ -408,4 +492,9 @@ export class MonitorJobs {
 function describePollTimeout(error: unknown, pollTimeoutMs: number): string {
   if (error instanceof QmpTimeoutError) return `no reply to ${error.sent.execute} within ${error.timeoutMs} ms`;
   return `no reply to the job poll within ${pollTimeoutMs} ms`;
+}
+
+/** A feed that also runs QMP commands (the default poll, capability detection and QMP control need one). */
+export function isQmpMonitor(feed: JobFeed): feed is QmpMonitor {
+  return typeof (feed as Partial<QmpMonitor>).executeWithMeta === 'function';
 }

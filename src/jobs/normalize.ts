@@ -18,7 +18,8 @@
  * - Seq order: a poll row older than the last event applied to the job is ignored.
  */
 import type { MonitorCapabilities, JobState, JobVerb, TransitionKey } from './types.js';
-import type { JobEvent, JobRow, ProgressSample, QemuJobStatus } from './qmp-payloads.js';
+import type { JobEvent, JobRow, ProgressSample } from './qmp-payloads.js';
+import { isTerminalState, mayReach, type QemuJobStatus } from './qemu-rules.js';
 import { advanceRate, finalProgress, sameProgress, type RateOptions } from './progress.js';
 
 type Outcome = NonNullable<JobState['outcome']>;
@@ -89,8 +90,6 @@ export interface ReduceResult {
   change?: JobChange;
   progressChanged: boolean;
 }
-
-export const isTerminalState = (state: JobState['state']): boolean => state === 'concluded' || state === 'dismissed';
 
 export function transitionKey(job: JobState): TransitionKey {
   const key: TransitionKey = { state: job.state, ready: job.ready };
@@ -417,44 +416,8 @@ function sample(d: Draft, progress: ProgressSample, at: number, ctx: ReduceConte
  */
 function needsNewIncarnation(record: JobRecord, liveSighting: boolean, status: QemuJobStatus | undefined): boolean {
   if (!record.present || (record.job.state === 'concluded' && liveSighting)) return true;
-  return status !== undefined && status !== 'undefined' && !REACHABLE[record.job.state].has(status);
+  return status !== undefined && status !== 'undefined' && !mayReach(record.job.state, status);
 }
-
-/** QEMU's job state machine (JobSTT in job.c, reference §4), as "status -> statuses it may move to". */
-const JOB_STT: Record<Exclude<QemuJobStatus, 'undefined'>, readonly QemuJobStatus[]> = {
-  created: ['running', 'aborting', 'null'],
-  running: ['paused', 'ready', 'waiting', 'aborting'],
-  paused: ['running'],
-  ready: ['standby', 'waiting', 'aborting'],
-  standby: ['ready'],
-  waiting: ['pending', 'aborting'],
-  pending: ['aborting', 'concluded'],
-  aborting: ['concluded'],
-  concluded: ['null'],
-  null: [],
-};
-
-/** For each normalized state: the QEMU statuses the same job may report later (itself included). */
-const REACHABLE: Record<JobState['state'], ReadonlySet<QemuJobStatus>> = (() => {
-  const closure = (start: Exclude<QemuJobStatus, 'undefined'>): Set<QemuJobStatus> => {
-    const seen = new Set<QemuJobStatus>([start]);
-    const queue: QemuJobStatus[] = [start];
-    for (let status = queue.shift(); status !== undefined; status = queue.shift()) {
-      for (const next of JOB_STT[status as Exclude<QemuJobStatus, 'undefined'>]) {
-        if (!seen.has(next)) {
-          seen.add(next);
-          queue.push(next);
-        }
-      }
-    }
-    return seen;
-  };
-  return {
-    created: closure('created'), running: closure('running'), paused: closure('paused'), ready: closure('ready'),
-    standby: closure('standby'), waiting: closure('waiting'), pending: closure('pending'), aborting: closure('aborting'),
-    concluded: closure('concluded'), dismissed: closure('null'),
-  };
-})();
 
 function draftOf(record: JobRecord): Draft {
   return { ...record, job: { ...record.job } };

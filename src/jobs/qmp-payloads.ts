@@ -6,13 +6,8 @@
  */
 import { QmpProtocolError } from '../errors.js';
 import type { QmpEvent } from '../qmp/types.js';
+import { QEMU_JOB_STATUSES, type QemuJobStatus } from './qemu-rules.js';
 
-/** QEMU's JobStatus enum (qapi/job.json, 2.12+). */
-export const QEMU_JOB_STATUSES = [
-  'undefined', 'created', 'running', 'paused', 'ready', 'standby',
-  'waiting', 'pending', 'aborting', 'concluded', 'null',
-] as const;
-export type QemuJobStatus = (typeof QEMU_JOB_STATUSES)[number];
 
 export type IoStatus = 'ok' | 'failed' | 'nospace';
 

@@ -4,7 +4,6 @@
  */
 import type { Observable } from 'rxjs';
 import type { JobProgress, JobState, JobStatusName, JobOutcome } from '../generated/schema-types.js';
-import type { QmpMonitor } from '../qmp/types.js';
 
 export type { JobProgress, JobState, JobStatusName, JobOutcome };
 
@@ -47,11 +46,17 @@ export interface VmStatusChange {
 
 export type StreamInput = JobTransition | VmStatusChange;
 
-/** Throttled progress of one job; never a transition, never replayed. */
+/**
+ * Throttled progress of one job; never a transition, never replayed. It carries the job's type and
+ * published state, so a consumer filters it without asking the source for the job.
+ */
 export interface ProgressUpdate {
   vm: string;
   job: string;
   incarnation: number;
+  type: JobState['type'];
+  /** The state subscribers were last told (a held pause is not shown until it is published). */
+  state: JobStatusName;
   progress: JobProgress;
   at: number;
 }
@@ -83,9 +88,48 @@ export interface MonitorCapabilities {
 export type JobVerb = 'complete' | 'cancel' | 'force-cancel' | 'pause' | 'resume' | 'set-speed' | 'finalize' | 'dismiss';
 
 /**
- * One source of normalized jobs for many VMs. `changes$` delivers synchronously and in order per VM,
- * and `snapshot()` always reflects every change already delivered, so a consumer can cut snapshot
- * and live tail at the same instant.
+ * What follows a VM's jobs: 'qmp' (a QMP monitor of its own), 'libvirt' (libvirt's RPC), 'fleet' (a
+ * fleet view of VMs that other hosts follow), 'simulated' (the demo's QMP simulator). Open: a new
+ * kind of source names itself.
+ */
+export type BackendKind = 'qmp' | 'libvirt' | 'fleet' | 'simulated' | (string & {});
+
+/** One problem of a VM's backend: a stable code (docs/errors.md, e.g. QMP_ERR_CONNECT) and its text. */
+export interface VmProblem {
+  code: string;
+  message: string;
+  /** Local wall-clock ms. */
+  at: number;
+}
+
+/** Facts about one VM and its backend, for /v1/info, metrics and operators. */
+export interface VmInfo {
+  vm: string;
+  status: VmStatus;
+  /** Why it is not connected (as in VmStatusChange.reason), while it is not. */
+  reason?: string;
+  backend: BackendKind;
+  /** QEMU's version, once a session told it. */
+  qemu?: { major: number; minor: number; micro: number };
+  /** Commands written to the backend so far (polls and verbs), over all its sessions. */
+  commandsSent: number;
+  /** Problems so far, counted by stable code. */
+  problems: Readonly<Record<string, number>>;
+  lastProblem?: VmProblem;
+}
+
+/**
+ * A VM's info was added or changed (status, reason, backend, version, a problem), or the VM left.
+ * Counters in an emitted info are as of that emission (a command does not emit): read `info(vm)`
+ * for the current ones.
+ */
+export type VmInfoUpdate = { kind: 'info'; info: VmInfo } | { kind: 'removed'; vm: string };
+
+/**
+ * One read-only source of normalized jobs for many VMs (job control is a separate port: see
+ * control-port.ts). `changes$` delivers synchronously and in order per VM, and `snapshot()` always
+ * reflects every change already delivered, so a consumer can cut snapshot and live tail at the same
+ * instant. VMs may come and go at run time; every stream covers the ones added later.
  */
 export interface JobSource {
   vms(): string[];
@@ -93,8 +137,11 @@ export interface JobSource {
   job(vm: string, id: string): JobState | undefined;
   readonly changes$: Observable<StreamInput>;
   readonly progress$: Observable<ProgressUpdate>;
-  monitor(vm: string): QmpMonitor | undefined;
-  capabilities(vm: string): MonitorCapabilities | undefined;
-  /** Tell the engine a verb was sent for a job (before sending it). */
-  noteVerb(vm: string, id: string, verb: JobVerb): void;
+  /** The VM's info now (counters current), or undefined for a VM the source does not follow. */
+  info(vm: string): VmInfo | undefined;
+  /**
+   * On subscribe, synchronously, one `info` update per VM followed now; then every later update,
+   * synchronously, for every VM including those added later. No gap between the two.
+   */
+  readonly vmInfo$: Observable<VmInfoUpdate>;
 }

@@ -132,6 +132,7 @@ export const COMMAND_ERROR_CODES: Readonly<Record<CommandErrorCode, CommandError
   unknown_job: { httpStatus: 404, meaning: 'no job with this id on the VM' },
   not_ready: { httpStatus: 409, meaning: 'complete with when=now, and the job is not ready; QEMU was not called' },
   verb_not_allowed: { httpStatus: 409, meaning: "the job's state does not allow this verb (see job.state); QEMU was not called" },
+  not_supported: { httpStatus: 501, meaning: "the VM's backend cannot send this verb for this job (it lacks the verb, or the job belongs to another manager such as libvirt and is only observed); nothing was sent" },
   timeout: { httpStatus: 504, meaning: 'timeoutMs passed before the answer; a verb already sent may still take effect' },
   job_ended: { httpStatus: 409, meaning: 'the job concluded (see job.outcome) before the verb could be sent' },
   outcome_unknown: { httpStatus: 502, meaning: 'the monitor dropped while the verb was in flight; watch the stream for what happened' },

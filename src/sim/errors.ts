@@ -3,6 +3,8 @@
  * The texts are QEMU 7.2's own (job.c, job-qmp.c, blockdev.c, qapi visitors), so clients meet the
  * same refusals as on a real monitor.
  */
+import { verbRefusalText, type QemuJobStatus, type QemuVerb } from '../jobs/qemu-rules.js';
+
 export class QmpErrorReply extends Error {
   override name = 'QmpErrorReply';
   constructor(
@@ -24,8 +26,7 @@ export const qmpErrors = {
   invalidParameter: (parameter: string) => new QmpErrorReply('GenericError', `Invalid parameter '${parameter}'`),
   jobNotFound: () => new QmpErrorReply('GenericError', 'Job not found'),
   blockJobNotFound: (device: string) => new QmpErrorReply('DeviceNotActive', `Block job '${device}' not found`),
-  verbRefused: (id: string, state: string, verb: string) =>
-    new QmpErrorReply('GenericError', `Job '${id}' in state '${state}' cannot accept command verb '${verb}'`),
+  verbRefused: (id: string, status: QemuJobStatus, verb: QemuVerb) => new QmpErrorReply('GenericError', verbRefusalText(id, status, verb)),
   alreadyPaused: () => new QmpErrorReply('GenericError', 'Job is already paused'),
   notPaused: () => new QmpErrorReply('GenericError', "Can't resume a job that was not paused"),
   cancelPaused: (device: string) =>

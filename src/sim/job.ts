@@ -15,24 +15,13 @@
  * stops in concluded until job-dismiss. The job never decides when time passes: its host calls
  * `tick()` from one shared timer, so thousands of jobs cost one timer.
  */
+import { verbAcceptedIn, type QemuJobStatus, type QemuVerb } from '../jobs/qemu-rules.js';
 import { qmpErrors } from './errors.js';
 
-export type SimJobStatus =
-  | 'created' | 'running' | 'paused' | 'ready' | 'standby' | 'waiting' | 'pending' | 'aborting' | 'concluded' | 'null';
+export type SimJobStatus = Exclude<QemuJobStatus, 'undefined'>;
 export type SimJobType = 'mirror' | 'commit' | 'stream' | 'backup';
-export type SimVerb = 'cancel' | 'pause' | 'resume' | 'set-speed' | 'complete' | 'finalize' | 'dismiss';
+export type SimVerb = QemuVerb;
 export type ErrorAction = 'report' | 'stop' | 'ignore';
-
-/** QEMU 7.2 JobVerbTable: the states in which each verb is accepted. */
-const VERB_TABLE: Record<SimVerb, ReadonlySet<SimJobStatus>> = {
-  cancel: new Set(['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending']),
-  pause: new Set(['created', 'running', 'paused', 'ready', 'standby']),
-  resume: new Set(['created', 'running', 'paused', 'ready', 'standby']),
-  'set-speed': new Set(['created', 'running', 'paused', 'ready', 'standby']),
-  complete: new Set(['ready', 'standby']),
-  finalize: new Set(['pending']),
-  dismiss: new Set(['concluded']),
-};
 
 /** errno -> the strerror text QEMU puts into `error`, and the io-status it sets. */
 const ERRNO: Record<number, { text: string; ioStatus: 'failed' | 'nospace' }> = {
@@ -174,7 +163,7 @@ export class SimJob {
 
   /** Apply QEMU's verb table: refuse with QEMU's exact text, or do nothing. */
   checkVerb(verb: SimVerb): void {
-    if (!VERB_TABLE[verb].has(this.status)) throw qmpErrors.verbRefused(this.id, this.status, verb);
+    if (!verbAcceptedIn(verb, this.status)) throw qmpErrors.verbRefused(this.id, this.status, verb);
   }
 
   complete(): void {

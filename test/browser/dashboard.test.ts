@@ -104,7 +104,7 @@ describeBrowser('dashboard in a real browser', () => {
     const port = demo.gateway.port;
     await demo.gateway.close({ graceMs: 0 });
     await page.locator('#conn.conn-reconnecting, #conn.conn-connecting').waitFor({ timeout: WAIT_MS });
-    const controller = makeJobController({ source: demo.registry, logger: silentLogger });
+    const controller = makeJobController({ source: demo.registry, control: demo.registry.control, logger: silentLogger });
     restarted = await startGateway({
       source: demo.registry,
       commandHandler: controller.handle,
@@ -175,7 +175,7 @@ describeBrowser('dashboard in a real browser', () => {
     await demo?.close();
     demo = await startDemo({ vms: 1, port: 0, simulate: true, drive: false, print: () => undefined });
     const sha256 = (token: string) => createHash('sha256').update(token).digest('hex');
-    const controller = makeJobController({ source: demo.registry, logger: silentLogger });
+    const controller = makeJobController({ source: demo.registry, control: demo.registry.control, logger: silentLogger });
     restarted = await startGateway({
       source: demo.registry,
       commandHandler: controller.handle,

@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { makeJobController, type JobController } from '../../src/gateway/control/index.js';
 import { clientSubprotocols } from '../../src/protocol/codes.js';
-import { FakeJobSource } from '../unit/control/fake-source.js';
+import { FakeJobSource } from '../utils/fake-source.js';
 import { LogRecorder } from '../unit/control/helpers.js';
 import { waitUntil } from '../utils/job-scenarios.js';
 import { Leftovers } from './gateway-support.js';
@@ -31,7 +31,7 @@ async function start() {
   const source = new FakeJobSource();
   source.set({ state: 'running' });
   const log = new LogRecorder();
-  controller = makeJobController({ source, logger: log });
+  controller = makeJobController({ source, control: source.control, logger: log });
   const gateway = await leftovers.gateway({ source, tokens, commandHandler: controller.handle });
   return { source, gateway, log };
 }

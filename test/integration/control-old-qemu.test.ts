@@ -42,7 +42,7 @@ describe('job control on QEMU 2.11 (no job-* commands)', () => {
   it('speaks block-job-*: pause, resume, set-speed, and a complete that waits for READY', async () => {
     rig = await startEngineRig({ major: 2, minor: 11, micro: 0 });
     const { registry, blockJobs } = rig;
-    controller = makeJobController({ source: registry, logger: new LogRecorder() });
+    controller = makeJobController({ source: registry, control: registry.control, logger: new LogRecorder() });
     blockJobs.push(blockJobRow('j0', { offset: 10, ready: false }));
     await rig.waitFor('j0 running', () => registry.job('vm1', 'j0')?.state === 'running');
     expect(registry.capabilities('vm1')).toMatchObject({ jobVerbs: false });
@@ -82,7 +82,7 @@ describe('job control on QEMU 5.2 (complete refused in standby)', () => {
   it('a complete refused during a standby blip is retried once the job is ready again and succeeds', async () => {
     rig = await startEngineRig({ major: 5, minor: 2, micro: 0 });
     const { registry, blockJobs, jobs } = rig;
-    controller = makeJobController({ source: registry, logger: new LogRecorder() });
+    controller = makeJobController({ source: registry, control: registry.control, logger: new LogRecorder() });
     await rig.waitFor('the vm to connect', () => registry.snapshot()[0]?.status === 'connected');
     const setStatus = (status: string, ready: boolean): void => {
       blockJobs.splice(0, blockJobs.length, blockJobRow('j0', { status, ready, offset: 100, len: 100, 'auto-finalize': true, 'auto-dismiss': true }));
@@ -129,7 +129,7 @@ describe('job control on QEMU 5.2 (complete refused in standby)', () => {
   it('complete while the engine shows standby waits (no QMP call) until ready; when=now answers not_ready', async () => {
     rig = await startEngineRig({ major: 5, minor: 2, micro: 0 });
     const { registry, blockJobs, jobs } = rig;
-    controller = makeJobController({ source: registry, logger: new LogRecorder() });
+    controller = makeJobController({ source: registry, control: registry.control, logger: new LogRecorder() });
     await rig.waitFor('the vm to connect', () => registry.snapshot()[0]?.status === 'connected');
     const setStatus = (status: string, ready: boolean, paused = false): void => {
       blockJobs.splice(0, blockJobs.length, blockJobRow('j1', { status, ready, paused, offset: 100, len: 100 }));

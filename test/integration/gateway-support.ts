@@ -1,89 +1,11 @@
 /**
- * Test support for the gateway suites: an in-memory JobSource, a queueing ws client, and a helper
- * that starts a gateway on 127.0.0.1:0 and registers it for cleanup.
+ * Test support for the gateway suites: a queueing ws client, and a helper that starts a gateway on
+ * 127.0.0.1:0 and registers it for cleanup. The in-memory JobSource is test/utils/fake-source.ts.
  */
-import { Subject } from 'rxjs';
 import WebSocket from 'ws';
-import type { JobSource, JobState, JobStatusName, ProgressUpdate, StreamInput, VmSnapshot, VmStatus } from '../../src/jobs/types.js';
+import type { JobSource } from '../../src/jobs/types.js';
 import { startGateway, type GatewayServerOptions, type RunningGateway } from '../../src/gateway/server.js';
 import { validateServerMessage } from '../../src/protocol/validate.js';
-
-export class FakeJobSource implements JobSource {
-  readonly changes$ = new Subject<StreamInput>();
-  readonly progress$ = new Subject<ProgressUpdate>();
-  private readonly jobsByVm = new Map<string, Map<string, JobState>>();
-  private readonly statuses = new Map<string, VmStatus>();
-
-  constructor(vms: string[]) {
-    for (const vm of vms) {
-      this.jobsByVm.set(vm, new Map());
-      this.statuses.set(vm, 'connected');
-    }
-  }
-
-  vms(): string[] {
-    return [...this.jobsByVm.keys()];
-  }
-  snapshot(): VmSnapshot[] {
-    return this.vms().map((vm) => ({ vm, status: this.statuses.get(vm)!, jobs: [...this.jobsByVm.get(vm)!.values()] }));
-  }
-  job(vm: string, id: string): JobState | undefined {
-    return this.jobsByVm.get(vm)?.get(id);
-  }
-  monitor(): undefined {
-    return undefined;
-  }
-  capabilities(): undefined {
-    return undefined;
-  }
-  noteVerb(): void {}
-
-  /** Move a job to `state` (creating it on first use) and emit the transition, like the engine does. */
-  transition(vm: string, id: string, state: JobStatusName, fields: Partial<JobState> = {}): JobState {
-    const jobs = this.jobsByVm.get(vm)!;
-    const before = jobs.get(id);
-    const now = new Date().toISOString();
-    const job: JobState = {
-      vm,
-      id,
-      incarnation: 1,
-      type: 'mirror',
-      stale: false,
-      progress: { current: 0, total: 1 << 20, percent: 0, rate: null, etaSeconds: null },
-      updatedAt: now,
-      stateSince: now,
-      source: 'event',
-      ...before,
-      ...fields,
-      state,
-      ready: fields.ready ?? (state === 'ready' || state === 'standby' || (state === 'paused' && before?.ready === true)),
-    };
-    jobs.set(id, job);
-    this.changes$.next({
-      kind: 'transition',
-      vm,
-      job,
-      from: before ? { state: before.state, ready: before.ready } : null,
-      to: { state, ready: job.ready },
-      source: 'event',
-      at: Date.now(),
-      qmpReceivedMono: performance.now(),
-    });
-    return job;
-  }
-
-  setStatus(vm: string, status: VmStatus): void {
-    this.statuses.set(vm, status);
-    this.changes$.next({ kind: 'vm', vm, status, at: Date.now() });
-  }
-
-  progress(vm: string, id: string, current: number, total = 1 << 20): void {
-    const job = this.jobsByVm.get(vm)!.get(id)!;
-    const progress = { current, total, percent: (100 * current) / total, rate: 1000, etaSeconds: (total - current) / 1000 };
-    this.jobsByVm.get(vm)!.set(id, { ...job, progress });
-    this.progress$.next({ vm, job: id, incarnation: job.incarnation, progress, at: Date.now() });
-  }
-}
 
 export type Msg = Record<string, any>;
 

@@ -11,7 +11,8 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import type { Logger } from '../../src/log.js';
-import { FakeJobSource, Leftovers, TestClient } from './gateway-support.js';
+import { Leftovers, TestClient } from './gateway-support.js';
+import { FakeJobSource } from '../utils/fake-source.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());

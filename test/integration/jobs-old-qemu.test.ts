@@ -37,7 +37,7 @@ describe('QEMU 2.5: state synthesized from polls and BLOCK_JOB_* events, ready f
     await rig.polls(2);
     expect(registry.job('vm1', 'j0')).toMatchObject({ state: 'ready', ready: true });
 
-    registry.noteVerb('vm1', 'j0', 'complete');
+    registry.engine('vm1')!.noteVerb('j0', 'complete');
     blockJobs.length = 0;
     rig.emit('BLOCK_JOB_COMPLETED', { device: 'j0', type: 'mirror', len: 140, offset: 140, speed: 0 });
     await rig.waitFor('j0 dismissed', () => registry.job('vm1', 'j0')?.state === 'dismissed');

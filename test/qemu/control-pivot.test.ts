@@ -55,7 +55,7 @@ describeQemu('job control: complete in the ready window (real QEMU)', () => {
   it(`complete when=ready sent at offset == len, ready=false waits for READY and pivots (${REPETITIONS} real mirrors)`, async () => {
     sc = await openScenario();
     const log = new LogRecorder();
-    controller = makeJobController({ source: sc.engine, logger: log });
+    controller = makeJobController({ source: sc.engine, control: sc.engine.control, logger: log });
     const execute = vi.spyOn(sc.client, 'execute');
     let tries = 0;
     let inWindow = 0;
@@ -97,7 +97,7 @@ describeQemu('job control: complete in the ready window (real QEMU)', () => {
 
   it('complete when=now inside the window answers not_ready and sends nothing to QEMU', async () => {
     sc = await openScenario();
-    controller = makeJobController({ source: sc.engine, logger: new LogRecorder() });
+    controller = makeJobController({ source: sc.engine, control: sc.engine.control, logger: new LogRecorder() });
     const execute = vi.spyOn(sc.client, 'execute');
     let row: BlockJobRow | undefined;
     let attempt = 0;
@@ -126,7 +126,7 @@ describeQemu('job control: complete in the ready window (real QEMU)', () => {
 
   it('active commit: complete sent while running waits for READY and pivots', async () => {
     sc = await openScenario();
-    controller = makeJobController({ source: sc.engine, logger: new LogRecorder() });
+    controller = makeJobController({ source: sc.engine, control: sc.engine.control, logger: new LogRecorder() });
     const execute = vi.spyOn(sc.client, 'execute');
     await startCommit(sc.qsd, sc.qsd, { jobId: 'ac', active: true, dataMiB: 4, speed: 16 * MiB });
     await sc.recorder.waitForState('ac', 'running');
@@ -139,7 +139,7 @@ describeQemu('job control: complete in the ready window (real QEMU)', () => {
 
   it('a pending complete survives the monitor going away; it pivots once the engine is back and sees READY', async () => {
     sc = await openScenario();
-    controller = makeJobController({ source: sc.engine, logger: new LogRecorder() });
+    controller = makeJobController({ source: sc.engine, control: sc.engine.control, logger: new LogRecorder() });
     await startMirror(sc.qsd, sc.qsd, { jobId: 'r', dataMiB: 8, speed: 4 * MiB });
     await sc.recorder.waitForState('r', 'running');
     const answer = controller.handle(command('c', 'r', { await: 'concluded' }), context());

@@ -40,7 +40,7 @@ describeQemu('job control: verbs (real QEMU)', () => {
   async function open(): Promise<Scenario> {
     sc = await openScenario();
     log = new LogRecorder();
-    controller = makeJobController({ source: sc.engine, logger: log });
+    controller = makeJobController({ source: sc.engine, control: sc.engine.control, logger: log });
     return sc;
   }
 

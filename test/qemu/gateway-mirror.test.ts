@@ -52,7 +52,7 @@ describeQemu('gateway on real QEMU', () => {
     expect(ready.job.progress.current).toBe(ready.job.progress.total);
 
     // What job control does: tell the engine first (so it knows the pivot), then send the verb.
-    registry.noteVerb('vm1', 'm0', 'complete');
+    registry.engine('vm1')!.noteVerb('m0', 'complete');
     await qsd.execute('job-complete', { id: 'm0' });
     const concluded = await watcher.next((m) => m.type === 'event' && m.job.id === 'm0' && m.transition.to === 'concluded', 60_000);
     expect(concluded.job).toMatchObject({ outcome: 'completed', pivoted: true });

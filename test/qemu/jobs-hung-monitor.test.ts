@@ -43,7 +43,7 @@ describeQemu('a hung QEMU (SIGSTOP) is reported, not hidden (real QEMU)', () => 
   it('mirror: frozen -> disconnected with the reason, job stale, verbs refused; thawed -> connected, reconciled, ready, the waiting complete pivots', async () => {
     // Short polls, so the hang is seen within ~2 s (two polls of 1 s in a row).
     sc = await openScenario({ engine: { activePollMs: 100, idlePollMs: 100, pollTimeoutMs: POLL_TIMEOUT_MS, unresponsiveAfterPolls: 2 } });
-    controller = makeJobController({ source: sc.engine, logger: new LogRecorder() });
+    controller = makeJobController({ source: sc.engine, control: sc.engine.control, logger: new LogRecorder() });
     // ~4 s of copying: surely not ready yet when frozen, ready soon after the thaw.
     await startMirror(sc.qsd, sc.qsd, { jobId: 'm', dataMiB: 8, speed: 2 * MiB });
     await sc.recorder.waitForState('m', 'running');

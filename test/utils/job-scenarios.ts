@@ -154,12 +154,12 @@ export class JobControl {
 
   constructor(
     private readonly qmp: QmpExecutor,
-    private readonly engine: JobSource | undefined,
+    private readonly engine: JobRegistry | undefined,
     private readonly vm: string,
   ) {}
 
   async verb(jobId: string, verb: JobVerb, extra: Record<string, unknown> = {}): Promise<void> {
-    this.engine?.noteVerb(this.vm, jobId, verb);
+    this.engine?.engine(this.vm)?.noteVerb(jobId, verb);
     this.sent.push({ jobId, verb, at: Date.now() });
     if (this.sent.length > MAX_REMEMBERED_VERBS) this.sent.shift();
     const [command, args] = verbCommand(verb, jobId, extra);

@@ -1,40 +1,27 @@
 /**
- * Job control: turns a `command` message into at most one accepted QMP verb and exactly one `result`.
+ * Job control: turns a `command` message into at most one accepted verb and exactly one `result`.
  *
  * The pivot cannot race: `complete` goes to QEMU only once the engine's authoritative state says the
  * job accepts it (ready; standby too on QEMU >= 6.0), never on offset == len. `when: ready` waits for
  * that on `changes$`, across monitor reconnects; `when: now` answers not_ready without calling QEMU.
- * The engine hears every verb (`noteVerb`) before it is written, so it knows pivots and user pauses.
+ * Everything backend-specific (which command, whether it could be written now, telling the engine
+ * first, what the reply means) is the source's control port (src/jobs/control-port.ts).
  *
  * One command's life:
  *
- *   authorize -> idempotency cache -> vm/job known? -> [complete: wait until acceptable]
- *     -> verb table (refuse before QEMU) -> noteVerb -> QMP -> [await concluded] -> result
+ *   authorize -> idempotency cache -> vm/job known? -> may touch? -> [complete: wait until acceptable]
+ *     -> port.check (refuse before QEMU) -> port.execute -> [await concluded] -> result
  */
-import {
-  QmpClosedError,
-  QmpCommandError,
-  QmpOutcomeUnknownError,
-  QmpTimeoutError,
-  QmpTooManyPendingError,
-  StateError,
-} from '../../errors.js';
-import type { CommandMessage, ErrorDetail, JobState, ResultFailure } from '../../generated/schema-types.js';
-import type { JobSource, MonitorCapabilities } from '../../jobs/types.js';
+import type { CommandMessage, ErrorDetail, ResultFailure } from '../../generated/schema-types.js';
+import type { ControlArgs, ControlPort, SendCheck, Verdict } from '../../jobs/control-port.js';
+import { mayBecomeReady } from '../../jobs/qemu-rules.js';
+import type { JobSource, JobState } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { canControl, type Principal } from '../auth.js';
 import { CommandBudget, isStopReason, type StopReason } from './budget.js';
 import { CommandCache, type CommandCacheOptions } from './command-cache.js';
 import { JobWatch } from './job-watch.js';
 import { failed, succeeded, type CommandResult } from './results.js';
-import {
-  acceptsComplete,
-  checkVerb,
-  isStandbyCompleteRefusal,
-  mayBecomeReady,
-  planQmpCommand,
-  type QmpPlan,
-} from './verbs.js';
 
 export interface CommandContext {
   /** undefined: no tokens file, every client may control (as every client may read). */
@@ -62,6 +49,8 @@ export interface JobControllerOptions {
 
 export interface JobControllerDeps {
   source: JobSource;
+  /** The source's control port (for several sources: combineSources). */
+  control: ControlPort;
   logger: Logger;
   options?: JobControllerOptions;
 }
@@ -86,16 +75,6 @@ const DEFAULTS = {
 /** How often a waiting complete re-checks facts that change without a transition (stale, monitor up). */
 const RECHECK_MS = 250;
 
-/** What became of one QMP verb. */
-type Sent =
-  | { kind: 'accepted' }
-  | { kind: 'refused'; error: QmpCommandError }
-  /** Never written: the monitor is down (or closed). */
-  | { kind: 'not-sent'; why: string }
-  | { kind: 'busy'; why: string }
-  /** Written, but no reply: QEMU may or may not have run it. */
-  | { kind: 'unknown'; why: string };
-
 /** One command in flight. */
 interface Run {
   message: CommandMessage;
@@ -107,7 +86,7 @@ interface Run {
 }
 
 export function makeJobController(deps: JobControllerDeps): JobController {
-  return new Controller(deps.source, deps.logger, deps.options ?? {});
+  return new Controller(deps.source, deps.control, deps.logger, deps.options ?? {});
 }
 
 class Controller implements JobController {
@@ -119,6 +98,7 @@ class Controller implements JobController {
 
   constructor(
     private readonly source: JobSource,
+    private readonly control: ControlPort,
     private readonly logger: Logger,
     options: JobControllerOptions,
   ) {
@@ -185,6 +165,11 @@ class Controller implements JobController {
     if (!this.source.vms().includes(message.vm)) return failed(message.id, 'unknown_vm', `no VM named '${message.vm}'`);
     const watch = JobWatch.open(this.source, message.vm, message.job);
     if (watch === undefined) return failed(message.id, 'unknown_job', `VM '${message.vm}' has no job '${message.job}'`);
+    const touch = this.control.mayTouch(message.vm, watch.job);
+    if (!touch.ok) {
+      watch.close();
+      return failed(message.id, 'not_supported', `${touch.why}; nothing was sent`, { job: watch.latest() });
+    }
     const timeoutMs = Math.min(message.timeoutMs ?? this.options.defaultTimeoutMs, this.options.maxTimeoutMs);
     const budget = new CommandBudget(timeoutMs, context.signal, this.shutdown.signal);
     const run: Run = { message, context, watch, budget, accepted: false };
@@ -203,12 +188,9 @@ class Controller implements JobController {
   private async applyVerb(run: Run): Promise<CommandResult> {
     const { message, watch } = run;
     const job = watch.latest();
-    const capabilities = this.sendable(job);
-    if (capabilities === undefined) return this.disconnected(run);
-    const verdict = checkVerb(message.action, job, capabilities, message.force ?? false);
-    if (!verdict.allowed) return this.refuseVerb(run, verdict.reason);
-    const plan = planQmpCommand(message.action, job, capabilities, { force: message.force ?? false, speed: message.speed });
-    return this.answerSent(run, await this.send(run, plan));
+    const check = this.control.check(message.vm, job, message.action, argsOf(message));
+    if (!check.ok) return this.refuse(run, check);
+    return this.answerSent(run, await this.send(run, job));
   }
 
   /**
@@ -218,11 +200,12 @@ class Controller implements JobController {
   private async complete(run: Run): Promise<CommandResult> {
     const { message, watch, budget } = run;
     const waitForReady = (message.when ?? 'ready') === 'ready';
-    const canSend = (job: JobState): MonitorCapabilities | undefined => {
-      const capabilities = this.sendable(job);
-      return capabilities && acceptsComplete(job, capabilities) ? capabilities : undefined;
+    const check = (job: JobState): SendCheck => this.control.check(message.vm, job, 'complete', {});
+    const worthALook = (job: JobState, ended: boolean): boolean => {
+      if (ended || !mayBecomeReady(job.state)) return true;
+      const verdict = check(job);
+      return verdict.ok || verdict.reason === 'not-supported';
     };
-    const worthALook = (job: JobState, ended: boolean): boolean => ended || !mayBecomeReady(job) || canSend(job) !== undefined;
     const endedAtArrival = watch.ended;
     let standbyRefusals = 0;
     let holdOffMs: number | undefined;
@@ -233,10 +216,10 @@ class Controller implements JobController {
       }
       const job = watch.latest();
       if (watch.ended) return this.jobEnded(run, !endedAtArrival);
-      const capabilities = canSend(job);
-      if (capabilities !== undefined) {
-        const sent = await this.send(run, planQmpCommand('complete', job, capabilities, { force: false }));
-        const standbyRefusal = sent.kind === 'refused' && isStandbyCompleteRefusal(sent.error);
+      const verdict = check(job);
+      if (verdict.ok) {
+        const sent = await this.send(run, job);
+        const standbyRefusal = sent.kind === 'refused' && sent.transient;
         const retry = waitForReady && ((standbyRefusal && standbyRefusals < this.options.maxStandbyRetries) || sent.kind === 'not-sent');
         if (!retry) return this.answerSent(run, sent);
         // QEMU did nothing. A standby blip may be too short for the engine to publish, so the retry
@@ -244,9 +227,10 @@ class Controller implements JobController {
         holdOffMs = standbyRefusal ? Math.min(50 * 2 ** standbyRefusals++, 1_000) : RECHECK_MS;
         continue;
       }
-      if (!mayBecomeReady(job)) return this.refuseVerb(run, `job '${job.id}' is ${job.state} and can no longer become ready`);
+      if (verdict.reason === 'not-supported') return this.refuse(run, verdict);
+      if (!mayBecomeReady(job.state)) return this.refuseVerb(run, `job '${job.id}' is ${job.state} and can no longer become ready`);
       if (!waitForReady) {
-        if (this.sendable(job) === undefined) return this.disconnected(run);
+        if (verdict.reason === 'disconnected') return this.disconnected(run, verdict.why);
         return failed(message.id, 'not_ready', `job '${job.id}' is ${job.state} (ready: ${String(job.ready)}); nothing was sent (when: now)`, {
           job,
         });
@@ -256,34 +240,21 @@ class Controller implements JobController {
     }
   }
 
-  /** Capabilities when a verb could be written right now: monitor negotiated and the job's state current. */
-  private sendable(job: JobState): MonitorCapabilities | undefined {
-    if (job.stale || this.source.monitor(job.vm)?.state !== 'ready') return undefined;
-    return this.source.capabilities(job.vm);
-  }
-
-  /** Tells the engine, then writes the verb; logs who sent what and what QEMU said. */
-  private async send(run: Run, plan: QmpPlan): Promise<Sent> {
+  /** Has the port write the verb (it tells the engine first); logs who sent what and what the backend said. */
+  private async send(run: Run, job: JobState): Promise<Verdict> {
     const { message, context, budget } = run;
-    const monitor = this.source.monitor(message.vm);
-    if (monitor === undefined) return { kind: 'not-sent', why: 'the VM has no monitor' };
-    // Before the write: the engine must know a pivot or a user pause is coming before QEMU's events say so.
-    this.source.noteVerb(message.vm, message.job, plan.verb);
     const timeoutMs = Math.min(this.options.qmpTimeoutMs, budget.remainingMs());
-    let sent: Sent;
-    try {
-      await monitor.execute(plan.execute, plan.arguments, { timeoutMs });
-      sent = { kind: 'accepted' };
-    } catch (error) {
-      sent = classifySendError(error);
-    }
-    const reply = sent.kind === 'accepted' ? 'return' : sent.kind === 'refused' ? { class: sent.error.qmpClass, desc: sent.error.desc } : sent.why;
+    const sent = await this.control.execute(message.vm, job, message.action, argsOf(message), { timeoutMs });
+    const reply = sent.kind === 'accepted' ? 'return' : sent.kind === 'refused' ? sent.refusal : sent.why;
     const written = sent.kind !== 'not-sent' && sent.kind !== 'busy';
-    this.logger.info({ ...who(message, context), qmp: plan.execute, arguments: plan.arguments, reply }, written ? 'job verb sent' : 'job verb not sent');
+    this.logger.info(
+      { ...who(message, context), ...(sent.wire ? { qmp: sent.wire.command, arguments: sent.wire.arguments } : {}), reply },
+      written ? 'job verb sent' : 'job verb not sent',
+    );
     return sent;
   }
 
-  private async answerSent(run: Run, sent: Sent): Promise<CommandResult> {
+  private async answerSent(run: Run, sent: Verdict): Promise<CommandResult> {
     const { message, watch } = run;
     switch (sent.kind) {
       case 'accepted':
@@ -292,12 +263,12 @@ class Controller implements JobController {
         await watch.until((_job, ended) => ended, run.budget.signal);
         return succeeded(message.id, watch.final());
       case 'refused':
-        return failed(message.id, 'qmp_error', `QEMU refused ${message.action}: ${sent.error.desc}`, { job: watch.latest(), qmp: sent.error });
+        return failed(message.id, 'qmp_error', `QEMU refused ${message.action}: ${sent.refusal.desc}`, { job: watch.latest(), qmp: sent.refusal });
       case 'not-sent':
         return this.disconnected(run);
       case 'busy':
         return failed(message.id, 'too_many_commands', `${sent.why}; nothing was sent`, { job: watch.latest() });
-      case 'unknown':
+      case 'outcome-unknown':
         return failed(
           message.id,
           'outcome_unknown',
@@ -343,27 +314,37 @@ class Controller implements JobController {
     });
   }
 
+  /** The port said no before anything was written. */
+  private refuse(run: Run, check: Exclude<SendCheck, { ok: true }>): CommandResult {
+    switch (check.reason) {
+      case 'not-supported':
+        return failed(run.message.id, 'not_supported', `${check.why}; nothing was sent`, { job: run.watch.latest() });
+      case 'disconnected':
+        return this.disconnected(run, check.why);
+      case 'not-allowed':
+        return this.refuseVerb(run, check.why);
+    }
+  }
+
   private refuseVerb(run: Run, reason: string): CommandResult {
     if (run.watch.ended) return this.jobEnded(run, false);
     return failed(run.message.id, 'verb_not_allowed', `${reason}; nothing was sent to QEMU`, { job: run.watch.latest() });
   }
 
-  private disconnected(run: Run): CommandResult {
-    // The socket can be up while QEMU does not answer (hung) or before the reconcile: neither is a state to act on.
-    const why = this.source.monitor(run.message.vm)?.state === 'ready' ? 'is connected but not answering or not yet reconciled' : 'is not connected';
-    return failed(run.message.id, 'vm_disconnected', `the monitor of VM '${run.message.vm}' ${why}; ${run.message.action} was not sent`, {
-      job: run.watch.latest(),
-    });
+  /** `why` is the port's account (e.g. "the monitor of VM 'vm1' is not connected"); asked afresh when absent. */
+  private disconnected(run: Run, why?: string): CommandResult {
+    const { message, watch } = run;
+    const check = why === undefined ? this.control.check(message.vm, watch.latest(), message.action, argsOf(message)) : undefined;
+    const account = why ?? (check && !check.ok && check.reason === 'disconnected' ? check.why : `VM '${message.vm}' is not connected`);
+    return failed(message.id, 'vm_disconnected', `${account}; ${message.action} was not sent`, { job: watch.latest() });
   }
 }
 
-function classifySendError(error: unknown): Sent {
-  if (error instanceof QmpCommandError) return { kind: 'refused', error };
-  if (error instanceof QmpOutcomeUnknownError) return { kind: 'unknown', why: 'the monitor connection dropped before QEMU answered' };
-  if (error instanceof QmpTimeoutError) return { kind: 'unknown', why: `QEMU did not answer within ${error.timeoutMs} ms` };
-  if (error instanceof QmpTooManyPendingError) return { kind: 'busy', why: error.message };
-  if (error instanceof StateError || error instanceof QmpClosedError) return { kind: 'not-sent', why: error.message };
-  throw error;
+function argsOf(message: CommandMessage): ControlArgs {
+  return {
+    ...(message.force !== undefined ? { force: message.force } : {}),
+    ...(message.speed !== undefined ? { speed: message.speed } : {}),
+  };
 }
 
 /** Read-only tokens and tokens for other VMs are refused before anything else (no VM probing). */

@@ -1,4 +1,4 @@
-/** Job control (issue 5): the command handler and the verb table it judges by. */
+/** Job control (issue 5): the command handler; it acts through the source's control port (src/jobs/control-port.ts). */
 export {
   makeJobController,
   type CommandContext,
@@ -8,4 +8,3 @@ export {
   type JobControllerOptions,
 } from './controller.js';
 export type { CommandResult } from './results.js';
-export { acceptsComplete, checkVerb, planQmpCommand, isStandbyCompleteRefusal, type QmpPlan, type VerbCheck } from './verbs.js';

@@ -7,6 +7,7 @@
  * synchronously and `job()` already reflects every delivered change.
  */
 import type { Subscription } from 'rxjs';
+import { isTerminalState } from '../../jobs/qemu-rules.js';
 import type { JobSource, JobState } from '../../jobs/types.js';
 
 export interface WaitOptions {
@@ -68,7 +69,7 @@ export class JobWatch {
 
   /** Concluded, dismissed, or replaced by a new incarnation with the same id. */
   get ended(): boolean {
-    return this.superseded || this.current.state === 'concluded' || this.current.state === 'dismissed';
+    return this.superseded || isTerminalState(this.current.state);
   }
 
   /**

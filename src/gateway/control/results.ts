@@ -1,5 +1,5 @@
 /** The `result` answers of job commands (schemas/msg-result.schema.json): one builder per shape. */
-import type { QmpCommandError } from '../../errors.js';
+import type { BackendRefusal } from '../../jobs/control-port.js';
 import type { CommandErrorCode, ErrorDetail, JobState, ResultFailure, ResultSuccess } from '../../generated/schema-types.js';
 
 export type CommandResult = ResultSuccess | ResultFailure;
@@ -16,8 +16,8 @@ export function succeeded(id: string, job: JobState): ResultSuccess {
 export interface FailureEvidence {
   /** The job's last known state. */
   job?: JobState | undefined;
-  /** QEMU's own refusal, verbatim. */
-  qmp?: QmpCommandError | undefined;
+  /** The backend's own refusal (QEMU's class and desc), verbatim. */
+  qmp?: BackendRefusal | undefined;
   details?: ErrorDetail[] | undefined;
 }
 
@@ -30,7 +30,7 @@ export function failed(id: string, code: CommandErrorCode, message: string, evid
     error: {
       code,
       message: clip(message),
-      ...(qmp ? { qmp: { class: qmp.qmpClass.slice(0, 128), desc: clip(qmp.desc) } } : {}),
+      ...(qmp ? { qmp: { class: qmp.class.slice(0, 128), desc: clip(qmp.desc) } } : {}),
       ...(details && details.length > 0 ? { details: details.slice(0, 20) } : {}),
     },
     ...(job ? { job } : {}),

@@ -13,11 +13,12 @@
  * implementation answers synchronously, which lets the gateway cut snapshot and live tail in one tick.
  */
 
-import type { StreamPosition } from '../../protocol/messages.js';
-
-export type { StreamPosition };
-
 export type MaybePromise<T> = T | Promise<T>;
+
+export interface StreamPosition {
+  epoch: string;
+  offset: number;
+}
 
 /** Why a `since` position could not be honoured (the subscriber gets a snapshot instead). */
 export type ResetReason = 'unknown_epoch' | 'offset_too_old' | 'offset_ahead';

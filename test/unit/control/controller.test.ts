@@ -10,7 +10,7 @@ import { makeJobController, type CommandContext, type CommandHandler, type JobCo
 import { validateServerMessage } from '../../../src/protocol/validate.js';
 import type { CommandMessage } from '../../../src/generated/schema-types.js';
 import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
-import { deferred, FakeJobSource } from './fake-source.js';
+import { deferred, FakeJobSource } from '../../utils/fake-source.js';
 import { LogRecorder } from './helpers.js';
 
 let source: FakeJobSource;
@@ -23,7 +23,7 @@ let handle: CommandHandler;
 function setup(options: Parameters<typeof makeJobController>[0]['options'] = {}): void {
   source = new FakeJobSource();
   log = new LogRecorder();
-  controller = makeJobController({ source, logger: log, options });
+  controller = makeJobController({ source, control: source.control, logger: log, options });
   handle = (message, context) =>
     controller.handle(message, context).then((result) => {
       const validation = validateServerMessage(result);

@@ -77,7 +77,6 @@ describe('operations.md: metrics', () => {
       const own = [...live.keys()].filter((name) => !/^blockjob_gateway_(process|nodejs)_/.test(name));
       for (const name of own) expect(documented, `metric ${name} is not documented`).toContain(name);
     } finally {
-      metrics.close();
       await registry.close();
     }
   });

@@ -5,7 +5,8 @@
  */
 import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
 import { reduceJob, type EngineInput, type JobChange, type JobRecord } from '../../../src/jobs/normalize.js';
-import type { JobEvent, JobRow, QemuJobStatus } from '../../../src/jobs/qmp-payloads.js';
+import type { JobEvent, JobRow } from '../../../src/jobs/qmp-payloads.js';
+import type { QemuJobStatus } from '../../../src/jobs/qemu-rules.js';
 import type { JobState, MonitorCapabilities, TransitionKey } from '../../../src/jobs/types.js';
 
 export const QEMU_7_2 = capabilitiesFromVersion({ major: 7, minor: 2, micro: 22 });

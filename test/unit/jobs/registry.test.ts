@@ -99,7 +99,7 @@ describe('JobRegistry', () => {
     expect(reg.job('vm1', 'j')?.pauseReason).toBe('user');
     monitor.jsc('j', 'running');
     monitor.blockJobs[0]!['status'] = 'running';
-    reg.noteVerb('vm1', 'j', 'pause');
+    reg.engine('vm1')!.noteVerb('j', 'pause');
     monitor.jsc('j', 'paused');
     expect(reg.job('vm1', 'j')).toMatchObject({ state: 'paused', pauseReason: 'user' });
     const labels = changes.filter((c): c is JobTransition => c.kind === 'transition').map((c) => label(c.to));
@@ -149,7 +149,7 @@ describe('JobRegistry', () => {
     registry = new JobRegistry({ idlePollMs: 0 });
     const monitor = new FakeMonitor();
     registry.add('vm2', monitor);
-    expect(registry.monitor('vm2')).toBe(monitor);
+    expect(registry.engine('vm2')?.feed).toBe(monitor);
     await registry.remove('vm2');
     expect(monitor.closed).toBe(false);
   });

@@ -1,13 +1,20 @@
 import { describe, expect, it } from 'vitest';
-import { QmpCommandError } from '../../../src/errors.js';
 import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
 import type { CommandAction, JobStatusName } from '../../../src/generated/schema-types.js';
-import { acceptsComplete, checkVerb, isStandbyCompleteRefusal, planQmpCommand } from '../../../src/gateway/control/verbs.js';
-import { makeJob } from './fake-source.js';
+import {
+  acceptsComplete,
+  checkVerb,
+  isStandbyCompleteRefusal,
+  isTerminalState,
+  mayBecomeReady,
+  mayReach,
+  verbAcceptedIn,
+  verbRefusalText,
+} from '../../../src/jobs/qemu-rules.js';
+import { makeJob } from '../../utils/fake-source.js';
 
 const qemu72 = capabilitiesFromVersion({ major: 7, minor: 2, micro: 0 });
 const qemu52 = capabilitiesFromVersion({ major: 5, minor: 2, micro: 0 });
-const qemu211 = capabilitiesFromVersion({ major: 2, minor: 11, micro: 0 });
 
 const STATES: JobStatusName[] = ['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending', 'aborting', 'concluded', 'dismissed'];
 const isReadyState = (state: JobStatusName): boolean => state === 'ready' || state === 'standby';
@@ -65,47 +72,35 @@ describe('verb table', () => {
   });
 });
 
-describe('QMP commands', () => {
-  const ready = makeJob({ state: 'ready', ready: true });
-  const running = makeJob({ state: 'running', ready: false });
-
-  it('job-* where the monitor has them', () => {
-    const plan = (action: CommandAction, force = false) => planQmpCommand(action, ready, qemu72, { force, speed: 5 });
-    expect(plan('complete')).toEqual({ execute: 'job-complete', arguments: { id: 'j0' }, verb: 'complete' });
-    expect(plan('cancel', true)).toEqual({ execute: 'job-cancel', arguments: { id: 'j0' }, verb: 'force-cancel' });
-    expect(plan('pause')).toEqual({ execute: 'job-pause', arguments: { id: 'j0' }, verb: 'pause' });
-    expect(plan('resume')).toEqual({ execute: 'job-resume', arguments: { id: 'j0' }, verb: 'resume' });
-    expect(plan('finalize')).toEqual({ execute: 'job-finalize', arguments: { id: 'j0' }, verb: 'finalize' });
-    expect(plan('dismiss')).toEqual({ execute: 'job-dismiss', arguments: { id: 'j0' }, verb: 'dismiss' });
-    expect(plan('set-speed')).toEqual({ execute: 'block-job-set-speed', arguments: { device: 'j0', speed: 5 }, verb: 'set-speed' });
+describe('state rules', () => {
+  it('ended: concluded and dismissed only', () => {
+    expect(STATES.filter(isTerminalState)).toEqual(['concluded', 'dismissed']);
   });
 
-  it('soft cancel needs block-job-cancel force=false on any version (job-cancel is always force)', () => {
-    expect(planQmpCommand('cancel', ready, qemu72, { force: false })).toEqual({
-      execute: 'block-job-cancel',
-      arguments: { device: 'j0', force: false },
-      verb: 'cancel',
-    });
-    // Not ready: soft and force are the same to QEMU; the force form is sent and noted.
-    expect(planQmpCommand('cancel', running, qemu72, { force: false })).toMatchObject({ execute: 'job-cancel', verb: 'force-cancel' });
+  it('may still become ready: exactly the main-loop states (JobSTT: READY never returns to RUNNING)', () => {
+    expect(STATES.filter(mayBecomeReady)).toEqual(['created', 'running', 'paused', 'ready', 'standby']);
   });
 
-  it('block-job-* before QEMU 3.0', () => {
-    const plan = (action: CommandAction, force = false) => planQmpCommand(action, ready, qemu211, { force });
-    expect(plan('complete')).toMatchObject({ execute: 'block-job-complete', arguments: { device: 'j0' } });
-    expect(plan('cancel', true)).toMatchObject({ execute: 'block-job-cancel', arguments: { device: 'j0', force: true } });
-    expect(plan('pause')).toMatchObject({ execute: 'block-job-pause', arguments: { device: 'j0' } });
-    expect(plan('resume')).toMatchObject({ execute: 'block-job-resume', arguments: { device: 'j0' } });
-    expect(plan('finalize')).toMatchObject({ execute: 'block-job-finalize', arguments: { id: 'j0' } });
-    expect(plan('dismiss')).toMatchObject({ execute: 'block-job-dismiss', arguments: { id: 'j0' } });
+  it('reachable statuses follow JobSTT: a ready job never runs again, only a new job is created', () => {
+    expect(mayReach('ready', 'running')).toBe(false);
+    expect(mayReach('ready', 'standby')).toBe(true);
+    expect(mayReach('running', 'created')).toBe(false);
+    expect(mayReach('concluded', 'null')).toBe(true);
+    expect(mayReach('dismissed', 'concluded')).toBe(false);
+    expect(mayReach('waiting', 'ready')).toBe(false);
   });
 
-  it('recognises QEMU < 6.0 refusing complete in standby, and nothing else', () => {
-    const sent = { execute: 'job-complete', arguments: { id: 'j0' } };
-    const standby = new QmpCommandError('GenericError', "Job 'j0' in state 'standby' cannot accept command verb 'complete'", sent);
-    const running = new QmpCommandError('GenericError', "Job 'j0' in state 'running' cannot accept command verb 'complete'", sent);
-    expect(isStandbyCompleteRefusal(standby)).toBe(true);
-    expect(isStandbyCompleteRefusal(running)).toBe(false);
-    expect(isStandbyCompleteRefusal(new Error(standby.desc))).toBe(false);
+  it('the table in QEMU status names (the simulator): nothing accepted once null or aborting', () => {
+    for (const verb of Object.keys(QEMU_TABLE) as CommandAction[]) {
+      expect(verbAcceptedIn(verb, 'null')).toBe(false);
+      expect(verbAcceptedIn(verb, 'aborting')).toBe(false);
+    }
+  });
+
+  it("recognises QEMU < 6.0 refusing complete in standby (QEMU's own text), and nothing else", () => {
+    expect(isStandbyCompleteRefusal(verbRefusalText('j0', 'standby', 'complete'))).toBe(true);
+    expect(isStandbyCompleteRefusal(verbRefusalText('j0', 'running', 'complete'))).toBe(false);
+    // libvirt wraps QEMU's text in its own message.
+    expect(isStandbyCompleteRefusal(`internal error: unable to execute QEMU command 'job-complete': ${verbRefusalText('j0', 'standby', 'complete')}`)).toBe(true);
   });
 });
