@@ -151,7 +151,7 @@ export interface LibvirtCallInfo {
 
 /**
  * libvirtd ran the call and failed it. The fields are libvirt's virError: `virCode` is its
- * virErrorNumber (42 VIR_ERR_NO_DOMAIN, 55 VIR_ERR_OPERATION_INVALID, 6 VIR_ERR_OPERATION_DENIED, ...),
+ * virErrorNumber (42 VIR_ERR_NO_DOMAIN, 55 VIR_ERR_OPERATION_INVALID, 29 VIR_ERR_OPERATION_DENIED, ...),
  * `virDomain` its virErrorDomain, `level` 1 warning / 2 error; `virCodeName` the symbolic name when known.
  */
 export class LibvirtRemoteError extends LibvirtError {

@@ -1,2 +1,6 @@
-/** The libvirt layer's public API: the RPC client's contract (the client itself lands next). */
+/** The libvirt layer's public API: the RPC client, its contract, and the pieces it is built from. */
 export * from './types.js';
+export { LibvirtClient } from './client.js';
+export { resolveLibvirtAddress, DEFAULT_LIBVIRT_URI, type LibvirtAddress } from './address.js';
+export { DEFAULT_KEEPALIVE } from './keepalive.js';
+export { RpcFramer } from './framing.js';

@@ -6,6 +6,7 @@
  * Numbers that libvirt sends as uint64 (versions, cur/end/bandwidth) arrive as JS numbers: a value
  * above 2^53 - 1 is reported as a protocol error rather than rounded.
  */
+import type { Duplex } from 'node:stream';
 import type { Observable } from 'rxjs';
 import type { ReconnectPolicy } from '../backoff.js';
 import type { LibvirtError } from '../errors.js';
@@ -251,6 +252,8 @@ export interface LibvirtClientOptions {
   readOnly?: boolean;
   /** The unix socket; overrides the one derived from uri and readOnly (/run/libvirt/libvirt-sock[-ro]). */
   socketPath?: string;
+  /** Opens the transport; inject a Duplex for a scripted peer. @default net.connect to socketPath */
+  connect?: (socketPath: string) => Duplex;
   /** Name used in logs and errors. @default the uri */
   name?: string;
   /** Give up a socket connect that neither succeeds nor fails. @default 5_000 */
