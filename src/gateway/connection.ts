@@ -9,9 +9,9 @@
  * Memory per connection is therefore bounded by hardBytes + one snapshot + one progress per job.
  */
 import { performance } from 'node:perf_hooks';
-import type { Principal } from './auth.js';
+import type { ErrorDetail, ProtocolErrorCode } from '../generated/schema-types.js';
 import { CloseCode } from '../protocol/codes.js';
-import type { Subscription } from './subscription.js';
+import type { Principal } from './auth.js';
 
 /** What the core needs from a transport. */
 export interface GatewaySocket {
@@ -49,7 +49,6 @@ export interface ConnectionStats {
 }
 
 export class Connection {
-  readonly subscriptions = new Map<string, Subscription>();
   readonly commands = new Map<string, AbortController>();
   closed = false;
 
@@ -101,6 +100,12 @@ export class Connection {
     this.socket.send(text);
     this.stats.sent(type, text);
     this.watch();
+  }
+
+  /** The answer to a refused request (`sub`: the subscription it concerns). */
+  sendError(id: string | undefined, code: ProtocolErrorCode, message: string, details?: ErrorDetail[], sub?: string): void {
+    const body = { type: 'error', ...(id !== undefined ? { id } : {}), ...(sub !== undefined ? { sub } : {}), code, message, ...(details && details.length > 0 ? { details } : {}) };
+    this.send('error', JSON.stringify(body));
   }
 
   /** A live stream message: never dropped; a client too far behind is closed with 4508 instead. */

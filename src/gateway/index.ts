@@ -6,7 +6,6 @@
 export { startGateway, isLoopback, type GatewayServerOptions, type RunningGateway } from './server.js';
 export {
   GatewayCore,
-  makeGateway,
   type CommandContext,
   type CommandHandler,
   type ConnectionContext,
@@ -21,7 +20,9 @@ export { ANONYMOUS, TokenAuthenticator, canControl, canRead, tokenFromRequest, t
 export { createHttpHandler, statusForCommandError, type HttpHandlerOptions } from './http.js';
 export { createMetrics, type GatewayMetrics } from './metrics.js';
 export { useWebSocket, type WsAdapter, type WsAdapterOptions } from './use/ws.js';
-export { StreamHub, type ProgressEvent, type StreamEvent, type StreamListener } from './streams.js';
+export { StreamHub } from './stream/hub.js';
+export { progressEvent, streamEvent } from './stream/events.js';
+export type { FeedSink, JobKeys, ProgressEvent, StreamEvent, StreamFeed, TransitionKeys } from './stream/feed.js';
 export { MemoryStreamHistory, newEpoch, DEFAULT_HISTORY_MAX_AGE_MS, DEFAULT_HISTORY_MAX_ENTRIES } from './history/memory.js';
 export type { HistoryEntry, HistoryLimits, HistoryRead, MaybePromise, ResetReason, StreamHistory, StreamPosition } from './history/types.js';
 export { GatewayStats } from './stats.js';

@@ -112,7 +112,7 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
   const address = server.address() as AddressInfo;
   const hostForUrl = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `http://${hostForUrl}:${address.port}`;
-  log.info({ url, tokens: auth.required, vms: options.source.vms() }, 'gateway listening');
+  log.info({ url, tokens: auth.required, vms: core.feed.vms() }, 'gateway listening');
 
   let closing: Promise<void> | undefined;
   return {

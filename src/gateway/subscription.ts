@@ -1,16 +1,41 @@
 /**
- * One client subscription: its filter, its position on each VM stream, and its progress throttle.
+ * One client subscription: its filter, its position on each VM stream, the live events it holds
+ * while its catch-up is pending, its progress throttle and its bookmarks. Only this class changes
+ * that state; fan-out (fanout.ts) and the cut (subscribe.ts) call its methods.
  *
  * Per stream it keeps two offsets: `cursor`, the last stream offset it has accounted for (sent or
  * filtered out; events at or below it are already covered by the snapshot or the replay), and
  * `prev`, the last offset it actually sent (the `prev` of its next message).
  */
+import { performance } from 'node:perf_hooks';
 import type { SubscriptionFilter } from '../generated/schema-types.js';
-import { canRead } from './auth.js';
-import type { Connection } from './connection.js';
-import type { ProgressEvent, StreamEvent } from './streams.js';
+import { CloseCode } from '../protocol/codes.js';
+import { canRead, type Principal } from './auth.js';
+import type { StreamPosition } from './history/types.js';
+import type { JobKeys, ProgressEvent, StreamEvent } from './stream/feed.js';
 
-export class Subscription {
+/** What a subscription writes to: its connection (connection.ts), seen through what it needs. */
+export interface SubscriberOutput {
+  readonly principal: Principal;
+  readonly closed: boolean;
+  send(type: string, text: string): void;
+  sendStream(type: string, text: string): void;
+  sendProgress(key: string, text: string): void;
+  dropProgress(prefix: string): void;
+  close(code: number, reason: string): void;
+}
+
+export interface SubscriptionLimits {
+  /** At most one progress per job per this many ms; 0 = none. */
+  progressIntervalMs: number;
+  /** Live events held while the catch-up is pending; beyond, the client is closed to resume. */
+  maxHeld: number;
+}
+
+/** How many per-job progress timestamps a subscription keeps before pruning the expired ones. */
+const PROGRESS_PRUNE_AT = 1024;
+
+export class ClientSubscription {
   readonly subJson: string;
   private readonly vms: ReadonlySet<string> | null;
   private readonly jobs: ReadonlySet<string> | null;
@@ -19,21 +44,20 @@ export class Subscription {
   private readonly cursors = new Map<string, number>();
   private readonly prevs = new Map<string, number>();
   /** Per stream: when it first fell behind (events filtered out since the last message). */
-  readonly behindSince = new Map<string, number>();
-  /** False while an asynchronous replay is pending; live events wait in `held`. */
-  live = true;
-  readonly held: StreamEvent[] = [];
-
+  private readonly behindSince = new Map<string, number>();
+  /** True until the catch-up (snapshot or replay) has been sent; live events wait in `held`. */
+  private catchingUp = true;
+  private readonly held: StreamEvent[] = [];
   // Progress throttle: per job, when the last progress went out and the newest one waiting.
   private readonly progressSentAt = new Map<string, number>();
-  readonly progressWaiting = new Map<string, ProgressEvent>();
-  progressTimer: NodeJS.Timeout | undefined;
+  private readonly progressWaiting = new Map<string, ProgressEvent>();
+  private progressTimer: NodeJS.Timeout | undefined;
 
   constructor(
     readonly id: string,
     filter: SubscriptionFilter | undefined,
-    readonly connection: Connection,
-    readonly progressIntervalMs: number,
+    readonly output: SubscriberOutput,
+    private readonly limits: SubscriptionLimits,
   ) {
     this.subJson = JSON.stringify(id);
     this.vms = toSet(filter?.vms);
@@ -42,15 +66,11 @@ export class Subscription {
     this.states = toSet(filter?.states);
   }
 
-  get filtered(): boolean {
-    return this.jobs !== null || this.types !== null || this.states !== null;
-  }
-
   coversVm(vm: string): boolean {
-    return (this.vms === null || this.vms.has(vm)) && canRead(this.connection.principal, vm);
+    return (this.vms === null || this.vms.has(vm)) && canRead(this.output.principal, vm);
   }
 
-  matchesJob(job: { id: string; type: string; state: string }): boolean {
+  matchesJob(job: JobKeys): boolean {
     return (
       (this.jobs === null || this.jobs.has(job.id)) &&
       (this.types === null || this.types.has(job.type)) &&
@@ -64,29 +84,119 @@ export class Subscription {
    * `out` otherwise. Stateless: the state before the change is the one the stream last reported, so
    * the same rule holds live, in a replay and after a snapshot.
    */
-  match(event: StreamEvent): 'in' | 'left' | 'out' {
+  private match(event: StreamEvent): 'in' | 'left' | 'out' {
     const job = event.job;
     if (job === undefined || this.matchesJob(job)) return 'in';
     return job.from !== null && this.matchesJob({ ...job, state: job.from }) ? 'left' : 'out';
   }
 
-  /** Start the stream at `offset` (snapshot or replay origin). */
+  // ---- catch-up (driven by subscribe.ts) --------------------------------------------------------
+
+  /** Live events that arrived while the catch-up was pending. */
+  heldEvents(): readonly StreamEvent[] {
+    return this.held;
+  }
+
+  /** Start the stream at `offset` (the snapshot's or the replay's origin). */
   startAt(vm: string, offset: number): void {
     this.cursors.set(vm, offset);
     this.prevs.set(vm, offset);
     this.behindSince.delete(vm);
   }
 
-  cursor(vm: string): number {
+  /** One event of a replay (never dropped: bounded by the history). */
+  replay(event: StreamEvent): void {
+    this.deliver(event, false);
+  }
+
+  sendState(vm: string, position: StreamPosition, job: unknown): void {
+    this.output.send('state', `{"type":"state","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset},"job":${JSON.stringify(job)}}`);
+  }
+
+  sendSynced(vm: string, position: StreamPosition): void {
+    this.output.send('synced', `{"type":"synced","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset}}`);
+  }
+
+  /** The catch-up is sent: deliver what was held, then take live events directly. */
+  goLive(): void {
+    this.catchingUp = false;
+    for (const event of this.held.splice(0)) this.deliver(event, true);
+  }
+
+  // ---- live (driven by fanout.ts) ---------------------------------------------------------------
+
+  /** A live stream event. True when the filter skipped it, so the stream may need a bookmark. */
+  offer(event: StreamEvent): boolean {
+    return this.deliver(event, true);
+  }
+
+  /** A live progress update; `keysOf` looks the job up only when the cheap checks pass. */
+  offerProgress(event: ProgressEvent, keysOf: (event: ProgressEvent) => JobKeys | undefined): void {
+    if (this.limits.progressIntervalMs === 0 || this.catchingUp || !this.coversVm(event.vm)) return;
+    const job = event.keys ?? keysOf(event);
+    if (!job || !this.matchesJob(job)) return;
+    const key = `${event.vm}\0${event.job}`;
+    if (this.progressDue(key, performance.now())) {
+      this.output.sendProgress(`${this.id}\0${key}`, `${event.prefix}${this.subJson}${event.body}`);
+      return;
+    }
+    this.progressWaiting.set(key, event);
+    this.scheduleProgress();
+  }
+
+  /**
+   * Send a bookmark on each stream where the filter has skipped events and nothing was sent for
+   * `quietMs`. Returns whether some stream is still behind.
+   */
+  sweepBookmarks(now: number, quietMs: number, epochOf: (vm: string) => string): boolean {
+    for (const [vm, since] of this.behindSince) {
+      if (now - since < quietMs) continue;
+      const offset = this.cursor(vm);
+      this.markSent(vm, offset);
+      this.output.sendStream('bookmark', `{"type":"bookmark","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(epochOf(vm))},"offset":${offset}}`);
+    }
+    return this.behindSince.size > 0;
+  }
+
+  dispose(): void {
+    if (this.progressTimer) clearTimeout(this.progressTimer);
+    this.progressTimer = undefined;
+    this.progressWaiting.clear();
+    this.held.length = 0;
+    this.output.dropProgress(`${this.id}\0`);
+  }
+
+  // ---- internals --------------------------------------------------------------------------------
+
+  private deliver(event: StreamEvent, live: boolean): boolean {
+    if (!this.coversVm(event.vm)) return false;
+    if (this.catchingUp && live) {
+      // Bounded like the fan-out queue: a pending cut never outlives one history round trip.
+      if (this.held.length < this.limits.maxHeld) this.held.push(event);
+      else this.output.close(CloseCode.SlowConsumer, 'history read too slow; resume with since');
+      return false;
+    }
+    if (event.offset <= this.cursor(event.vm)) return false;
+    const match = this.match(event);
+    if (match === 'out') {
+      this.cursors.set(event.vm, event.offset);
+      if (!this.behindSince.has(event.vm)) this.behindSince.set(event.vm, performance.now());
+      return true;
+    }
+    const prev = this.markSent(event.vm, event.offset);
+    const body = match === 'left' ? `${event.body.slice(0, -1)},"leftFilter":true}` : event.body;
+    const text = `${event.prefix}${this.subJson},"prev":${prev}${body}`;
+    if (live) this.output.sendStream(event.kind, text);
+    else this.output.send(event.kind, text);
+    return false;
+  }
+
+  private cursor(vm: string): number {
     return this.cursors.get(vm) ?? 0;
   }
 
-  advance(vm: string, offset: number): void {
-    this.cursors.set(vm, offset);
-  }
-
   /** Record a message sent at `offset`; returns the `prev` to put in it. */
-  markSent(vm: string, offset: number): number {
+  private markSent(vm: string, offset: number): number {
     const prev = this.prevs.get(vm) ?? 0;
     this.prevs.set(vm, offset);
     this.cursors.set(vm, offset);
@@ -95,26 +205,34 @@ export class Subscription {
   }
 
   /** Whether a progress update for this job may go out now (and if so, record it). */
-  progressDue(key: string, now: number): boolean {
+  private progressDue(key: string, now: number): boolean {
+    const interval = this.limits.progressIntervalMs;
     const last = this.progressSentAt.get(key);
-    if (last !== undefined && now - last < this.progressIntervalMs) return false;
+    if (last !== undefined && now - last < interval) return false;
     // Entries older than one interval mean the same as none: prune them before the map grows.
-    if (this.progressSentAt.size >= 1024) {
-      for (const [k, at] of this.progressSentAt) if (now - at >= this.progressIntervalMs) this.progressSentAt.delete(k);
+    if (this.progressSentAt.size >= PROGRESS_PRUNE_AT) {
+      for (const [k, at] of this.progressSentAt) if (now - at >= interval) this.progressSentAt.delete(k);
     }
     this.progressSentAt.set(key, now);
     return true;
   }
 
-  nextProgressDue(key: string): number {
-    return (this.progressSentAt.get(key) ?? 0) + this.progressIntervalMs;
-  }
-
-  dispose(): void {
-    if (this.progressTimer) clearTimeout(this.progressTimer);
-    this.progressTimer = undefined;
-    this.progressWaiting.clear();
-    this.held.length = 0;
+  private scheduleProgress(): void {
+    if (this.progressTimer !== undefined || this.progressWaiting.size === 0) return;
+    let due = Infinity;
+    for (const key of this.progressWaiting.keys()) due = Math.min(due, (this.progressSentAt.get(key) ?? 0) + this.limits.progressIntervalMs);
+    this.progressTimer = setTimeout(() => {
+      this.progressTimer = undefined;
+      if (this.output.closed) return;
+      const now = performance.now();
+      for (const [key, event] of this.progressWaiting) {
+        if (!this.progressDue(key, now)) continue;
+        this.progressWaiting.delete(key);
+        this.output.sendProgress(`${this.id}\0${key}`, `${event.prefix}${this.subJson}${event.body}`);
+      }
+      this.scheduleProgress();
+    }, Math.max(0, due - performance.now()));
+    this.progressTimer.unref();
   }
 }
 

@@ -23,6 +23,11 @@ describe('gateway limits and bad input', () => {
     expect(shape).toMatchObject({ code: 'invalid_message', id: 's1' });
     expect(JSON.stringify(shape.details)).toContain('sub');
 
+    // A refused command with a readable id is answered by its `result`, as PROTOCOL.md says.
+    client.send({ type: 'command', id: 'c1', vm: 'vm1', job: 'j0', action: 'pause', when: 'now' });
+    const refused = await client.next((m) => m.id === 'c1');
+    expect(refused).toMatchObject({ type: 'result', id: 'c1', ok: false, error: { code: 'invalid_message', details: [{ path: '/when' }] } });
+
     client.send({ type: 'unsubscribe', id: 'u1', sub: 'nope' });
     expect(await client.next((m) => m.type === 'error')).toMatchObject({ id: 'u1', code: 'unknown_sub', sub: 'nope' });
     client.send({ type: 'subscribe', id: 's2', sub: 'a', filter: { vms: ['vm9'] } });
@@ -37,8 +42,8 @@ describe('gateway limits and bad input', () => {
     expect(await client.next((m) => m.type === 'error')).toMatchObject({ id: 's6', code: 'too_many_subscriptions' });
     expect(client.closeCode).toBeUndefined();
 
-    // Two invalid so far; the limit is 5 per minute: the 6th closes the connection.
-    for (let i = 0; i < 4; i++) client.send('[]');
+    // Three invalid so far; the limit is 5 per minute: the 6th closes the connection.
+    for (let i = 0; i < 3; i++) client.send('[]');
     expect(await client.closed).toBe(4400);
     expect(client.invalid).toEqual([]);
   });

@@ -13,12 +13,11 @@
  * implementation answers synchronously, which lets the gateway cut snapshot and live tail in one tick.
  */
 
-export type MaybePromise<T> = T | Promise<T>;
+import type { StreamPosition } from '../../protocol/messages.js';
 
-export interface StreamPosition {
-  epoch: string;
-  offset: number;
-}
+export type { StreamPosition };
+
+export type MaybePromise<T> = T | Promise<T>;
 
 /** Why a `since` position could not be honoured (the subscriber gets a snapshot instead). */
 export type ResetReason = 'unknown_epoch' | 'offset_too_old' | 'offset_ahead';

@@ -8,7 +8,9 @@ import { ANONYMOUS } from '../../../src/gateway/auth.js';
 import { GatewayCore, type ConnectionHooks, type GatewaySocket } from '../../../src/gateway/core.js';
 import { MemoryStreamHistory } from '../../../src/gateway/history/memory.js';
 import type { HistoryRead, StreamHistory, StreamPosition } from '../../../src/gateway/history/types.js';
-import type { StreamEvent } from '../../../src/gateway/streams.js';
+import type { FeedSink, ProgressEvent, StreamEvent, StreamFeed } from '../../../src/gateway/stream/feed.js';
+import { StreamHub } from '../../../src/gateway/stream/hub.js';
+import type { JobState, VmSnapshot } from '../../../src/jobs/types.js';
 import { assertChain, type Msg } from '../../integration/gateway-support.js';
 import { FakeJobSource } from '../../utils/fake-source.js';
 
@@ -108,4 +110,95 @@ describe('GatewayCore fan-out', () => {
     expect(c.socket.messages.find((m) => m.type === 'subscribed')!.streams.vm1).toMatchObject({ mode: 'recovered' });
     assertChain(c.socket.messages, 'vm1', 1);
   });
+
+  it('serves a feed whose events were numbered elsewhere, with an asynchronous history, and resets a stream', async () => {
+    // The host side: a local source numbered by a StreamHub. The edge side: a feed that only
+    // replays what the host numbered, the shape of a fleet edge reading Redis.
+    const source = new FakeJobSource(['vm1']);
+    const hostHistory = new MemoryStreamHistory<StreamEvent>();
+    const replica = new ReplicaFeed(source, hostHistory);
+    const host = new StreamHub(source, hostHistory);
+    await host.start(replica);
+    const core = new GatewayCore({ feed: replica });
+    cores.push(core);
+    await core.start();
+
+    source.transition('vm1', 'j0', 'running'); // 1
+    source.transition('vm1', 'j0', 'paused'); // 2
+    const { epoch } = hostHistory.open('vm1');
+    const a = connect(core);
+    a.subscribe({ sub: 'a' });
+    expect(a.socket.messages.find((m) => m.type === 'state')).toMatchObject({ offset: 2, job: { state: 'paused' } });
+    const b = connect(core);
+    b.subscribe({ sub: 'b', since: { vm1: { epoch, offset: 1 } } });
+    source.transition('vm1', 'j0', 'running'); // 3: while b's history read is pending
+    await expect.poll(() => b.socket.events().map((m) => m.offset)).toEqual([2, 3]);
+    expect(b.socket.messages.find((m) => m.type === 'subscribed')!.streams.vm1).toMatchObject({ mode: 'recovered', epoch, offset: 3 });
+    assertChain(b.socket.messages, 'vm1', 1);
+    await expect.poll(() => a.socket.events().map((m) => m.offset)).toEqual([3]);
+
+    // The stream loses its continuity: its followers must resume, and get a snapshot with a reason.
+    replica.resetStream('vm1');
+    expect([a.socket.closed, b.socket.closed]).toEqual([4500, 4500]);
+    const c = connect(core);
+    c.subscribe({ sub: 'c', since: { vm1: { epoch, offset: 3 } } });
+    await expect.poll(() => c.socket.messages.find((m) => m.type === 'subscribed')?.streams.vm1).toMatchObject({ mode: 'snapshot', reason: 'unknown_epoch', offset: 0 });
+  });
 });
+
+/** A feed that relays events the host's StreamHub numbered; state and history are the host's, read asynchronously. */
+class ReplicaFeed implements StreamFeed, FeedSink {
+  private sink: FeedSink | undefined;
+  private epoch: string | undefined;
+  private head = 0;
+  private jobs: VmSnapshot[] = [];
+
+  constructor(
+    private readonly source: FakeJobSource,
+    private readonly history: MemoryStreamHistory<StreamEvent>,
+  ) {}
+
+  async start(sink: FeedSink): Promise<void> {
+    this.sink = sink;
+    this.epoch = this.history.open('vm1').epoch;
+  }
+  stop(): void {
+    this.sink = undefined;
+  }
+  vms(): string[] {
+    return ['vm1'];
+  }
+  position(): StreamPosition {
+    return { epoch: this.epoch!, offset: this.head };
+  }
+  snapshot(): VmSnapshot[] {
+    return this.jobs;
+  }
+  job(vm: string, id: string): JobState | undefined {
+    return this.jobs.find((s) => s.vm === vm)?.jobs.find((j) => j.id === id);
+  }
+  read(vm: string, since: StreamPosition): Promise<HistoryRead<StreamEvent>> {
+    const answer: HistoryRead<StreamEvent> = since.epoch === this.epoch ? this.history.read(vm, since) : { reset: 'unknown_epoch' };
+    return new Promise((resolve) => setTimeout(() => resolve(answer), 20));
+  }
+
+  // FeedSink of the host: apply, then deliver in the same tick (the feed contract).
+  event(event: StreamEvent): void {
+    this.head = event.offset;
+    this.jobs = structuredClone(this.source.snapshot());
+    this.sink?.event(event);
+  }
+  progress(event: ProgressEvent): void {
+    this.sink?.progress(event);
+  }
+  reset(vm: string): void {
+    this.sink?.reset(vm);
+  }
+
+  resetStream(vm: string): void {
+    this.epoch = `reset-${this.epoch}`;
+    this.head = 0;
+    this.sink?.reset(vm);
+  }
+}
+
