@@ -93,6 +93,10 @@ class Combined implements JobSource, ControlPort {
     return this.owners.get(vm)?.source.job(vm, id);
   }
 
+  announced(vm: string, id: string): boolean {
+    return this.owners.get(vm)?.source.announced?.(vm, id) ?? false;
+  }
+
   info(vm: string): VmInfo | undefined {
     return this.owners.get(vm)?.source.info(vm);
   }

@@ -52,6 +52,12 @@ export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'sche
   maxRetainedJobs?: number;
   /** How long a new job's changes may wait for the poll that tells its type (0 = never wait). @default 250 */
   identifyHoldMs?: number;
+  /**
+   * Jobs this VM may have at once (live ones; ended ones count against maxRetainedJobs). A job id
+   * beyond it is ignored and logged: a monitor that invents ids without end costs its own VM
+   * that, never unbounded memory. @default 1000
+   */
+  maxJobs?: number;
   /** Smoothing of rate and ETA. */
   rate?: RateOptions;
   /** Timers (polls, holds, progress, retention). @default asyncScheduler */
@@ -83,6 +89,12 @@ interface PendingChange extends JobChange {
 }
 
 const MAX_REMEMBERED_INCARNATIONS = 10_000;
+const DEFAULT_MAX_JOBS = 1_000;
+const DEFAULT_MAX_RETAINED_JOBS = 100;
+/** Poll rows (and vanished jobs) applied per slice: a reconcile of many jobs yields between slices. */
+const POLL_SLICE = 64;
+/** At most one "too many jobs" warning per VM this often. */
+const OVERFLOW_LOG_EVERY_MS = 60_000;
 const DEFAULT_IDENTIFY_HOLD_MS = 250;
 const MAX_UNIDENTIFIED_CHANGES = 32;
 
@@ -121,6 +133,12 @@ export class MonitorJobs {
    * subscriber filtering by type misses nothing. Bounded in time (identifyHoldMs) and count.
    */
   private readonly unidentified = new Map<string, { changes: PendingChange[]; timer: Subscription }>();
+  /** A poll being applied slice by slice, and the newest poll that waits for it (older ones are superseded). */
+  private applying: Subscription | undefined;
+  private queuedPoll: { result: PollResult; reconcile: boolean } | undefined;
+  /** Job ids refused for the maxJobs bound since the last warning. */
+  private overflowed = 0;
+  private overflowLoggedAt = -Infinity;
   private readonly subscriptions = new Subscription();
   private readonly scheduler: SchedulerLike;
   private readonly now: () => number;
@@ -205,6 +223,7 @@ export class MonitorJobs {
 
   /** Stops following the monitor (does not close it). */
   stop(): void {
+    this.dropPollInProgress();
     for (const id of [...this.unidentified.keys()]) this.releaseUnidentified(id);
     this.subscriptions.unsubscribe();
     this.changesSubject.complete();
@@ -259,9 +278,33 @@ export class MonitorJobs {
     return job;
   }
 
+  /**
+   * QEMU announced the job but its first transitions are still held (waiting for the poll that
+   * names its type, or for a failed start to show): it will be published (or dropped) within the
+   * hold times. Job control waits for it instead of answering unknown_job.
+   */
+  announced(id: string): boolean {
+    const record = this.records.get(id);
+    return record !== undefined && record.present && this.published.get(id)?.incarnation !== record.job.incarnation;
+  }
+
   /** A client is about to send `verb` for job `id`. */
   noteVerb(id: string, verb: JobVerb): void {
     this.apply(id, { kind: 'verb', verb, at: this.now() });
+  }
+
+  private get maxRecords(): number {
+    return (this.options.maxJobs ?? DEFAULT_MAX_JOBS) + (this.options.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS);
+  }
+
+  /** A new job id beyond the bound: not followed. Logged at most once a minute, with the count. */
+  private refuseJob(id: string): void {
+    this.overflowed++;
+    const now = this.now();
+    if (now - this.overflowLoggedAt < OVERFLOW_LOG_EVERY_MS) return;
+    this.logger.warn({ vm: this.vm, job: id, refused: this.overflowed, maxJobs: this.options.maxJobs ?? DEFAULT_MAX_JOBS }, 'too many jobs on this VM; new job ids are not followed');
+    this.overflowLoggedAt = now;
+    this.overflowed = 0;
   }
 
   private get pollTimeoutMs(): number {
@@ -310,6 +353,7 @@ export class MonitorJobs {
 
   /** The VM is disconnected: its jobs' states are no longer current (stale) until a reconcile. */
   private reportDisconnected(reason: string | undefined): void {
+    this.dropPollInProgress(); // what is left of it no longer describes the present
     this.setStatus('disconnected', reason);
     const at = this.now();
     for (const id of [...this.records.keys()]) this.apply(id, { kind: 'monitor-down', at });
@@ -361,30 +405,66 @@ export class MonitorJobs {
     if (record && record.job.incarnation !== incarnationBefore && record.job.type === 'unknown') this.pollNow.next();
   }
 
+  /**
+   * Applies a poll in slices of POLL_SLICE rows, yielding to the event loop between them, so a
+   * reconcile of a thousand jobs never holds it for more than a few ms. Events that arrive between
+   * slices are newer than the poll (higher seq) and the reducer lets them win, as it does for any
+   * poll overtaken by an event. Polls are applied in order; while one is being applied, only the
+   * newest next one waits (a superseded reconcile passes its reconcile flag on).
+   */
   private onPoll(result: PollResult, reconcile: boolean): void {
+    if (this.applying) {
+      this.queuedPoll = { result, reconcile: reconcile || this.queuedPoll?.reconcile === true };
+      return;
+    }
     const stamp = { seq: result.seq, at: result.receivedAt, session: result.session, reconcile };
     const listed = new Set<string>();
-    for (const row of result.rows) {
-      listed.add(row.id);
-      this.apply(row.id, { kind: 'poll', row, ...stamp });
-    }
-    for (const id of [...this.records.keys()]) {
-      if (!listed.has(id)) this.apply(id, { kind: 'vanished', id, ...stamp });
-    }
-    this.updateActivity();
-    this.prune();
+    const rows = result.rows;
+    let vanished: string[] | undefined;
+    let index = 0;
+    const step = (): boolean => {
+      let budget = POLL_SLICE;
+      for (; index < rows.length && budget > 0; index++, budget--) {
+        const row = rows[index]!;
+        listed.add(row.id);
+        this.apply(row.id, { kind: 'poll', row, ...stamp });
+      }
+      if (index < rows.length) return false;
+      vanished ??= [...this.records.keys()].filter((id) => !listed.has(id));
+      while (vanished.length > 0 && budget-- > 0) {
+        const id = vanished.pop()!;
+        this.apply(id, { kind: 'vanished', id, ...stamp });
+      }
+      return vanished.length === 0;
+    };
+    const run = (): void => {
+      if (!step()) {
+        this.applying = this.scheduler.schedule(run);
+        return;
+      }
+      this.applying = undefined;
+      this.updateActivity();
+      this.prune();
+      const next = this.queuedPoll;
+      this.queuedPoll = undefined;
+      if (next) this.onPoll(next.result, next.reconcile);
+    };
+    run();
   }
 
   private apply(id: string, input: EngineInput, qmpReceivedMono?: number): void {
     if (!this.caps) return; // nothing can be judged before the first session
-    const result = reduceJob(this.records.get(id), input, {
+    const before = this.records.get(id);
+    const result = reduceJob(before, input, {
       vm: this.vm,
       caps: this.caps,
       previousIncarnation: this.incarnations.get(id) ?? 0,
+      disconnected: this.vmStatus === 'disconnected',
       ...(this.options.rate ? { rate: this.options.rate } : {}),
     });
     const record = result.record;
     if (!record) return;
+    if (before === undefined && this.records.size >= this.maxRecords) return this.refuseJob(id);
     this.records.set(id, record);
     this.rememberIncarnation(id, record.job.incarnation);
     if (result.change) {
@@ -433,6 +513,12 @@ export class MonitorJobs {
     for (const change of waiting.changes) this.pending.next(change);
   }
 
+  private dropPollInProgress(): void {
+    this.applying?.unsubscribe();
+    this.applying = undefined;
+    this.queuedPoll = undefined;
+  }
+
   /** Feeds the poll cadence: call once after each batch of inputs. */
   private updateActivity(): void {
     let active = false;
@@ -473,7 +559,7 @@ export class MonitorJobs {
   /** Drops ended jobs QEMU no longer knows, past their retention or beyond the count bound. */
   private prune(): void {
     const retentionMs = this.options.retentionMs ?? 600_000;
-    const maxRetained = this.options.maxRetainedJobs ?? 100;
+    const maxRetained = this.options.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS;
     const now = this.now();
     const ended = [...this.records.entries()]
       .filter(([, r]) => !r.present)

@@ -70,6 +70,11 @@ export interface ReduceContext {
   caps: MonitorCapabilities;
   /** Highest incarnation this id had on this monitor before (0 if none); a new one gets +1. */
   previousIncarnation: number;
+  /**
+   * The VM is reported disconnected (its monitor is down, or up but answering no poll): what an
+   * event says is then not confirmed current, so the job stays (or is born) stale until a reconcile.
+   */
+  disconnected?: boolean;
   rate?: RateOptions;
 }
 
@@ -155,7 +160,7 @@ function applyEvent(record: JobRecord | undefined, input: Extract<EngineInput, {
   const d = known ? draftOf(record) : newDraft(event.id, input, ctx, record);
   d.lastEventSeq = input.seq;
   d.session = input.session;
-  d.job.stale = false;
+  d.job.stale = ctx.disconnected === true;
   d.present = true;
   const jsc = ctx.caps.jobStatusChange;
 

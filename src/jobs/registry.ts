@@ -124,6 +124,10 @@ export class JobRegistry implements JobSource {
     return this.entries.get(vm)?.engine.info();
   }
 
+  announced(vm: string, id: string): boolean {
+    return this.entries.get(vm)?.engine.announced(id) ?? false;
+  }
+
   /** The VM's engine: for a control port of another backend, which must tell it of each verb (noteVerb). */
   engine(vm: string): MonitorJobs | undefined {
     return this.entries.get(vm)?.engine;

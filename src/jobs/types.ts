@@ -135,6 +135,12 @@ export interface JobSource {
   vms(): string[];
   snapshot(): VmSnapshot[];
   job(vm: string, id: string): JobState | undefined;
+  /**
+   * QEMU announced the job but the source has not published it yet (it holds a new job's first
+   * transitions briefly); `job()` will know it shortly, or the start failed. Sources without such
+   * a hold leave this out.
+   */
+  announced?(vm: string, id: string): boolean;
   readonly changes$: Observable<StreamInput>;
   readonly progress$: Observable<ProgressUpdate>;
   /** The VM's info now (counters current), or undefined for a VM the source does not follow. */

@@ -72,6 +72,9 @@ const DEFAULTS = {
   cache: { maxEntries: 10_000, ttlMs: 600_000 },
 } as const;
 
+/** Longest wait for an announced job to be published: above the engine's identify and start holds (250 + 300 ms by default). */
+const ANNOUNCED_WAIT_MS = 2_000;
+
 /** How often a waiting complete re-checks facts that change without a transition (stale, monitor up). */
 const RECHECK_MS = 250;
 
@@ -163,7 +166,9 @@ class Controller implements JobController {
 
   private async runChecked(message: CommandMessage, context: CommandContext): Promise<CommandResult> {
     if (!this.source.vms().includes(message.vm)) return failed(message.id, 'unknown_vm', `no VM named '${message.vm}'`);
-    const watch = JobWatch.open(this.source, message.vm, message.job);
+    // A job QEMU announced a moment ago may still be held by the engine (its type unknown yet):
+    // wait for it rather than refuse a pivot asked for right after the start.
+    const watch = await JobWatch.whenPublished(this.source, message.vm, message.job, context.signal, Math.min(ANNOUNCED_WAIT_MS, message.timeoutMs ?? ANNOUNCED_WAIT_MS));
     if (watch === undefined) return failed(message.id, 'unknown_job', `VM '${message.vm}' has no job '${message.job}'`);
     const touch = this.control.mayTouch(message.vm, watch.job);
     if (!touch.ok) {

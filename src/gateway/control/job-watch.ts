@@ -34,6 +34,33 @@ export class JobWatch {
     return job === undefined ? undefined : new JobWatch(source, job);
   }
 
+  /**
+   * Waits for a job the source has announced but not yet published (see JobSource.announced), then
+   * starts watching it in the same tick it is published. Undefined if it is not announced, is
+   * dropped (a failed start), or is still not published after `maxWaitMs`.
+   */
+  static whenPublished(source: JobSource, vm: string, id: string, signal: AbortSignal, maxWaitMs: number): Promise<JobWatch | undefined> {
+    const now = JobWatch.open(source, vm, id);
+    if (now !== undefined || !source.announced?.(vm, id) || signal.aborted) return Promise.resolve(now);
+    return new Promise((resolve) => {
+      const done = (watch: JobWatch | undefined): void => {
+        subscription.unsubscribe();
+        clearTimeout(timer);
+        signal.removeEventListener('abort', abort);
+        resolve(watch);
+      };
+      const abort = (): void => done(undefined);
+      const subscription = source.changes$.subscribe((change) => {
+        if (change.vm !== vm) return;
+        const job = source.job(vm, id);
+        if (job !== undefined) done(new JobWatch(source, job));
+        else if (!source.announced?.(vm, id)) done(undefined);
+      });
+      const timer = setTimeout(() => done(JobWatch.open(source, vm, id)), maxWaitMs);
+      signal.addEventListener('abort', abort, { once: true });
+    });
+  }
+
   private constructor(
     private readonly source: JobSource,
     job: JobState,
