@@ -642,7 +642,7 @@ export class LibvirtClient implements LibvirtConnection {
 
 function bodyError(err: unknown, what: string, message: Buffer): LibvirtProtocolError {
   if (err instanceof XdrError) {
-    const fault = /left over/.test(err.message) ? 'trailing-bytes' : 'body';
+    const fault = err.trailing ? 'trailing-bytes' : 'body';
     return new LibvirtProtocolError(fault, `${what}: ${err.message}`, hexEvidence(message), { cause: err });
   }
   return new LibvirtProtocolError('body', `${what}: ${(err as Error).message}`, hexEvidence(message), { cause: err });

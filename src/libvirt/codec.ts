@@ -160,6 +160,7 @@ export function readDomainList(r: XdrReader): DomainRef[] {
 export const readString = (r: XdrReader): string => r.string(REMOTE_STRING_MAX, 'xml');
 
 export function readBlockJobInfo(r: XdrReader): BlockJobInfo | null {
+  const at = r.position;
   const found = r.int('found');
   const typeCode = r.int('type');
   const bandwidth = r.uhyper('bandwidth');
@@ -167,7 +168,7 @@ export function readBlockJobInfo(r: XdrReader): BlockJobInfo | null {
   const end = r.uhyper('end');
   // found: 1 = a job, 0 = none; libvirt's remote driver treats anything else as "none" too, but a
   // value outside {0, 1} is not something libvirtd writes: report it.
-  if (found !== 0 && found !== 1) throw new XdrError(`found must be 0 or 1, got ${found}`, 0);
+  if (found !== 0 && found !== 1) throw new XdrError(`found must be 0 or 1, got ${found}`, at);
   return found === 1 ? { type: blockJobType(typeCode), typeCode, bandwidth, cur, end } : null;
 }
 

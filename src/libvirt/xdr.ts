@@ -14,6 +14,8 @@
 /** A decode failure; `offset` is where in the body it happened. */
 export class XdrError extends Error {
   override name = 'XdrError';
+  /** The value decoded but bytes were left over (see end()). */
+  trailing = false;
   constructor(message: string, readonly offset: number) {
     super(`${message} (at byte ${offset})`);
   }
@@ -113,7 +115,10 @@ export class XdrReader {
 
   /** The body must be consumed exactly. */
   end(what: string): void {
-    if (this.remaining !== 0) throw new XdrError(`${what}: ${this.remaining} bytes left over`, this.offset);
+    if (this.remaining === 0) return;
+    const error = new XdrError(`${what}: ${this.remaining} bytes left over`, this.offset);
+    error.trailing = true;
+    throw error;
   }
 }
 
@@ -137,6 +142,13 @@ export class XdrWriter {
   uint(value: number): this {
     const b = Buffer.allocUnsafe(4);
     b.writeUInt32BE(value);
+    return this.push(b);
+  }
+
+  hyper(value: number): this {
+    if (!Number.isSafeInteger(value)) throw new RangeError(`hyper must be a safe integer, got ${value}`);
+    const b = Buffer.allocUnsafe(8);
+    b.writeBigInt64BE(BigInt(value));
     return this.push(b);
   }
 
