@@ -3,7 +3,8 @@
  * `blockjob-gateway <command>`: global flags and subcommand dispatch. Each command lives in its own
  * module, loaded only when run, and is a `(argv) => Promise<exit code>`; this file only routes.
  */
-import { readFileSync, realpathSync } from 'node:fs';
+import { realpathSync } from 'node:fs';
+import { packageVersion } from '../version.js';
 import { fileURLToPath } from 'node:url';
 import { config as rxjsConfig } from 'rxjs';
 import { GatewayError, UsageError } from '../errors.js';
@@ -60,11 +61,6 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   pause: { summary: 'pause a job', load: async () => (await import('./control.js')).runner('pause') },
   resume: { summary: 'resume a paused job', load: async () => (await import('./control.js')).runner('resume') },
 };
-
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 export function usage(commands: Readonly<Record<string, CommandEntry>> = COMMANDS): string {
   const width = Math.max(...Object.keys(commands).map((name) => name.length));

@@ -84,7 +84,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
       commandHandler: controller.handle,
       listen: { host: options.host ?? '127.0.0.1', port: options.port ?? 8080 },
       dashboardDir: DASHBOARD_DIR,
-      info: { simulated, qemu: simulated ? 'simulated 7.2.22' : 'qemu-storage-daemon', demo: true },
+      info: { simulated, demo: true },
       logger,
     });
     if (options.drive !== false) {

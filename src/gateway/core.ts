@@ -63,7 +63,7 @@ export interface VmJobs {
   vm: string;
   epoch: string;
   offset: number;
-  status: string;
+  status: VmStatus;
   jobs: JobState[];
 }
 

@@ -7,7 +7,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { extname, join, normalize, resolve, sep } from 'node:path';
-import type { ResultMessage } from '../generated/schema-types.js';
+import type { GatewayInfo, ResultMessage } from '../generated/schema-types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { tokenFromRequest, type Principal, type TokenAuthenticator } from './auth.js';
 import type { GatewayCore } from './core.js';
@@ -22,8 +22,8 @@ export interface HttpHandlerOptions {
   metrics: GatewayMetrics;
   /** Serve the dashboard's static files from here at `/`. */
   staticDir?: string;
-  /** Facts about this deployment served at `GET /v1/info` (e.g. `{ simulated: true }` for the demo's simulator). */
-  info?: Record<string, unknown>;
+  /** The body of `GET /v1/info` for a caller (its VMs only). */
+  info: (principal: Principal) => GatewayInfo;
   logger?: Logger;
   /** @default 65_536 */
   maxBodyBytes?: number;
@@ -99,9 +99,10 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
       sendJson(res, 200, { vms: core.jobs(principal) });
       return;
     }
-    if (path === '/v1/info' && options.info) {
+    if (path === '/v1/info') {
+      if (method !== 'GET' && method !== 'HEAD') return sendJson(res, 405, { error: 'use GET' }, { Allow: 'GET, HEAD' });
       const principal = authenticate(req, res);
-      if (principal) sendJson(res, 200, options.info);
+      if (principal) sendJson(res, 200, options.info(principal));
       return;
     }
     const command = COMMAND_ROUTE.exec(path);

@@ -7,13 +7,16 @@ import type { AddressInfo } from 'node:net';
 import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
-import { TokenAuthenticator } from './auth.js';
+import { TokenAuthenticator, type Principal } from './auth.js';
 import { GatewayCore, type GatewayCoreOptions } from './core.js';
 import { createHttpHandler } from './http.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { servedHosts } from './origin.js';
 import { CloseCode, WS_PATH } from '../protocol/codes.js';
-import { useWebSocket } from './use/ws.js';
+import { DEFAULT_MAX_CONNECTIONS_PER_TOKEN, DEFAULT_MAX_PAYLOAD, useWebSocket } from './use/ws.js';
+import { gatewayInfo, type DeploymentFacts } from './info.js';
+import { DEFAULT_HISTORY_MAX_AGE_MS, DEFAULT_HISTORY_MAX_ENTRIES } from './history/memory.js';
+import type { GatewayInfo } from '../generated/schema-types.js';
 
 export interface GatewayServerOptions extends GatewayCoreOptions {
   /** @default { host: '127.0.0.1', port: 8080 } (port 0 picks a free one) */
@@ -31,8 +34,8 @@ export interface GatewayServerOptions extends GatewayCoreOptions {
   maxPayload?: number;
   /** Directory of the dashboard's static files, served at `/`. */
   dashboardDir?: string;
-  /** Served at `GET /v1/info` (see HttpHandlerOptions.info). */
-  info?: Record<string, unknown>;
+  /** Facts for `GET /v1/info` beyond what the gateway knows itself (simulated, demo, how VMs are followed). */
+  info?: DeploymentFacts;
   /** Include process metrics (CPU, heap, event loop) in /metrics. @default true */
   defaultMetrics?: boolean;
   logger?: Logger;
@@ -75,8 +78,17 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
   await core.start();
   const hosts = servedHosts(auth.required, isLoopback(listen.host), options.allowedHosts);
   const metrics = createMetrics(core, { defaultMetrics: options.defaultMetrics ?? true, source: options.source });
+  const limits: GatewayInfo['limits'] = {
+    maxPayloadBytes: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+    ...(auth.required ? { maxConnectionsPerToken: options.maxConnectionsPerToken ?? DEFAULT_MAX_CONNECTIONS_PER_TOKEN } : {}),
+    // A shared history (Redis) states its own limits; the in-memory one is configured here.
+    ...(options.history
+      ? {}
+      : { historyMaxEvents: options.historyLimits?.maxEntries ?? DEFAULT_HISTORY_MAX_ENTRIES, historyMaxAgeMs: options.historyLimits?.maxAgeMs ?? DEFAULT_HISTORY_MAX_AGE_MS }),
+  };
+  const info = (principal: Principal): GatewayInfo => gatewayInfo(options.info ?? {}, options.source, core.jobs(principal), limits);
   const server = createServer(
-    createHttpHandler({ core, auth, metrics, servedHosts: hosts, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), ...(options.info ? { info: options.info } : {}), logger: log }),
+    createHttpHandler({ core, auth, metrics, info, servedHosts: hosts, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), logger: log }),
   );
   server.keepAliveTimeout = 5000;
   const ws = useWebSocket({

@@ -347,6 +347,74 @@ export interface JobEngineConfig {
   retentionMs?: number;
 }
 /**
+ * Body of GET /v1/info: what this gateway is and what it runs against, served by every gateway (serve and the demo). Clients must ignore fields they do not know.
+ *
+ * This interface was referenced by `AllSchemas`'s JSON-Schema
+ * via the `definition` "http-info".
+ */
+export interface GatewayInfo {
+  gateway: {
+    name: "blockjob-gateway";
+    /**
+     * The gateway's package version.
+     */
+    version: string;
+    /**
+     * The WebSocket protocol version (as in `welcome`).
+     */
+    protocol: number;
+  };
+  /**
+   * True when the jobs come from the built-in QMP simulator, not from QEMU: label such data.
+   */
+  simulated: boolean;
+  /**
+   * True for the `npm start` demo (its own VMs and a driver starting jobs).
+   */
+  demo: boolean;
+  /**
+   * The VMs the token may see, in the gateway's order.
+   *
+   * @maxItems 10000
+   */
+  vms: VmInfo[];
+  /**
+   * Limits a client runs into, with the values in force.
+   */
+  limits: {
+    /**
+     * Largest inbound WebSocket frame; larger closes with 1009.
+     */
+    maxPayloadBytes?: number;
+    maxConnectionsPerToken?: number;
+    /**
+     * Events kept per VM stream for resume (in-memory history).
+     */
+    historyMaxEvents?: number;
+    /**
+     * Age beyond which a stream's events are dropped from the history.
+     */
+    historyMaxAgeMs?: number;
+  };
+  [k: string]: unknown | undefined;
+}
+export interface VmInfo {
+  vm: VmName;
+  status: VmStatus;
+  /**
+   * How the gateway follows this VM's jobs: `qmp` (its own QMP monitor), `libvirt`, `fleet` (another gateway of the fleet), `simulated` (the built-in QMP simulator); other values may come.
+   */
+  source: string;
+  /**
+   * QEMU's version (major.minor.micro) as its monitor reported it; null until the gateway has reached it once.
+   */
+  qemu: string | null;
+  /**
+   * libvirt's version, for VMs followed through libvirt.
+   */
+  libvirt?: string | null;
+}
+/**
  * Body of GET /v1/jobs: every VM the token may see, its stream position and monitor status, and its jobs (the same snapshot a subscriber gets, in one response).
  *
  * This interface was referenced by `AllSchemas`'s JSON-Schema

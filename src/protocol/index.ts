@@ -7,4 +7,4 @@ export * from './codes.js';
 export * from './messages.js';
 export * from './validate.js';
 export { MAX_ERROR_DETAILS } from './error-details.js';
-export { CLIENT_MESSAGE_SCHEMA, JOBS_SNAPSHOT_SCHEMA, SCHEMA_DIR, SERVER_MESSAGE_SCHEMA, schemaRegistry, type SchemaRegistry } from './schemas.js';
+export { CLIENT_MESSAGE_SCHEMA, INFO_SCHEMA, JOBS_SNAPSHOT_SCHEMA, SCHEMA_DIR, SERVER_MESSAGE_SCHEMA, schemaRegistry, type SchemaRegistry } from './schemas.js';

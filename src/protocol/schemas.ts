@@ -1,6 +1,6 @@
 /**
  * The protocol's JSON Schemas (schemas/*.schema.json, the single source of truth) loaded into one
- * ajv instance (the messages of /v1/ws and the body of GET /v1/jobs). Loading is lazy and happens once; each validator is compiled once, on first use.
+ * ajv instance (the messages of /v1/ws and the bodies of GET /v1/jobs and /v1/info). Loading is lazy and happens once; each validator is compiled once, on first use.
  *
  * Only the schemas reachable from the roots (the two message unions) are loaded, by following their
  * `$ref`s, so unrelated schemas in the folder (config, ...) cannot break protocol validation.
@@ -17,7 +17,9 @@ export const CLIENT_MESSAGE_SCHEMA = 'client-message.schema.json';
 export const SERVER_MESSAGE_SCHEMA = 'server-message.schema.json';
 /** Body of GET /v1/jobs. */
 export const JOBS_SNAPSHOT_SCHEMA = 'http-jobs.schema.json';
-const ROOT_SCHEMAS = [CLIENT_MESSAGE_SCHEMA, SERVER_MESSAGE_SCHEMA, JOBS_SNAPSHOT_SCHEMA];
+/** Body of GET /v1/info. */
+export const INFO_SCHEMA = 'http-info.schema.json';
+const ROOT_SCHEMAS = [CLIENT_MESSAGE_SCHEMA, SERVER_MESSAGE_SCHEMA, JOBS_SNAPSHOT_SCHEMA, INFO_SCHEMA];
 
 export interface SchemaRegistry {
   readonly ajv: Ajv;

@@ -8,6 +8,7 @@ import { serve } from '../../src/cli/serve.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { TestClient } from '../integration/gateway-support.js';
+import { INFO_SCHEMA, schemaRegistry } from '../../src/protocol/schemas.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd } from '../utils/qsd.js';
 
@@ -40,6 +41,13 @@ describeQemu('serve (real QEMU)', () => {
       exitCode = exit;
     });
     await listening;
+
+    // /v1/info exists in serve mode too (the dashboard asks for it on every load): real QEMU's version.
+    await expect.poll(async () => ((await (await fetch(`${gateway.url}/v1/info`)).json()) as { vms: { qemu: string | null }[] }).vms[0]?.qemu, { timeout: 30_000 }).toMatch(/^\d+\.\d+\.\d+$/);
+    const info = (await (await fetch(`${gateway.url}/v1/info`)).json()) as Record<string, unknown>;
+    const validate = schemaRegistry().validator(INFO_SCHEMA);
+    expect([validate(info), validate.errors ?? null]).toEqual([true, null]);
+    expect(info).toMatchObject({ gateway: { name: 'blockjob-gateway', protocol: 1 }, simulated: false, demo: false, vms: [{ vm: 'vm1', status: 'connected', source: 'qmp' }] });
 
     const client = await TestClient.connect(gateway.wsUrl);
     disposers.push(async () => client.ws.terminate());

@@ -14,6 +14,10 @@ import { CloseCode, selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
 
 /** A refused upgrade's socket is destroyed after this even if its answer could not be flushed (a client that does not read). */
 const REFUSED_LINGER_MS = 5_000;
+/** Open connections per token when tokens are required. */
+export const DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 64;
+/** Inbound WebSocket frame limit in bytes. */
+export const DEFAULT_MAX_PAYLOAD = 65_536;
 
 export interface WsAdapterOptions {
   core: GatewayCore;
@@ -43,11 +47,11 @@ export interface WsAdapter {
 export function useWebSocket(options: WsAdapterOptions): WsAdapter {
   const { core, server, auth } = options;
   const log = options.logger ?? silentLogger;
-  const maxPerToken = options.maxConnectionsPerToken ?? 64;
+  const maxPerToken = options.maxConnectionsPerToken ?? DEFAULT_MAX_CONNECTIONS_PER_TOKEN;
   const originPolicy = { allowed: options.allowedOrigins ? new Set(options.allowedOrigins) : null, tokensRequired: auth.required };
   const wss = new WebSocketServer({
     noServer: true,
-    maxPayload: options.maxPayload ?? 65_536,
+    maxPayload: options.maxPayload ?? DEFAULT_MAX_PAYLOAD,
     perMessageDeflate: false,
     clientTracking: true,
     // Selects our protocol name, never the `bearer.<token>` entry (a token must not be echoed).

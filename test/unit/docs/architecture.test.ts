@@ -31,7 +31,7 @@ const BELOW: Readonly<Record<string, readonly string[]>> = {
   libvirt: ['errors.js', 'log.js', 'backoff.js'],
   jobs: ['errors.js', 'log.js', 'backoff.js', 'generated', 'qmp', 'libvirt'],
   protocol: ['errors.js', 'generated'],
-  gateway: ['errors.js', 'log.js', 'backoff.js', 'generated', 'qmp', 'libvirt', 'jobs', 'protocol'],
+  gateway: ['errors.js', 'log.js', 'backoff.js', 'version.js', 'generated', 'qmp', 'libvirt', 'jobs', 'protocol'],
 };
 
 it('the docs draw the layers qmp -> jobs -> gateway -> cli', () => {

@@ -8,6 +8,7 @@ import {
   CLOSE_CODES,
   clientMessageTypes,
   COMMAND_ERROR_CODES,
+  INFO_SCHEMA,
   JOBS_SNAPSHOT_SCHEMA,
   parseHttpCommand,
   PROTOCOL_ERROR_CODES,
@@ -101,7 +102,10 @@ describe('PROTOCOL.md', () => {
   it('validates the HTTP examples', () => {
     const snapshots = blocks.filter((b) => b.info[1] === 'http-jobs');
     const commands = blocks.filter((b) => b.info[1] === 'http-command');
-    expect([snapshots.length, commands.length]).toEqual([1, 1]);
+    const infos = blocks.filter((b) => b.info[1] === 'http-info');
+    expect([snapshots.length, commands.length, infos.length]).toEqual([1, 1, 1]);
+    const validateInfo = schemaRegistry().validator(INFO_SCHEMA);
+    for (const block of infos) expect([validateInfo(JSON.parse(block.body)), validateInfo.errors]).toEqual([true, null]);
     const validateSnapshot = schemaRegistry().validator(JOBS_SNAPSHOT_SCHEMA);
     for (const block of snapshots) expect([validateSnapshot(JSON.parse(block.body)), validateSnapshot.errors]).toEqual([true, null]);
     for (const block of commands) {
