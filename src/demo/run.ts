@@ -76,7 +76,7 @@ export async function startDemo(options: DemoOptions = {}): Promise<RunningDemo>
 
   try {
     printing = registry.changes$.subscribe(transitionPrinter(print, color));
-    for (const vm of fleet.vms) registry.add(vm.name, vm.gatewayAddress);
+    for (const vm of fleet.vms) registry.add(vm.name, vm.gatewayAddress, { backend: simulated ? 'simulated' : 'qmp' });
     const logger = options.logger ?? silentLogger;
     controller = makeJobController({ source: registry, control: registry.control, logger });
     gateway = await startGateway({

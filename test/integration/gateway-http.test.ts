@@ -66,6 +66,23 @@ describe('gateway HTTP endpoints', () => {
     await expect.poll(async () => (await (await fetch(`${gateway.url}/metrics`)).text()).includes('blockjob_gateway_ws_disconnects_total{code="1000"} 1')).toBe(true);
   });
 
+  it('/metrics covers VMs added after start, with their commands, problems and jobs by VM, type and state', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const gateway = await leftovers.gateway({ source, defaultMetrics: false });
+    source.addVm('vm3');
+    source.transition('vm3', 'm1', 'running');
+    source.transition('vm3', 'm2', 'ready');
+    source.transition('vm3', 'b1', 'running', { type: 'backup' });
+    source.setStatus('vm3', 'disconnected');
+    const metrics = await (await fetch(`${gateway.url}/metrics`)).text();
+    expect(metrics).toContain('blockjob_gateway_monitor_up{vm="vm3"} 0');
+    expect(metrics).toContain('blockjob_gateway_qmp_commands_total{vm="vm3"} 0');
+    expect(metrics).toContain('blockjob_gateway_jobs{vm="vm3",type="mirror",state="running"} 1');
+    expect(metrics).toContain('blockjob_gateway_jobs{vm="vm3",type="mirror",state="ready"} 1');
+    expect(metrics).toContain('blockjob_gateway_jobs{vm="vm3",type="backup",state="running"} 1');
+    expect(metrics).not.toContain('blockjob_gateway_jobs{vm="vm1"');
+  });
+
   it('mirrors job control at POST /v1/vms/{vm}/jobs/{job}/{action}', async () => {
     const calls: unknown[] = [];
     const gateway = await leftovers.gateway({

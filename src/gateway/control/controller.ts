@@ -12,11 +12,12 @@
  *   authorize -> idempotency cache -> vm/job known? -> may touch? -> [complete: wait until acceptable]
  *     -> port.check (refuse before QEMU) -> port.execute -> [await concluded] -> result
  */
-import type { CommandMessage, ErrorDetail, ResultFailure } from '../../generated/schema-types.js';
+import type { CommandMessage, ResultFailure } from '../../generated/schema-types.js';
 import type { ControlArgs, ControlPort, SendCheck, Verdict } from '../../jobs/control-port.js';
 import { mayBecomeReady } from '../../jobs/qemu-rules.js';
 import type { JobSource, JobState } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
+import { validateClientMessage } from '../../protocol/validate.js';
 import { canControl, type Principal } from '../auth.js';
 import { CommandBudget, isStopReason, type StopReason } from './budget.js';
 import { CommandCache, type CommandCacheOptions } from './command-cache.js';
@@ -360,25 +361,13 @@ function authorize(message: CommandMessage, principal: Principal | undefined): R
 }
 
 /**
- * The cross-field rules of msg-command.schema.json, re-checked because the HTTP mirror assembles the
- * message from a path and a body.
+ * A command that reaches the handler without passing a parser (the demo's driver, a library
+ * caller) is checked against msg-command.schema.json, its single source, cross-field rules included.
  */
 function validate(message: CommandMessage): ResultFailure | undefined {
-  const details: ErrorDetail[] = [];
-  const speedValid = typeof message.speed === 'number' && Number.isSafeInteger(message.speed) && message.speed >= 0;
-  if (message.action === 'set-speed' && !speedValid) {
-    details.push({ path: '/speed', message: 'set-speed needs speed: an integer >= 0 (bytes/s, 0 = unlimited)' });
-  }
-  if (message.action !== 'set-speed' && message.speed !== undefined) details.push({ path: '/speed', message: 'only set-speed takes speed' });
-  if (message.action !== 'cancel' && message.force !== undefined) details.push({ path: '/force', message: 'only cancel takes force' });
-  if (message.action !== 'complete' && message.when !== undefined) details.push({ path: '/when', message: 'only complete takes when' });
-  if (message.timeoutMs !== undefined && !(Number.isSafeInteger(message.timeoutMs) && message.timeoutMs >= 1)) {
-    details.push({ path: '/timeoutMs', message: 'must be an integer >= 1 (ms)' });
-  }
-  if (details.length === 0) return undefined;
-  return failed(message.id, 'invalid_message', `invalid ${message.action} command: ${details.map((d) => `${d.path} ${d.message}`).join('; ')}`, {
-    details,
-  });
+  const checked = validateClientMessage(message);
+  if (checked.ok) return undefined;
+  return failed(message.id, 'invalid_message', checked.error.message, { details: checked.error.details });
 }
 
 /** What makes two commands with the same id the same command (defaults filled in). */

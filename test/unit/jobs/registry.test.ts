@@ -1,8 +1,11 @@
-import { BehaviorSubject, Subject } from 'rxjs';
+import { BehaviorSubject, Subject, of } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ConfigError, QmpCommandError, QmpConnectError } from '../../../src/errors.js';
+import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
+import type { JobFeed } from '../../../src/jobs/monitor-jobs.js';
+import { parseBlockJobRows } from '../../../src/jobs/qmp-payloads.js';
 import { JobRegistry } from '../../../src/jobs/registry.js';
-import type { JobTransition, StreamInput } from '../../../src/jobs/types.js';
+import type { JobTransition, ProgressUpdate, StreamInput, VmInfoUpdate } from '../../../src/jobs/types.js';
 import type { QmpError } from '../../../src/errors.js';
 import type { QmpEvent, QmpMonitor, QmpReply, QmpRunState, QmpSession } from '../../../src/qmp/types.js';
 import { label } from './reducer-harness.js';
@@ -152,5 +155,63 @@ describe('JobRegistry', () => {
     expect(registry.engine('vm2')?.feed).toBe(monitor);
     await registry.remove('vm2');
     expect(monitor.closed).toBe(false);
+  });
+
+  it('vmInfo$ replays every VM, then follows later ones: status, version, problems by code, removal', async () => {
+    const first = new FakeMonitor();
+    const second = new FakeMonitor();
+    registry = new JobRegistry({ idlePollMs: 0 });
+    registry.add('vm1', first);
+    const updates: VmInfoUpdate[] = [];
+    registry.vmInfo$.subscribe((update) => updates.push(update));
+    expect(updates).toEqual([{ kind: 'info', info: { vm: 'vm1', status: 'connecting', backend: 'qmp', commandsSent: 0, problems: {} } }]);
+    registry.add('vm2', second, { backend: 'simulated' });
+    second.errors$.next(new QmpConnectError('unix:/x', 'connection refused'));
+    second.connect();
+    await waitUntil('vm2 connected with its version', () => registry!.info('vm2')?.qemu?.major === 7);
+    const vm2 = updates.flatMap((u) => (u.kind === 'info' && u.info.vm === 'vm2' ? [u.info] : []));
+    expect(vm2.map((info) => info.status)).toEqual(expect.arrayContaining(['connecting', 'disconnected', 'connected']));
+    expect(vm2.find((info) => info.status === 'disconnected')).toMatchObject({ reason: expect.stringContaining('connection refused'), backend: 'simulated' });
+    expect(registry.info('vm2')).toMatchObject({ status: 'connected', problems: { QMP_ERR_CONNECT: 1 }, lastProblem: { code: 'QMP_ERR_CONNECT' } });
+    expect(registry.info('vm2')).not.toHaveProperty('reason');
+    await registry.remove('vm2');
+    expect(updates.at(-1)).toEqual({ kind: 'removed', vm: 'vm2' });
+    expect(registry.info('vm2')).toBeUndefined();
+  });
+
+  it('progress carries the job type and its published state, so nobody looks the job up', async () => {
+    const { monitor, registry: reg } = setup({ progressIntervalMs: 0 });
+    const progress: ProgressUpdate[] = [];
+    reg.progress$.subscribe((update) => progress.push(update));
+    reg.add('vm1', 'unix:/nowhere');
+    monitor.connect();
+    monitor.blockJobs.push({ device: 'j', type: 'mirror', status: 'running', len: 10, offset: 1, busy: true, paused: false, speed: 0, 'io-status': 'ok', ready: false });
+    monitor.jsc('j', 'created', 'running');
+    await waitUntil('a progress update', () => progress.some((p) => p.progress.current === 1));
+    monitor.blockJobs[0]!['offset'] = 5;
+    await waitUntil('the next update', () => progress.some((p) => p.progress.current === 5));
+    expect(progress.at(-1)).toMatchObject({ vm: 'vm1', job: 'j', type: 'mirror', state: 'running' });
+  });
+
+  it('follows a feed that is not a QMP monitor with its own poll and capabilities, and does not control it over QMP', async () => {
+    const monitor = new FakeMonitor();
+    const feed: JobFeed = { get state() { return monitor.state; }, state$: monitor.state$, sessions$: monitor.sessions$, get session() { return monitor.session; }, events$: monitor.events$, errors$: monitor.errors$ };
+    registry = new JobRegistry({ idlePollMs: 0, activePollMs: 20, identifyHoldMs: 0 });
+    expect(() => registry!.add('lv1', feed)).toThrow(ConfigError);
+    let polls = 0;
+    registry.add('lv1', feed, {
+      backend: 'libvirt',
+      detectCapabilities: (version) => of({ capabilities: capabilitiesFromVersion(version), from: 'version' as const }),
+      poll: () => {
+        polls++;
+        return of({ rows: parseBlockJobRows(structuredClone(monitor.blockJobs)), seq: ++monitor.seq, receivedAt: Date.now(), session: monitor.session?.number ?? 0 });
+      },
+    });
+    monitor.connect();
+    monitor.blockJobs.push({ device: 'copy-vda', type: 'mirror', status: 'ready', len: 10, offset: 10, busy: false, paused: false, speed: 0, 'io-status': 'ok', ready: true });
+    monitor.jsc('copy-vda', 'created', 'running', 'ready');
+    await waitUntil('the job, and a poll through the injected poller', () => registry!.job('lv1', 'copy-vda')?.state === 'ready' && polls > 0);
+    expect(registry.info('lv1')).toMatchObject({ backend: 'libvirt', status: 'connected' });
+    expect(registry.control.mayTouch('lv1', registry.job('lv1', 'copy-vda')!)).toMatchObject({ ok: false, reason: 'not-supported', why: expect.stringContaining('no QMP monitor') });
   });
 });
