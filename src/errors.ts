@@ -19,7 +19,7 @@
  *   │   ├── LibvirtOutcomeUnknownError  the connection dropped while a call was in flight
  *   │   ├── LibvirtProtocolError  the daemon broke the RPC protocol (`fault` says how); the connection is dropped
  *   │   ├── LibvirtConnectError  could not connect or open the connection (cause attached)
- *   │   ├── LibvirtAuthError  the daemon demands an auth scheme this client does not speak (SASL, polkit)
+ *   │   ├── LibvirtAuthError  the daemon demands SASL, or refused our polkit check
  *   │   ├── LibvirtKeepaliveError  the daemon missed `count` keepalive intervals: declared dead
  *   │   ├── LibvirtRegistrationError  an event watch could not be (re-)registered on a session
  *   │   ├── LibvirtClosedError  the client is closed
@@ -223,14 +223,20 @@ export class LibvirtConnectError extends LibvirtError {
   }
 }
 
-/** The daemon offered only auth schemes this client cannot speak (it speaks `none`: root on the unix socket, or a socket configured auth_unix_rw="none"). */
+/**
+ * The daemon demands an auth scheme this client does not speak (SASL), or refused the one it does:
+ * `none` (root, or auth_unix_rw/ro = "none") and `polkit` (libvirtd asks polkit about our uid).
+ */
 export class LibvirtAuthError extends LibvirtError {
   override name = 'LibvirtAuthError';
-  constructor(readonly address: string, readonly offered: readonly string[]) {
+  constructor(readonly address: string, readonly offered: readonly string[], options?: { cause?: unknown }) {
     super(
       'LIBVIRT_ERR_AUTH',
-      `${address}: libvirtd requires auth [${offered.join(', ')}]; this client speaks only 'none' ` +
-        '(run as root, or set auth_unix_rw / auth_unix_ro = "none" with socket permissions)',
+      options?.cause
+        ? `${address}: libvirtd refused ${offered.join(', ')} auth: ${(options.cause as Error).message}`
+        : `${address}: libvirtd requires auth [${offered.join(', ')}]; this client speaks 'none' and 'polkit' ` +
+            '(run as root, allow the user by a polkit rule, or set auth_unix_rw / auth_unix_ro = "none" with socket permissions)',
+      options,
     );
   }
 }

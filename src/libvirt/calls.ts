@@ -46,6 +46,8 @@ const domainArgs = (d: DomainRef, disk?: string): Record<string, unknown> => (di
 
 export const specs = {
   authList: () => remote(P.AUTH_LIST, 'REMOTE_PROC_AUTH_LIST', codec.readAuthList),
+  /** remote_auth_polkit_ret { int complete; }: libvirtd checks our uid with polkit; an error is a refusal. */
+  authPolkit: () => remote(P.AUTH_POLKIT, 'REMOTE_PROC_AUTH_POLKIT', codec.readInt),
   connectOpen: (uri: string, flags: number) =>
     remote(P.CONNECT_OPEN, 'REMOTE_PROC_CONNECT_OPEN', noArgs, (w) => w.optional(uri, (u) => w.string(u)).uint(flags), { uri, flags }),
   connectClose: () => remote(P.CONNECT_CLOSE, 'REMOTE_PROC_CONNECT_CLOSE', noArgs),

@@ -377,10 +377,7 @@ export class LibvirtClient implements LibvirtConnection {
     this.setState('negotiating');
     const timeout = this.negotiateTimeoutMs;
     try {
-      const auth = await this.send(connection, specs.authList(), timeout);
-      if (auth.length > 0 && !auth.includes(0)) {
-        throw new LibvirtAuthError(this.socketPath, auth.map((t) => c.AUTH_TYPES[t] ?? `type ${t}`));
-      }
+      await this.authenticate(connection, await this.send(connection, specs.authList(), timeout));
       await this.send(connection, specs.connectOpen(this.openUri, this.readOnly ? c.VIR_CONNECT_RO : 0), timeout);
       // Asking is what starts libvirtd's own pings to us (remoteDispatchConnectSupportsFeature).
       const config = this.keepaliveConfig;
@@ -424,6 +421,19 @@ export class LibvirtClient implements LibvirtConnection {
           ? err
           : new LibvirtConnectError(this.socketPath, `negotiation failed: ${(err as Error).message}`, { cause: err });
       this.lose(connection, { message: error.message, problem: error, cause: err });
+    }
+  }
+
+  /** libvirt's order: none when offered (or nothing is), else polkit; SASL is not spoken. */
+  private async authenticate(connection: Connection, offered: number[]): Promise<void> {
+    const names = offered.map((t) => c.AUTH_TYPES[t] ?? `type ${t}`);
+    if (offered.length === 0 || names.includes('none')) return;
+    if (!names.includes('polkit')) throw new LibvirtAuthError(this.socketPath, names);
+    try {
+      await this.send(connection, specs.authPolkit(), this.negotiateTimeoutMs);
+    } catch (err) {
+      if (err instanceof LibvirtRemoteError) throw new LibvirtAuthError(this.socketPath, ['polkit'], { cause: err });
+      throw err;
     }
   }
 

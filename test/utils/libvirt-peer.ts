@@ -165,6 +165,7 @@ export class LibvirtPeer {
     switch (proc) {
       case c.RemoteProc.AUTH_LIST:
         return { ok: xdr((w) => w.uint(1).int(0)) };
+      case c.RemoteProc.AUTH_POLKIT:
       case c.RemoteProc.CONNECT_SUPPORTS_FEATURE:
         return { ok: xdr((w) => w.int(1)) };
       case c.RemoteProc.CONNECT_GET_LIB_VERSION:

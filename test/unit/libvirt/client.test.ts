@@ -73,16 +73,37 @@ describe('LibvirtClient negotiation', () => {
     expect(client.session).toMatchObject({ number: 1, libVersion: { major: 9, minor: 0, micro: 0 }, hypervisorVersion: { major: 7, minor: 2, micro: 22 }, keepalive: true });
   });
 
-  it('a polkit-only daemon: LibvirtAuthError, no connect open, retried with backoff', async () => {
+  it('a SASL-only daemon: LibvirtAuthError, no connect open, retried with backoff', async () => {
     const { peer, client, errors } = await connected(
-      (call) => (call.header.proc === c.RemoteProc.AUTH_LIST ? { ok: xdr((w) => w.uint(1).int(2)) } : undefined),
+      (call) => (call.header.proc === c.RemoteProc.AUTH_LIST ? { ok: xdr((w) => w.uint(1).int(1)) } : undefined),
       {},
       false,
     );
     await until(() => peer.connectionCount >= 2, 'a retry');
-    expect(errors[0]).toMatchObject({ code: 'LIBVIRT_ERR_AUTH', offered: ['polkit'] });
+    expect(errors[0]).toMatchObject({ code: 'LIBVIRT_ERR_AUTH', offered: ['sasl'] });
     expect(peer.callsOf(c.RemoteProc.CONNECT_OPEN)).toEqual([]);
     expect(client.state).not.toBe('ready');
+  });
+
+  it('a polkit daemon: asks for the polkit check, then opens', async () => {
+    const { peer, client } = await connected((call) => (call.header.proc === c.RemoteProc.AUTH_LIST ? { ok: xdr((w) => w.uint(2).int(2).int(1)) } : undefined));
+    expect(peer.calls.slice(0, 3).map((call) => call.header.proc)).toEqual([c.RemoteProc.AUTH_LIST, c.RemoteProc.AUTH_POLKIT, c.RemoteProc.CONNECT_OPEN]);
+    expect(client.state).toBe('ready');
+  });
+
+  it('a polkit refusal: LibvirtAuthError with the remote error as cause', async () => {
+    const { errors } = await connected(
+      (call) =>
+        call.header.proc === c.RemoteProc.AUTH_LIST
+          ? { ok: xdr((w) => w.uint(1).int(2)) }
+          : call.header.proc === c.RemoteProc.AUTH_POLKIT
+            ? { error: remoteErrorBody(45, 'authentication failed: access denied by policy') }
+            : undefined,
+      {},
+      false,
+    );
+    await until(() => errors.length > 0, 'the refusal');
+    expect(errors[0]).toMatchObject({ code: 'LIBVIRT_ERR_AUTH', offered: ['polkit'], cause: { virCode: 45, virCodeName: 'VIR_ERR_AUTH_FAILED' } });
   });
 
   it('connect open refused: LibvirtConnectError carrying the remote error', async () => {
