@@ -97,12 +97,6 @@ export function closeAction(code: number): CloseAction {
   return 'reconnect-and-resume';
 }
 
-/** Whether a client should reconnect (and resume) at all after this close code. */
-export function shouldReconnect(code: number): boolean {
-  const action = closeAction(code);
-  return action !== 'fix-client' && action !== 'stop';
-}
-
 export interface ErrorCodeInfo {
   meaning: string;
 }

@@ -18,6 +18,7 @@ import { mayBecomeReady } from '../../jobs/qemu-rules.js';
 import type { JobSource, JobState } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
 import { validateClientMessage } from '../../protocol/validate.js';
+import { commandDefaults } from '../../protocol/messages.js';
 import { canControl, type Principal } from '../auth.js';
 import { CommandBudget, isStopReason, type StopReason } from './budget.js';
 import { CommandCache, type CommandCacheOptions } from './command-cache.js';
@@ -36,7 +37,7 @@ export interface CommandContext {
 export type CommandHandler = (message: CommandMessage, context: CommandContext) => Promise<CommandResult>;
 
 export interface JobControllerOptions {
-  /** Budget of a command that names none. @default 600_000 */
+  /** Budget of a command that names none. @default the schema's (msg-command timeoutMs) */
   defaultTimeoutMs?: number;
   /** Upper bound of any command's budget. @default 86_400_000 */
   maxTimeoutMs?: number;
@@ -65,8 +66,11 @@ export interface JobController {
   close(): void;
 }
 
+/** What an absent field of a command means: the schema's defaults, the one home of those values. */
+const COMMAND = commandDefaults();
+
 const DEFAULTS = {
-  defaultTimeoutMs: 600_000,
+  defaultTimeoutMs: COMMAND.timeoutMs,
   maxTimeoutMs: 86_400_000,
   qmpTimeoutMs: 10_000,
   maxStandbyRetries: 20,
@@ -205,7 +209,7 @@ class Controller implements JobController {
    */
   private async complete(run: Run): Promise<CommandResult> {
     const { message, watch, budget } = run;
-    const waitForReady = (message.when ?? 'ready') === 'ready';
+    const waitForReady = (message.when ?? COMMAND.when) === 'ready';
     const check = (job: JobState): SendCheck => this.control.check(message.vm, job, 'complete', {});
     const worthALook = (job: JobState, ended: boolean): boolean => {
       if (ended || !mayBecomeReady(job.state)) return true;
@@ -265,7 +269,7 @@ class Controller implements JobController {
     switch (sent.kind) {
       case 'accepted':
         run.accepted = true;
-        if ((message.await ?? 'accepted') === 'accepted') return succeeded(message.id, watch.latest());
+        if ((message.await ?? COMMAND.await) === 'accepted') return succeeded(message.id, watch.latest());
         await watch.until((_job, ended) => ended, run.budget.signal);
         return succeeded(message.id, watch.final());
       case 'refused':
@@ -373,7 +377,7 @@ function validate(message: CommandMessage): ResultFailure | undefined {
 /** What makes two commands with the same id the same command (defaults filled in). */
 function fingerprintOf(message: CommandMessage): string {
   const { vm, job, action, force, speed, when, timeoutMs } = message;
-  return JSON.stringify([vm, job, action, force ?? false, speed ?? null, when ?? null, timeoutMs ?? null, message.await ?? 'accepted']);
+  return JSON.stringify([vm, job, action, force ?? COMMAND.force, speed ?? null, when ?? null, timeoutMs ?? null, message.await ?? COMMAND.await]);
 }
 
 /** Who asked for what, for the log. Never a token: only the principal's name. */
@@ -385,8 +389,8 @@ function who(message: CommandMessage, context: CommandContext): Record<string, u
     commandId: message.id,
     connectionId: context.connectionId,
     principal: context.principal?.name ?? 'anonymous',
-    ...(message.action === 'cancel' ? { force: message.force ?? false } : {}),
+    ...(message.action === 'cancel' ? { force: message.force ?? COMMAND.force } : {}),
     ...(message.action === 'set-speed' ? { speed: message.speed } : {}),
-    ...(message.action === 'complete' ? { when: message.when ?? 'ready' } : {}),
+    ...(message.action === 'complete' ? { when: message.when ?? COMMAND.when } : {}),
   };
 }

@@ -8,7 +8,6 @@ import {
   PROTOCOL_ERROR_CODES,
   schemaRegistry,
   selectSubprotocol,
-  shouldReconnect,
   SUBPROTOCOL,
 } from '../../../src/protocol/index.js';
 
@@ -49,7 +48,6 @@ describe('close codes', () => {
   it('tell the client to resume after every 45xx and after transport drops', () => {
     for (const code of [CloseCode.InternalError, CloseCode.SlowConsumer, 4599, CloseCode.GoingAway, 1006, 1005, 1011, 1012]) {
       expect([code, closeAction(code)]).toEqual([code, 'reconnect-and-resume']);
-      expect(shouldReconnect(code)).toBe(true);
     }
   });
 
@@ -62,9 +60,6 @@ describe('close codes', () => {
     expect(closeAction(CloseCode.Normal)).toBe('stop');
     expect(closeAction(CloseCode.Unauthenticated)).toBe('refresh-token-and-reconnect');
     expect(closeAction(CloseCode.TooManyRequests)).toBe('reconnect-after-long-backoff');
-    expect(shouldReconnect(CloseCode.InvalidMessage)).toBe(false);
-    expect(shouldReconnect(CloseCode.Forbidden)).toBe(false);
-    expect(shouldReconnect(CloseCode.TooManyRequests)).toBe(true);
   });
 });
 

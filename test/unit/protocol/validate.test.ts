@@ -225,6 +225,9 @@ describe('parseHttpCommand', () => {
     expect(result.ok || result.error.details[0]?.path).toBe('/action');
     const speedless = parseHttpCommand({ ...target, action: 'set-speed' }, '{}', 'h');
     expect(speedless.ok || speedless.error.details).toEqual([{ path: '/speed', message: 'is required when action is "set-speed"' }]);
+    // The cross-field rules of msg-command.schema.json hold for the assembled message (the controller does not repeat them).
+    const stray = parseHttpCommand({ ...target, action: 'pause' }, '{"force":true,"when":"now"}', 'h');
+    expect(stray.ok || stray.error.details.map((d) => d.path)).toEqual(['/force', '/when']);
   });
 });
 
