@@ -84,7 +84,6 @@ export class GatewayCore {
       chunk: options.fanoutChunk ?? 500,
       maxQueued,
       bookmarkQuietMs: options.bookmarkQuietMs ?? 5000,
-      jobOf: (vm, id) => this.feed.job(vm, id),
       epochOf: (vm) => this.feed.position(vm).epoch,
       overflow: (queued) => {
         this.log.error({ queued }, 'fan-out queue overflow; closing all connections (clients resume)');

@@ -10,7 +10,7 @@
 import { performance } from 'node:perf_hooks';
 import type { ClientSubscription } from './subscription.js';
 import type { GatewayStats } from './stats.js';
-import type { FeedSink, JobKeys, ProgressEvent, StreamEvent } from './stream/feed.js';
+import type { FeedSink, ProgressEvent, StreamEvent } from './stream/feed.js';
 
 type QueueItem = { kind: 'stream'; event: StreamEvent } | { kind: 'progress'; event: ProgressEvent };
 
@@ -21,8 +21,6 @@ export interface FanOutOptions {
   maxQueued: number;
   /** A filtered subscription that skipped events gets a `bookmark` after this quiet time. */
   bookmarkQuietMs: number;
-  /** The job a progress event belongs to, for filters (when the event does not carry its keys). */
-  jobOf(vm: string, id: string): JobKeys | undefined;
   /** The current epoch of a stream, for bookmarks. */
   epochOf(vm: string): string;
   /** Fan-out cannot keep up at all: make every subscriber resume rather than grow without bound. */
@@ -37,8 +35,6 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   private readonly queue: QueueItem[] = [];
   private cursor: Iterator<ClientSubscription> | undefined;
   private dispatching = false;
-  /** See keysOf. */
-  private progressJob: { event: ProgressEvent; job: JobKeys | undefined } | undefined;
   private bookmarkTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -99,8 +95,6 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
 
   private pump(): void {
     this.dispatching = true;
-    this.progressJob = undefined; // jobs may have changed since the last slice
-    const keysOf = (event: ProgressEvent): JobKeys | undefined => this.keysOf(event);
 
     let budget = this.options.chunk;
     while (this.queue.length > 0) {
@@ -108,7 +102,7 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
       this.cursor ??= this.audience.values();
       for (let next = this.cursor.next(); !next.done; next = this.cursor.next()) {
         const sub = next.value;
-        if (item.kind === 'progress') sub.offerProgress(item.event, keysOf);
+        if (item.kind === 'progress') sub.offerProgress(item.event);
         else if (sub.offer(item.event)) this.behind.add(sub);
         if (--budget <= 0) {
           setImmediate(() => this.pump());
@@ -122,12 +116,6 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
       }
     }
     this.dispatching = false;
-  }
-
-  /** The job a progress event belongs to, looked up once per fan-out slice, not once per subscriber. */
-  private keysOf(event: ProgressEvent): JobKeys | undefined {
-    if (this.progressJob?.event !== event) this.progressJob = { event, job: this.options.jobOf(event.vm, event.job) };
-    return this.progressJob.job;
   }
 
   private sweepBookmarks(): void {

@@ -130,11 +130,9 @@ export class ClientSubscription {
     return this.deliver(event, true);
   }
 
-  /** A live progress update; `keysOf` looks the job up only when the cheap checks pass. */
-  offerProgress(event: ProgressEvent, keysOf: (event: ProgressEvent) => JobKeys | undefined): void {
-    if (this.limits.progressIntervalMs === 0 || this.catchingUp || !this.coversVm(event.vm)) return;
-    const job = event.keys ?? keysOf(event);
-    if (!job || !this.matchesJob(job)) return;
+  /** A live progress update. */
+  offerProgress(event: ProgressEvent): void {
+    if (this.limits.progressIntervalMs === 0 || this.catchingUp || !this.coversVm(event.vm) || !this.matchesJob(event.keys)) return;
     const key = `${event.vm}\0${event.job}`;
     if (this.progressDue(key, performance.now())) {
       this.output.sendProgress(`${this.id}\0${key}`, `${event.prefix}${this.subJson}${event.body}`);

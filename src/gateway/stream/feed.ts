@@ -8,10 +8,10 @@
  * the core's, the same for both.
  *
  * The contract that makes the snapshot/tail cut exact: when `sink.event(e)` is called,
- * `position(e.vm).offset === e.offset` and `snapshot()`/`job()` already include `e`, so "snapshot +
+ * `position(e.vm).offset === e.offset` and `snapshot()` already includes `e`, so "snapshot +
  * head" read in one tick is a consistent cut. Per VM, events come in offset order, +1 each.
  */
-import type { JobState, VmSnapshot } from '../../jobs/types.js';
+import type { VmSnapshot } from '../../jobs/types.js';
 import type { HistoryEntry, HistoryRead, MaybePromise, StreamPosition } from '../history/types.js';
 
 /** What a subscription filters jobs by. */
@@ -47,8 +47,8 @@ export interface ProgressEvent {
   readonly vm: string;
   readonly job: string;
   readonly at: number;
-  /** Filter keys when the feed knows them; otherwise the core asks `feed.job()`. */
-  readonly keys?: JobKeys;
+  /** Filter keys: the job's type and published state travel with the update (no lookup per message). */
+  readonly keys: JobKeys;
   /** `{"type":"progress","sub":` */
   readonly prefix: string;
   /** Everything after the sub, starting with a comma. */
@@ -73,7 +73,6 @@ export interface StreamFeed {
   position(vm: string): StreamPosition;
   /** Every VM's monitor status and jobs, as of the last delivered event. */
   snapshot(): VmSnapshot[];
-  job(vm: string, id: string): JobState | undefined;
   /** Every event after `since` up to the head, or why that cannot be given; never a partial list. */
   read(vm: string, since: StreamPosition): MaybePromise<HistoryRead<StreamEvent>>;
 }

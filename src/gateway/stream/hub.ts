@@ -8,7 +8,7 @@
  */
 import type { Subscription as RxSubscription } from 'rxjs';
 import { GatewayError } from '../../errors.js';
-import type { JobSource, JobState, StreamInput, VmSnapshot } from '../../jobs/types.js';
+import type { JobSource, StreamInput, VmSnapshot } from '../../jobs/types.js';
 import type { HistoryRead, MaybePromise, StreamHistory, StreamPosition } from '../history/types.js';
 import { progressEvent, streamEvent } from './events.js';
 import type { FeedSink, StreamEvent, StreamFeed } from './feed.js';
@@ -47,10 +47,6 @@ export class StreamHub implements StreamFeed {
 
   snapshot(): VmSnapshot[] {
     return this.source.snapshot();
-  }
-
-  job(vm: string, id: string): JobState | undefined {
-    return this.source.job(vm, id);
   }
 
   read(vm: string, since: StreamPosition): MaybePromise<HistoryRead<StreamEvent>> {

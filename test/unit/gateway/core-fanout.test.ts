@@ -10,7 +10,7 @@ import { MemoryStreamHistory } from '../../../src/gateway/history/memory.js';
 import type { HistoryRead, StreamHistory, StreamPosition } from '../../../src/gateway/history/types.js';
 import type { FeedSink, ProgressEvent, StreamEvent, StreamFeed } from '../../../src/gateway/stream/feed.js';
 import { StreamHub } from '../../../src/gateway/stream/hub.js';
-import type { JobState, VmSnapshot } from '../../../src/jobs/types.js';
+import type { VmSnapshot } from '../../../src/jobs/types.js';
 import { assertChain, type Msg } from '../../integration/gateway-support.js';
 import { FakeJobSource } from '../../utils/fake-source.js';
 
@@ -173,9 +173,6 @@ class ReplicaFeed implements StreamFeed, FeedSink {
   }
   snapshot(): VmSnapshot[] {
     return this.jobs;
-  }
-  job(vm: string, id: string): JobState | undefined {
-    return this.jobs.find((s) => s.vm === vm)?.jobs.find((j) => j.id === id);
   }
   read(vm: string, since: StreamPosition): Promise<HistoryRead<StreamEvent>> {
     const answer: HistoryRead<StreamEvent> = since.epoch === this.epoch ? this.history.read(vm, since) : { reset: 'unknown_epoch' };
