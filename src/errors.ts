@@ -27,7 +27,8 @@
  *   ├── StateError            an operation is not allowed in the current runstate (state, required)
  *   ├── ConfigError           bad configuration or flags (path of the failing field)
  *   ├── UsageError            bad command-line usage (exit code 2)
- *   └── LabError              the QEMU lab (src/lab: qemu-storage-daemon, qemu-img, qemu-io) failed; tool output attached
+ *   ├── LabError              the QEMU lab (src/lab: qemu-storage-daemon, qemu-img, qemu-io) failed; tool output attached
+ *   └── ClientError           the public client library (src/client/errors.ts, code CLIENT_ERR_*)
  */
 
 export type ErrorCode =
@@ -53,7 +54,17 @@ export type ErrorCode =
   | 'GW_ERR_CONFIG'
   | 'GW_ERR_USAGE'
   | 'GW_ERR_LAB'
-  | 'GW_ERR_INTERNAL';
+  | 'GW_ERR_INTERNAL'
+  | 'CLIENT_ERR_CONNECT'
+  | 'CLIENT_ERR_CONNECT_TIMEOUT'
+  | 'CLIENT_ERR_REFUSED'
+  | 'CLIENT_ERR_SUBSCRIBE'
+  | 'CLIENT_ERR_TIMEOUT'
+  | 'CLIENT_ERR_JOB_ENDED'
+  | 'CLIENT_ERR_OUTCOME_UNKNOWN'
+  | 'CLIENT_ERR_BUSY'
+  | 'CLIENT_ERR_ABORTED'
+  | 'CLIENT_ERR_CLOSED';
 
 export class GatewayError extends Error {
   override name = 'GatewayError';

@@ -1,12 +1,15 @@
 /**
  * `blockjob-gateway complete|cancel|pause|resume ws://HOST:PORT --vm NAME --job ID [...]`: the
- * protocol's `command` message from a shell. `complete` waits for the job to be truly ready by default.
+ * protocol's `command` message from a shell, through the client library. `complete` waits for the job
+ * to be truly ready by default. When another client got there first (two completes of one job), the
+ * loser reports what happened to the job, not QEMU's "Job not found".
  */
-import { ResumeClient } from '../client/resume-client.js';
-import { createNodeSocket } from '../client/node-socket.js';
+import type { GatewayClient } from '../client/gateway-client.js';
+import { ClientError, ClientSubscribeError } from '../client/errors.js';
+import { isEnded } from '../client/job-map.js';
 import { GatewayError, UsageError } from '../errors.js';
-import type { CommandAction, ResultMessage } from '../generated/schema-types.js';
-import { TOKEN_ENV, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
+import type { CommandAction, JobState, ResultFailure, ResultMessage } from '../generated/schema-types.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
 
 export const CONTROL_ACTIONS = ['complete', 'cancel', 'pause', 'resume'] as const;
 export type ControlAction = (typeof CONTROL_ACTIONS)[number];
@@ -22,12 +25,19 @@ Options:
   --await accepted|concluded  answer when QEMU accepted the verb (default) or when the job concluded
   --force                     cancel only: force (no completion, no pivot), even after ready
   --timeout DURATION          give up waiting after this long (default 10m)
+  --connect-timeout DURATION  give up when the gateway does not answer for this long (default ${DEFAULT_CONNECT_TIMEOUT},
+                              never more than --timeout); a refused connection fails at once
   --token TOKEN               bearer token with the control scope (default: $${TOKEN_ENV})
   --json                      print the result message as JSON
   -h, --help                  this text
 
-Exit codes: 0 ok, 1 the gateway answered with an error (its code is printed), 3 connection or auth
-failure (if the connection dropped after sending, the outcome is unknown: check the job), 4 usage.
+Exit codes: 0 ok; also 0 when another client completed (cancelled) the job first and it ended as
+this command asks: complete -> outcome completed and, for a mirror or active commit, pivoted; cancel
+-> outcome cancelled (or completed without pivot). The output then says "completed by another client"
+with the job's final state (--json: the result with the final job and "completedBy"/"cancelledBy"),
+so a script asking "is it pivoted?" gets the truth. 1 the gateway answered with an error (its code is
+printed) and the job did not end as asked, 3 connection or auth failure (reported at once, with its
+cause; if the connection dropped after sending, the outcome is unknown: check the job), 4 usage.
 `;
 
 export function runner(action: ControlAction) {
@@ -37,19 +47,28 @@ export function runner(action: ControlAction) {
 export async function run(action: ControlAction, argv: string[]): Promise<number> {
   const parsed = parseRemoteArgs(
     argv,
-    { vm: { type: 'string' }, job: { type: 'string' }, when: { type: 'string' }, await: { type: 'string' }, force: { type: 'boolean', default: false }, timeout: { type: 'string' } },
+    {
+      vm: { type: 'string' },
+      job: { type: 'string' },
+      when: { type: 'string' },
+      await: { type: 'string' },
+      force: { type: 'boolean', default: false },
+      timeout: { type: 'string' },
+      'connect-timeout': { type: 'string' },
+    },
     action,
     usage(action),
     4,
   );
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  let url: string, vm: string, job: string, timeoutMs: number;
+  let url: string, vm: string, job: string, timeoutMs: number, connectTimeoutMs: number;
   try {
     url = gatewayUrl(positionals, action);
     vm = requireFlag(values.vm, '--vm', action);
     job = requireFlag(values.job, '--job', action);
     timeoutMs = parseDuration(values.timeout ?? '10m', '--timeout');
+    connectTimeoutMs = connectTimeout(values['connect-timeout'], timeoutMs);
     if (values.when !== undefined && action !== 'complete') throw new UsageError(`${action}: --when applies to complete only`);
     if (values.when !== undefined && values.when !== 'ready' && values.when !== 'now') throw new UsageError(`${action}: --when must be ready or now`);
     if (values.await !== undefined && values.await !== 'accepted' && values.await !== 'concluded') throw new UsageError(`${action}: --await must be accepted or concluded`);
@@ -68,39 +87,60 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
     ...(values.await ? { await: values.await as 'accepted' | 'concluded' } : {}),
     ...(action === 'cancel' ? { force: values.force } : {}),
   };
-  const bearer = token(values.token);
+  const started = Date.now();
+  const client = cliClient(url, { token: token(values.token), filter: { vms: [vm], jobs: [job] }, connectTimeoutMs, progressIntervalMs: 0 });
+  const print = (code: number, text: string): number => {
+    (code === 0 ? process.stdout : process.stderr).write(`${text}\n`);
+    return code;
+  };
+  client.start();
+  try {
+    await client.synced({ failFast: true, timeoutMs: connectTimeoutMs });
+    const result = await client.command(command);
+    if (result.ok) return print(0, values.json ? JSON.stringify(result) : `${action}: ok: ${describeJob(result.job)}`);
+    const final = await endedByOther(client, action, vm, job, result, Math.max(0, timeoutMs - (Date.now() - started)));
+    if (final) {
+      const by = action === 'complete' ? 'completedBy' : 'cancelledBy';
+      const verb = action === 'complete' ? 'completed' : 'cancelled';
+      return print(0, values.json ? JSON.stringify({ ...result, job: final, [by]: 'another client' }) : `${action}: already ${verb} by another client: ${describeJob(final)}`);
+    }
+    if (values.json) return print(1, JSON.stringify(result));
+    const qmp = result.error.qmp ? ` (QEMU ${result.error.qmp.class}: ${result.error.qmp.desc})` : '';
+    return print(1, `${action}: ${result.error.code}: ${result.error.message}${qmp}`);
+  } catch (error) {
+    if (error instanceof ClientSubscribeError && error.protocolCode === 'unknown_vm') return print(1, `${action}: unknown_vm: ${error.message}`);
+    if (error instanceof ClientError) return print(3, `${action}: ${error.message}`);
+    throw error;
+  } finally {
+    client.close();
+  }
+}
 
-  return new Promise<number>((resolve) => {
-    let sent = false;
-    const done = (code: number, text: string) => {
-      clearTimeout(connectTimer);
-      client.close();
-      (code === 0 ? process.stdout : process.stderr).write(`${text}\n`);
-      resolve(code);
-    };
-    const report = (result: ResultMessage) => {
-      if (values.json) return done(result.ok ? 0 : 1, JSON.stringify(result));
-      if (result.ok) return done(0, `${action}: ok: ${describeJob(result.job)}`);
-      const qmp = result.error.qmp ? ` (QEMU ${result.error.qmp.class}: ${result.error.qmp.desc})` : '';
-      return done(1, `${action}: ${result.error.code}: ${result.error.message}${qmp}`);
-    };
-    const client = new ResumeClient({
-      url,
-      createSocket: createNodeSocket,
-      ...(bearer ? { token: bearer } : {}),
-      filter: { vms: [vm], jobs: [job] },
-      progressIntervalMs: 0,
-      onMessage: () => {},
-      onStatus: (status) => {
-        if (status !== 'open' || sent) return;
-        sent = true;
-        client.command(command).then(report, (err: Error) => done(3, `${action}: ${err.message}`));
-      },
-      onFatal: (close) => done(3, `${action}: the gateway refused the connection: ${close.code} ${close.reason}`),
-    });
-    const connectTimer = setTimeout(() => {
-      if (!sent) done(3, `${action}: could not reach the gateway at ${url}`);
-    }, 30_000);
-    client.start();
-  });
+/** Refusals that can mean "someone else's verb got there first": the job is ending or gone. */
+const RACE_CODES: ReadonlySet<string> = new Set(['qmp_error', 'job_ended', 'unknown_job', 'verb_not_allowed']);
+/** How long a loser waits for the job it lost to conclude (it is normally a matter of milliseconds). */
+const SETTLE_MS = 30_000;
+
+/** Whether a job's end is what `action` asks for. */
+export function endedAsAsked(action: ControlAction, job: JobState): boolean {
+  if (!isEnded(job)) return false;
+  if (action === 'complete') return job.outcome === 'completed' && job.pivoted !== false;
+  if (action === 'cancel') return job.outcome === 'cancelled' || (job.outcome === 'completed' && job.pivoted === false);
+  return false;
+}
+
+/**
+ * After a refused complete or cancel: the job's final state when another client's verb ended it as
+ * this one asked, else undefined. A job on its way out (waiting, pending, aborting, or gone from QEMU)
+ * is followed until it concludes.
+ */
+async function endedByOther(client: GatewayClient, action: ControlAction, vm: string, id: string, result: ResultFailure, budgetMs: number): Promise<JobState | undefined> {
+  if ((action !== 'complete' && action !== 'cancel') || !RACE_CODES.has(result.error.code)) return undefined;
+  const known = client.job(vm, id) ?? result.job;
+  let final: JobState | undefined = known && isEnded(known) ? known : undefined;
+  const leaving = (known && ['waiting', 'pending', 'aborting'].includes(known.state)) || /not found/i.test(result.error.qmp?.desc ?? '');
+  if (!final && leaving) {
+    final = await client.waitFor(vm, id, 'concluded', { timeoutMs: Math.min(SETTLE_MS, budgetMs) }).catch(() => undefined);
+  }
+  return final && endedAsAsked(action, final) ? final : undefined;
 }

@@ -3,8 +3,10 @@
  * the token (flag or environment, so it stays out of shell history), durations, and job formatting.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { GatewayClient } from '../client/gateway-client.js';
+import { nodeWebSocket } from '../client/node.js';
 import { UsageError } from '../errors.js';
-import type { JobState } from '../generated/schema-types.js';
+import type { JobState, SubscriptionFilter } from '../generated/schema-types.js';
 
 export const TOKEN_ENV = 'BLOCKJOB_GATEWAY_TOKEN';
 
@@ -47,6 +49,31 @@ export function gatewayUrl(positionals: string[], command: string): string {
 
 export function token(flag: string | undefined): string | undefined {
   return flag ?? (process.env[TOKEN_ENV] || undefined);
+}
+
+/** How long a command waits for the gateway to answer at all (`--connect-timeout`). */
+export const DEFAULT_CONNECT_TIMEOUT = '10s';
+
+/**
+ * The connect timeout a command honours: `--connect-timeout`, and never more than `--timeout`, so a
+ * wrong URL cannot keep a command longer than its user allowed.
+ */
+export function connectTimeout(flag: string | undefined, timeoutMs: number | undefined): number {
+  const ms = parseDuration(flag ?? DEFAULT_CONNECT_TIMEOUT, '--connect-timeout');
+  return timeoutMs === undefined ? ms : Math.min(ms, timeoutMs);
+}
+
+/** The library client as the CLI uses it: Node's WebSocket, the token, one gateway URL. */
+export function cliClient(url: string, options: { token?: string | undefined; filter?: SubscriptionFilter; connectTimeoutMs: number; progressIntervalMs?: number; maxFinishedJobsPerVm?: number }): GatewayClient {
+  return new GatewayClient({
+    urls: url,
+    socket: nodeWebSocket,
+    connectTimeoutMs: options.connectTimeoutMs,
+    ...(options.token ? { token: options.token } : {}),
+    ...(options.filter ? { filter: options.filter } : {}),
+    ...(options.progressIntervalMs !== undefined ? { progressIntervalMs: options.progressIntervalMs } : {}),
+    ...(options.maxFinishedJobsPerVm !== undefined ? { maxFinishedJobsPerVm: options.maxFinishedJobsPerVm } : {}),
+  });
 }
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };

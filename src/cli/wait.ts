@@ -1,13 +1,14 @@
 /**
  * `blockjob-gateway wait ws://HOST:PORT --vm NAME --job ID --for ready|concluded [--timeout 10m]`:
- * the one command that replaces a shell polling loop. It subscribes to the one job, so the snapshot
- * answers at once when the job is already ready or concluded, and it resumes across gateway restarts.
+ * the one command that replaces a shell polling loop. It subscribes to the one job through the client
+ * library, so the snapshot answers at once when the job is already ready or concluded, and it resumes
+ * across gateway restarts. It prints exactly one result.
  */
-import { ResumeClient, type ClientStatus } from '../client/resume-client.js';
-import { createNodeSocket } from '../client/node-socket.js';
+import { wasReady } from '../client/gateway-client.js';
+import { ClientError, ClientJobEndedError, ClientSubscribeError, ClientTimeoutError } from '../client/errors.js';
 import { GatewayError, UsageError } from '../errors.js';
-import type { JobState, ServerMessage } from '../generated/schema-types.js';
-import { TOKEN_ENV, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
+import type { JobState } from '../generated/schema-types.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
 
 export const WAIT_EXIT = { reached: 0, endedOtherwise: 1, timeout: 2, connection: 3, usage: 4 } as const;
 
@@ -21,13 +22,16 @@ Options:
   --for ready|concluded  what to wait for (required)
   --timeout DURATION     give up after this long, e.g. 90s, 10m (default: wait forever)
   --connect-timeout DURATION
-                         give up when the gateway cannot be reached at all for this long (default 30s)
+                         give up when the gateway does not answer for this long (default ${DEFAULT_CONNECT_TIMEOUT},
+                         never more than --timeout); a refused connection fails at once
   --token TOKEN          bearer token (default: $${TOKEN_ENV})
   --json                 print the final job state as JSON instead of a line of text
   -h, --help             this text
 
-Exit codes: 0 reached (for concluded: outcome completed), 1 the job ended otherwise (failed,
-cancelled, unknown; the outcome is printed), 2 timeout, 3 connection or auth failure, 4 usage error.
+Exit codes: 0 reached (for concluded: outcome completed), 1 the job is not (or no longer) ready or
+ended otherwise: it ended before it was ready, or it was ready and has since concluded (the message
+says which, with its outcome and whether it pivoted), or it failed, was cancelled, vanished, 2 timeout,
+3 connection or auth failure (reported at once, with its cause), 4 usage error.
 `;
 
 type Target = 'ready' | 'concluded';
@@ -37,18 +41,26 @@ interface Verdict {
   message: string;
 }
 
-/** Decide from one job state whether the wait is over. Pure, so it is tested on its own. */
-export function judge(job: JobState, target: Target): Verdict | undefined {
+/**
+ * Decide from one job state whether the wait is over. Pure, so it is tested on its own. `sawReady`:
+ * the job was seen ready before it ended (the client library tracks it).
+ */
+export function judge(job: JobState, target: Target, sawReady = false): Verdict | undefined {
   const ended = job.state === 'concluded' || job.state === 'dismissed';
   if (target === 'ready') {
     if (job.ready === true && !ended) return { code: WAIT_EXIT.reached, message: `ready: ${describeJob(job)}` };
-    if (ended) {
+    if (!ended) return undefined;
+    if (sawReady || wasReady(job)) {
+      const pivot = job.pivoted === undefined ? '' : job.pivoted ? ', pivoted' : ', not pivoted';
       return {
         code: WAIT_EXIT.endedOtherwise,
-        message: `job ended before it was ready to complete (outcome ${job.outcome ?? 'unknown'}): ${describeJob(job)}`,
+        message: `job was ready and has since concluded: outcome ${job.outcome ?? 'unknown'}${pivot}: ${describeJob(job)}`,
       };
     }
-    return undefined;
+    return {
+      code: WAIT_EXIT.endedOtherwise,
+      message: `job ended before it was ready to complete (outcome ${job.outcome ?? 'unknown'}): ${describeJob(job)}`,
+    };
   }
   if (!ended) return undefined;
   return job.outcome === 'completed'
@@ -74,7 +86,7 @@ export async function run(argv: string[]): Promise<number> {
     const target = requireFlag(values.for, '--for', 'wait');
     if (target !== 'ready' && target !== 'concluded') throw new UsageError(`wait: --for must be ready or concluded, not '${target}'`);
     timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout, '--timeout');
-    connectTimeoutMs = parseDuration(values['connect-timeout'] ?? '30s', '--connect-timeout');
+    connectTimeoutMs = connectTimeout(values['connect-timeout'], timeoutMs);
   } catch (err) {
     if (err instanceof GatewayError) {
       process.stderr.write(`${err.message}\n\n${usage}`);
@@ -83,65 +95,43 @@ export async function run(argv: string[]): Promise<number> {
     throw err;
   }
   const target = values.for as Target;
-  const bearer = token(values.token);
-
-  return new Promise<number>((resolve) => {
-    let everOpened = false;
-    let lastJob: JobState | undefined;
-    const timers: ReturnType<typeof setTimeout>[] = [];
-    const finish = (code: number, message: string, job?: JobState) => {
-      for (const t of timers) clearTimeout(t);
-      client.close();
-      if (values.json) {
-        if (job) process.stdout.write(`${JSON.stringify(job)}\n`);
-        process.stderr.write(`${message}\n`);
-      } else {
-        (code === WAIT_EXIT.reached ? process.stdout : process.stderr).write(`${message}\n`);
-      }
-      resolve(code);
-    };
-    const consider = (message: ServerMessage) => {
-      if ((message.type === 'state' || message.type === 'event') && message.job.id === jobId && message.vm === vm) {
-        lastJob = message.job;
-        const verdict = judge(message.job, target);
-        if (verdict) finish(verdict.code, verdict.message, message.job);
-      } else if (message.type === 'synced' && message.vm === vm && !lastJob) {
-        process.stderr.write(`wait: ${vm}/${jobId} is not known to the gateway yet; waiting for it to appear\n`);
-      } else if (message.type === 'subscribed' && !(vm in message.streams)) {
-        finish(WAIT_EXIT.endedOtherwise, `wait: the gateway has no VM named '${vm}' (or this token may not see it)`);
-      } else if (message.type === 'error') {
-        finish(WAIT_EXIT.connection, `wait: the gateway refused the subscription: ${message.code}: ${message.message}`);
-      }
-    };
-    const onStatus = (status: ClientStatus, detail?: { code?: number; reason?: string }) => {
-      if (status === 'open') everOpened = true;
-      if (status === 'reconnecting' && everOpened) {
-        process.stderr.write(`wait: connection lost (${detail?.code ?? '?'}), resuming...\n`);
-      }
-    };
-    const client = new ResumeClient({
-      url,
-      createSocket: createNodeSocket,
-      ...(bearer ? { token: bearer } : {}),
-      filter: { vms: [vm], jobs: [jobId] },
-      progressIntervalMs: 0,
-      onMessage: consider,
-      onStatus,
-      onFatal: (close) => finish(WAIT_EXIT.connection, `wait: the gateway refused the connection: ${close.code} ${close.reason}`),
-    });
-    timers.push(
-      setTimeout(() => {
-        if (!everOpened) finish(WAIT_EXIT.connection, `wait: could not reach the gateway at ${url} within ${connectTimeoutMs} ms`);
-      }, connectTimeoutMs),
-    );
-    if (timeoutMs !== undefined) {
-      timers.push(
-        setTimeout(
-          () => finish(WAIT_EXIT.timeout, `wait: timed out after ${timeoutMs} ms${lastJob ? `; last state: ${describeJob(lastJob)}` : ''}`, lastJob),
-          timeoutMs,
-        ),
-      );
-    }
-    client.start();
+  const started = Date.now();
+  const client = cliClient(url, { token: token(values.token), filter: { vms: [vm], jobs: [jobId] }, connectTimeoutMs, progressIntervalMs: 0 });
+  client.on('status', (status) => {
+    if (status.state === 'reconnecting' && status.wasOpen) process.stderr.write(`wait: connection lost (${status.close?.code ?? '?'}), resuming...\n`);
   });
+  const print = (code: number, message: string, job?: JobState): number => {
+    if (values.json) {
+      if (job) process.stdout.write(`${JSON.stringify(job)}\n`);
+      process.stderr.write(`${message}\n`);
+    } else {
+      (code === WAIT_EXIT.reached ? process.stdout : process.stderr).write(`${message}\n`);
+    }
+    return code;
+  };
+  client.start();
+  try {
+    await client.synced({ failFast: true, timeoutMs: connectTimeoutMs });
+    if (!client.job(vm, jobId)) process.stderr.write(`wait: ${vm}/${jobId} is not known to the gateway yet; waiting for it to appear\n`);
+    const remaining = timeoutMs === undefined ? undefined : Math.max(0, timeoutMs - (Date.now() - started));
+    const job = await client.waitFor(vm, jobId, target, remaining === undefined ? {} : { timeoutMs: remaining });
+    const verdict = judge(job, target)!;
+    return print(verdict.code, verdict.message, job);
+  } catch (error) {
+    if (error instanceof ClientJobEndedError) {
+      const verdict = judge(error.job, target, error.wasReady)!;
+      return print(verdict.code, verdict.message, error.job);
+    }
+    if (error instanceof ClientTimeoutError) {
+      const offline = client.status.state === 'open' ? '' : ' (the gateway connection is down, retrying)';
+      return print(WAIT_EXIT.timeout, `wait: timed out after ${timeoutMs} ms${offline}${error.job ? `; last state: ${describeJob(error.job)}` : ''}`, error.job);
+    }
+    if (error instanceof ClientSubscribeError && error.protocolCode === 'unknown_vm') {
+      return print(WAIT_EXIT.endedOtherwise, `wait: the gateway has no VM named '${vm}'`);
+    }
+    if (error instanceof ClientError) return print(WAIT_EXIT.connection, `wait: ${error.message}`);
+    throw error;
+  } finally {
+    client.close();
+  }
 }

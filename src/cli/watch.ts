@@ -2,11 +2,11 @@
  * `blockjob-gateway watch ws://HOST:PORT [--vm NAME] [--job ID] [--state S] [--json]`: a live table
  * redrawn in place on a terminal (like `kubectl get -w`), or one JSON line per message when piped.
  */
-import { ResumeClient } from '../client/resume-client.js';
-import { createNodeSocket } from '../client/node-socket.js';
+import type { ConnectionStatus } from '../client/session.js';
 import { GatewayError } from '../errors.js';
-import type { JobState, JobStatusName, ServerMessage, SubscriptionFilter } from '../generated/schema-types.js';
-import { TOKEN_ENV, formatBytes, formatEta, gatewayUrl, parseRemoteArgs, token } from './remote.js';
+import { CLOSE_CODES, type CloseCode } from '../protocol/codes.js';
+import type { JobState, JobStatusName, SubscriptionFilter } from '../generated/schema-types.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, formatBytes, formatEta, gatewayUrl, parseRemoteArgs, token } from './remote.js';
 
 export const usage = `Usage: blockjob-gateway watch ws://HOST:PORT [options]
 
@@ -18,6 +18,9 @@ Options:
   --state STATE   only jobs in this state (repeatable): created, running, paused, ready, standby,
                   waiting, pending, aborting, concluded, dismissed
   --json          one JSON line per protocol message, even on a terminal
+  --connect-timeout DURATION
+                  count an attempt as failed when the gateway does not answer for this long
+                  (default ${DEFAULT_CONNECT_TIMEOUT}); watch keeps retrying and says why on stderr
   --token TOKEN   bearer token (default: $${TOKEN_ENV})
   -h, --help      this text
 `;
@@ -50,17 +53,29 @@ export function renderTable(jobs: Iterable<JobState>, vmStatus: ReadonlyMap<stri
 /** Finished jobs kept per VM: the gateway forgets them after its retention and says nothing, so we bound them here. */
 const MAX_FINISHED_PER_VM = 50;
 
-function forgetOldFinished(jobs: Map<string, JobState>, vm: string): void {
-  const finished = [...jobs].filter(([, j]) => j.vm === vm && (j.state === 'concluded' || j.state === 'dismissed'));
-  if (finished.length <= MAX_FINISHED_PER_VM) return;
-  finished.sort(([, a], [, b]) => Date.parse(a.stateSince) - Date.parse(b.stateSince));
-  for (const [k] of finished.slice(0, finished.length - MAX_FINISHED_PER_VM)) jobs.delete(k);
+/** One line for what the connection is doing and, when it is not open, why. */
+export function describeStatus(status: ConnectionStatus): string {
+  switch (status.state) {
+    case 'connecting':
+      return `connecting to ${status.url}${status.attempt > 1 ? ` (attempt ${status.attempt})` : ''}`;
+    case 'open':
+      return `connected to ${status.url}`;
+    case 'reconnecting': {
+      const retry = `retrying${status.nextUrl !== status.url ? ` ${status.nextUrl}` : ''} in ${Math.max(1, Math.round(status.retryInMs / 1000))} s`;
+      if (status.error) return `${status.error.message}; ${retry} (attempt ${status.attempt})`;
+      const close = status.close;
+      const name = close ? (CLOSE_CODES[close.code as CloseCode]?.name ?? (close.code === 1006 ? 'connection dropped' : '')) : '';
+      return `connection to ${status.url} lost (${close?.code ?? '?'}${name ? ` ${name}` : ''}${close?.reason ? `: ${close.reason}` : ''}); resuming, ${retry}`;
+    }
+    case 'closed':
+      return status.error ? `stopped: ${status.error.message}` : 'closed';
+  }
 }
 
 export async function run(argv: string[]): Promise<number> {
   const parsed = parseRemoteArgs(
     argv,
-    { vm: { type: 'string', multiple: true }, job: { type: 'string', multiple: true }, state: { type: 'string', multiple: true } },
+    { vm: { type: 'string', multiple: true }, job: { type: 'string', multiple: true }, state: { type: 'string', multiple: true }, 'connect-timeout': { type: 'string' } },
     'watch',
     usage,
     2,
@@ -85,8 +100,12 @@ export async function run(argv: string[]): Promise<number> {
   if (nonEmpty(states)) filter.states = states;
 
   const asJson = values.json || !process.stdout.isTTY;
-  const jobs = new Map<string, JobState>();
-  const vmStatus = new Map<string, string>();
+  const client = cliClient(url, {
+    token: token(values.token),
+    ...(Object.keys(filter).length ? { filter } : {}),
+    connectTimeoutMs: connectTimeout(values['connect-timeout'], undefined),
+    maxFinishedJobsPerVm: MAX_FINISHED_PER_VM,
+  });
   let connection = 'connecting';
   let redrawPending = false;
   const redraw = () => {
@@ -94,69 +113,22 @@ export async function run(argv: string[]): Promise<number> {
     redrawPending = true;
     setTimeout(() => {
       redrawPending = false;
-      process.stdout.write(`\x1b[H\x1b[2J${url}  [${connection}]\n${renderTable(jobs.values(), vmStatus)}\n`);
+      process.stdout.write(`\x1b[H\x1b[2J${url}  [${connection}]\n${renderTable(client.jobs(), client.vms)}\n`);
     }, 100);
   };
-  const key = (vm: string, id: string) => `${vm}\u0000${id}`;
-  const onMessage = (message: ServerMessage) => {
-    if (asJson) {
-      process.stdout.write(`${JSON.stringify(message)}\n`);
-      return;
-    }
-    switch (message.type) {
-      case 'welcome':
-        for (const v of message.vms) vmStatus.set(v.vm, v.status);
-        break;
-      case 'subscribed':
-        // A snapshot replaces what we knew of that VM.
-        for (const vm of Object.keys(message.streams)) {
-          if (message.streams[vm]?.mode === 'snapshot') for (const [k, j] of jobs) if (j.vm === vm) jobs.delete(k);
-        }
-        break;
-      case 'event':
-        // The job no longer matches our filter (say it left `--state running`): it leaves the table.
-        if (message.leftFilter) {
-          jobs.delete(key(message.vm, message.job.id));
-          break;
-        }
-        jobs.set(key(message.vm, message.job.id), message.job);
-        forgetOldFinished(jobs, message.vm);
-        break;
-      case 'state':
-        jobs.set(key(message.vm, message.job.id), message.job);
-        forgetOldFinished(jobs, message.vm);
-        break;
-      case 'vm':
-        vmStatus.set(message.vm, message.status);
-        break;
-      case 'progress': {
-        const job = jobs.get(key(message.vm, message.job));
-        if (job) jobs.set(key(message.vm, message.job), { ...job, progress: message.progress });
-        break;
-      }
-      default:
-        return;
-    }
-    redraw();
-  };
+  if (asJson) client.on('message', (message) => process.stdout.write(`${JSON.stringify(message)}\n`));
+  else for (const event of ['snapshot', 'transition', 'vm', 'progress', 'welcome'] as const) client.on(event, redraw);
 
   return new Promise<number>((resolve) => {
-    const bearer = token(values.token);
-    const client = new ResumeClient({
-      url,
-      createSocket: createNodeSocket,
-      ...(bearer ? { token: bearer } : {}),
-      ...(Object.keys(filter).length ? { filter } : {}),
-      onMessage,
-      onStatus: (status, detail) => {
-        connection = detail?.code ? `${status} (${detail.code})` : status;
-        if (asJson) process.stderr.write(`watch: ${connection}\n`);
-        else redraw();
-      },
-      onFatal: (close) => {
-        process.stderr.write(`watch: the gateway refused the connection: ${close.code} ${close.reason}\n`);
-        resolve(3);
-      },
+    client.on('status', (status) => {
+      connection = describeStatus(status);
+      // What it retries and why goes to stderr at once, also under the table.
+      if (asJson || status.state === 'reconnecting') process.stderr.write(`watch: ${connection}\n`);
+      if (!asJson) redraw();
+    });
+    client.on('error', (error) => {
+      process.stderr.write(`watch: ${error.message}\n`);
+      resolve(3);
     });
     const stop = () => {
       client.close();

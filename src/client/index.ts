@@ -1,2 +1,33 @@
-export * from './resume-client.js';
-export { createNodeSocket } from './node-socket.js';
+/**
+ * `blockjob-gateway/client`: the public client library (browser-safe: nothing from Node). In Node 20,
+ * pass `socket: nodeWebSocket` from `blockjob-gateway/client/node`. See docs/client.md.
+ */
+export { GatewayClient, wasReady } from './gateway-client.js';
+export type {
+  CallOptions,
+  CommandRequest,
+  GatewayClientEvents,
+  GatewayClientOptions,
+  SnapshotEvent,
+  SyncedOptions,
+  WaitTarget,
+} from './gateway-client.js';
+export type { ConnectionStatus } from './session.js';
+export { endpoint } from './session.js';
+export type { StreamPosition } from './cursors.js';
+export { isEnded } from './job-map.js';
+export { describeCause, type WebSocketFactory, type WebSocketLike } from './socket.js';
+export * from './errors.js';
+export type {
+  CommandAction,
+  EventMessage,
+  JobState,
+  JobStatusName,
+  ProgressMessage,
+  ResultMessage,
+  ServerMessage,
+  SubscriptionFilter,
+  VmMessage,
+  VmStatus,
+  WelcomeMessage,
+} from '../generated/schema-types.js';

@@ -23,6 +23,14 @@ describe('wait verdicts', () => {
     expect(v?.code).toBe(WAIT_EXIT.endedOtherwise);
     expect(v?.message).toContain('cancelled');
   });
+  it('for ready, a job that was ready and has since concluded says so, with its outcome and pivot (exit 1)', () => {
+    const pivoted = judge({ ...base, state: 'dismissed', ready: false, outcome: 'completed', pivoted: true }, 'ready');
+    expect(pivoted?.code).toBe(WAIT_EXIT.endedOtherwise);
+    expect(pivoted?.message).toMatch(/^job was ready and has since concluded: outcome completed, pivoted: /);
+    // Seen ready by the client, then cancelled: still not "ended before it was ready".
+    const seen = judge({ ...base, state: 'concluded', ready: false, outcome: 'cancelled' }, 'ready', true);
+    expect(seen?.message).toMatch(/^job was ready and has since concluded: outcome cancelled/);
+  });
   it('for concluded: 0 only for outcome completed, 1 for failed, cancelled and unknown', () => {
     expect(judge({ ...base, state: 'concluded', outcome: 'completed' }, 'concluded')?.code).toBe(0);
     for (const outcome of ['failed', 'cancelled', 'unknown'] as const) {

@@ -31,6 +31,8 @@ const BELOW: Readonly<Record<string, readonly string[]>> = {
   libvirt: ['errors.js', 'log.js', 'backoff.js'],
   jobs: ['errors.js', 'log.js', 'backoff.js', 'generated', 'qmp', 'libvirt'],
   protocol: ['errors.js', 'generated'],
+  // The public client runs in browsers too: the pure protocol codes and the backoff policy, nothing of the server.
+  client: ['errors.js', 'backoff.js', 'generated', 'protocol'],
   gateway: ['errors.js', 'log.js', 'backoff.js', 'version.js', 'generated', 'qmp', 'libvirt', 'jobs', 'protocol'],
 };
 
@@ -48,6 +50,11 @@ for (const [layer, allowed] of Object.entries(BELOW)) {
     }
   });
 }
+
+it('in src/client only node.ts (the Node 20 WebSocket adapter) imports a package', () => {
+  const importers = sourceFiles(join(SRC, 'client')).filter((file) => importsOf(file).packages.size > 0);
+  expect(importers.map((file) => relative(REPO_ROOT, file))).toEqual(['src/client/node.ts']);
+});
 
 it('in src/gateway only use/ws.ts imports ws', () => {
   const importers = sourceFiles(join(SRC, 'gateway')).filter((file) => importsOf(file).packages.has('ws'));
