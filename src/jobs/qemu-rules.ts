@@ -58,7 +58,7 @@ const VERB_TABLE: Readonly<Record<QemuVerb, ReadonlySet<QemuJobStatus>>> = {
 };
 
 /** QEMU's status for a normalized state (the names are QEMU's, except dismissed = null). */
-export function qemuStatusOf(state: JobStatusName): LiveStatus {
+function qemuStatusOf(state: JobStatusName): LiveStatus {
   return state === 'dismissed' ? 'null' : state;
 }
 
@@ -68,7 +68,7 @@ export function verbAcceptedIn(verb: QemuVerb, status: QemuJobStatus): boolean {
 }
 
 /** The statuses in which QEMU accepts `verb`, in table order (for messages). */
-export function statusesAccepting(verb: QemuVerb): readonly QemuJobStatus[] {
+function statusesAccepting(verb: QemuVerb): readonly QemuJobStatus[] {
   return [...VERB_TABLE[verb]];
 }
 
@@ -113,7 +113,7 @@ export function mayBecomeReady(state: JobStatusName): boolean {
 }
 
 /** Main-loop states a job is in before it is ready (created, running, paused). */
-export function isBeforeReady(state: JobStatusName): boolean {
+function isBeforeReady(state: JobStatusName): boolean {
   return mayBecomeReady(state) && state !== 'ready' && state !== 'standby';
 }
 

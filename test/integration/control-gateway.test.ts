@@ -8,7 +8,7 @@ import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { makeJobController, type JobController } from '../../src/gateway/control/index.js';
 import { clientSubprotocols } from '../../src/protocol/codes.js';
 import { FakeJobSource } from '../utils/fake-source.js';
-import { LogRecorder } from '../unit/control/helpers.js';
+import { LogRecorder } from '../utils/log-recorder.js';
 import { waitUntil } from '../utils/job-scenarios.js';
 import { Leftovers } from './gateway-support.js';
 

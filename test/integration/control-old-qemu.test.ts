@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { makeJobController, type CommandContext, type JobController } from '../../src/gateway/control/index.js';
 import type { CommandMessage } from '../../src/generated/schema-types.js';
-import { LogRecorder } from '../unit/control/helpers.js';
+import { LogRecorder } from '../utils/log-recorder.js';
 import type { QmpPeerReply, ReceivedCommand } from '../utils/scripted-peer.js';
 import { blockJobRow, startEngineRig, type EngineRig } from './jobs-harness.js';
 

@@ -13,7 +13,7 @@ import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 import { openScenario, waitUntil, type Scenario } from '../utils/job-scenarios.js';
 import { blockJob } from '../utils/job-scenarios-qmp.js';
-import { LogRecorder, qmpCalls } from '../unit/control/helpers.js';
+import { LogRecorder, qmpCalls } from '../utils/log-recorder.js';
 
 const MiB = 1024 * 1024;
 

@@ -13,7 +13,7 @@ import { MiB, startMirror } from '../../src/lab/jobs.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 import { openScenario, waitUntil, type Scenario } from '../utils/job-scenarios.js';
-import { LogRecorder } from '../unit/control/helpers.js';
+import { LogRecorder } from '../utils/log-recorder.js';
 
 const POLL_TIMEOUT_MS = 1_000;
 

@@ -4,14 +4,14 @@
  * Real QEMU behaviour is covered in test/qemu/control-*.test.ts.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { QmpCommandError, QmpOutcomeUnknownError, QmpTimeoutError, QmpTooManyPendingError, StateError } from '../../../src/errors.js';
-import type { Principal } from '../../../src/gateway/auth.js';
-import { makeJobController, type CommandContext, type CommandHandler, type JobController } from '../../../src/gateway/control/index.js';
-import { validateServerMessage } from '../../../src/protocol/validate.js';
-import type { CommandMessage } from '../../../src/generated/schema-types.js';
-import { capabilitiesFromVersion } from '../../../src/jobs/capabilities.js';
-import { deferred, FakeJobSource } from '../../utils/fake-source.js';
-import { LogRecorder } from './helpers.js';
+import { QmpCommandError, QmpOutcomeUnknownError, QmpTimeoutError, QmpTooManyPendingError, StateError } from '../../../../src/errors.js';
+import type { Principal } from '../../../../src/gateway/auth.js';
+import { makeJobController, type CommandContext, type CommandHandler, type JobController } from '../../../../src/gateway/control/index.js';
+import { validateServerMessage } from '../../../../src/protocol/validate.js';
+import type { CommandMessage } from '../../../../src/generated/schema-types.js';
+import { capabilitiesFromVersion } from '../../../../src/jobs/capabilities.js';
+import { deferred, FakeJobSource } from '../../../utils/fake-source.js';
+import { LogRecorder } from '../../../utils/log-recorder.js';
 
 let source: FakeJobSource;
 let controller: JobController;
@@ -84,6 +84,17 @@ describe('refused before anything else', () => {
     const stray = await handle(command('pause', { force: true, when: 'now' }), context());
     expect(stray).toMatchObject({ error: { code: 'invalid_message', details: [{ path: '/force' }, { path: '/when' }] } });
     expect(sent()).toEqual([]);
+  });
+
+  it("not_supported for a job libvirt owns (only observed), even for a complete that would wait; nothing is sent", async () => {
+    setup();
+    source.set({ id: 'copy-vda-libvirt-1-format', state: 'running' });
+    for (const action of ['complete', 'cancel', 'pause'] as const) {
+      const answer = await handle(command(action, { job: 'copy-vda-libvirt-1-format', timeoutMs: 60_000 }), context());
+      expect(answer).toMatchObject({ ok: false, error: { code: 'not_supported', message: expect.stringContaining('libvirt') }, job: { state: 'running' } });
+    }
+    expect(sent()).toEqual([]);
+    expect(source.log).toEqual([]);
   });
 
   it('verb_not_allowed with the state, before QEMU; job_ended once the job is over', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { CommandCache } from '../../../src/gateway/control/command-cache.js';
-import { deferred } from '../../utils/fake-source.js';
+import { CommandCache } from '../../../../src/gateway/control/command-cache.js';
+import { deferred } from '../../../utils/fake-source.js';
 
 const keepAll = (): boolean => true;
 

@@ -1,6 +1,6 @@
-/** Shared by the job-control tests: a logger that records, and the job verbs a monitor was asked to run. */
+/** Shared by the tests: a logger that records, and the job verbs a monitor was asked to run (a spied execute). */
 import type { MockInstance } from 'vitest';
-import type { Logger } from '../../../src/log.js';
+import type { Logger } from '../../src/log.js';
 
 export interface LogEntry {
   level: 'debug' | 'info' | 'warn' | 'error';
