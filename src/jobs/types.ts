@@ -111,6 +111,8 @@ export interface VmInfo {
   backend: BackendKind;
   /** QEMU's version, once a session told it. */
   qemu?: { major: number; minor: number; micro: number };
+  /** libvirt's version, for a VM followed through libvirt (its source sets it). */
+  libvirt?: { major: number; minor: number; micro: number };
   /** Commands written to the backend so far (polls and verbs), over all its sessions. */
   commandsSent: number;
   /** Problems so far, counted by stable code. */
