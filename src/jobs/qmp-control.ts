@@ -26,12 +26,15 @@ export interface QmpControlOptions {
 }
 
 /**
- * libvirt names its jobs `copy-`, `commit-`, `pull-`, `backup-` and `create-` + disk/node, and
- * dismisses them itself: a verb written to one behind libvirt's back breaks its bookkeeping
- * (reference libvirt.md §4).
+ * libvirt names its jobs `copy-`, `commit-`, `pull-`, `backup-` + disk + its node (`libvirt-N-format`
+ * or `-storage`) and `create-` + node, and dismisses them itself: a verb written to one behind
+ * libvirt's back breaks its bookkeeping (reference libvirt.md §4). The node suffix keeps the rule off
+ * ordinary ids such as `commit-5`.
  */
+const LIBVIRT_JOB_ID = /^(?:(?:copy|commit|pull|backup)-.+|create)-libvirt-\d+-(?:format|storage)$/;
+
 export function isLibvirtOwnedJob(_vm: string, id: string): boolean {
-  return /^(copy|commit|pull|backup|create)-/.test(id);
+  return LIBVIRT_JOB_ID.test(id);
 }
 
 /** One QMP command for one verb, and what the engine is told before it is written. */
