@@ -6,7 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { GatewayClient } from '../client/gateway-client.js';
 import { nodeWebSocket } from '../client/node.js';
 import { UsageError } from '../errors.js';
-import type { JobState, SubscriptionFilter } from '../generated/schema-types.js';
+import type { GatewayInfo, JobState, SubscriptionFilter } from '../generated/schema-types.js';
 
 export const TOKEN_ENV = 'BLOCKJOB_GATEWAY_TOKEN';
 
@@ -45,6 +45,21 @@ export function gatewayUrl(positionals: string[], command: string): string {
   if (positionals.length > 1) throw new UsageError(`${command}: unexpected argument '${positionals[1]}'`);
   if (!/^wss?:\/\/[^/]+/.test(url)) throw new UsageError(`${command}: '${url}' is not a ws:// or wss:// URL`);
   return url;
+}
+
+/** GET /v1/info of the gateway behind a ws(s):// URL; undefined when it cannot be had (older gateway, no route). */
+export async function fetchGatewayInfo(wsUrl: string, bearer: string | undefined, timeoutMs = 5000): Promise<GatewayInfo | undefined> {
+  const base = new URL(wsUrl);
+  base.protocol = base.protocol === 'wss:' ? 'https:' : 'http:';
+  try {
+    const response = await fetch(new URL('/v1/info', base), {
+      headers: bearer ? { Authorization: `Bearer ${bearer}` } : {},
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    return response.ok ? ((await response.json()) as GatewayInfo) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export function token(flag: string | undefined): string | undefined {

@@ -5,12 +5,15 @@
 import type { ConnectionStatus } from '../client/session.js';
 import { GatewayError } from '../errors.js';
 import { CLOSE_CODES, type CloseCode } from '../protocol/codes.js';
-import type { JobState, JobStatusName, SubscriptionFilter } from '../generated/schema-types.js';
-import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, formatBytes, formatEta, gatewayUrl, parseRemoteArgs, token } from './remote.js';
+import type { JobStatusName, SubscriptionFilter } from '../generated/schema-types.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, fetchGatewayInfo, gatewayUrl, parseRemoteArgs, token } from './remote.js';
+import { renderScreen, TerminalScreen, type ScreenFacts } from './watch-screen.js';
 
 export const usage = `Usage: blockjob-gateway watch ws://HOST:PORT [options]
 
-Shows every job live: a table redrawn in place on a terminal, one JSON line per message otherwise.
+Shows every job live. On a terminal: a table redrawn in place on the alternate screen (like top),
+active jobs first, then finished ones as far as the terminal is tall, with a count of those hidden;
+a gateway running on the simulator is labelled SIMULATED. Piped: one JSON line per message.
 
 Options:
   --vm NAME       only this VM (repeatable)
@@ -26,29 +29,6 @@ Options:
 `;
 
 const STATES: readonly JobStatusName[] = ['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending', 'aborting', 'concluded', 'dismissed'];
-
-/** The table the terminal view draws: pure, so it is tested without a terminal. */
-export function renderTable(jobs: Iterable<JobState>, vmStatus: ReadonlyMap<string, string>, now = Date.now()): string {
-  const header = ['VM', 'JOB', 'TYPE', 'STATE', 'READY', 'PROGRESS', 'RATE', 'ETA', 'OUTCOME', 'AGE'];
-  const rows = [...jobs]
-    .sort((a, b) => a.vm.localeCompare(b.vm) || a.id.localeCompare(b.id))
-    .map((job) => [
-      job.stale ? `${job.vm} (stale)` : job.vm,
-      job.id,
-      job.type,
-      job.pauseReason ? `${job.state}/${job.pauseReason}` : job.state,
-      job.ready === null ? '?' : job.ready ? 'yes' : 'no',
-      `${job.progress.percent.toFixed(1)}% of ${formatBytes(job.progress.total)}`,
-      job.progress.rate === null ? '-' : `${formatBytes(job.progress.rate)}/s`,
-      formatEta(job.progress.etaSeconds),
-      job.outcome ? `${job.outcome}${job.pivoted ? ' (pivoted)' : ''}${job.error ? `: ${job.error}` : ''}` : '',
-      `${Math.max(0, Math.round((now - Date.parse(job.stateSince)) / 1000))}s`,
-    ]);
-  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
-  const vms = [...vmStatus].map(([vm, status]) => `${vm}: ${status}`).join('   ');
-  return [vms || '(no VMs)', '', line(header), ...rows.map(line)].join('\n');
-}
 
 /** Finished jobs kept per VM: the gateway forgets them after its retention and says nothing, so we bound them here. */
 const MAX_FINISHED_PER_VM = 50;
@@ -106,32 +86,49 @@ export async function run(argv: string[]): Promise<number> {
     connectTimeoutMs: connectTimeout(values['connect-timeout'], undefined),
     maxFinishedJobsPerVm: MAX_FINISHED_PER_VM,
   });
-  let connection = 'connecting';
+  const facts: ScreenFacts = { url, connection: 'connecting' };
+  const screen = new TerminalScreen(process.stdout, (size) => renderScreen(client.jobs(), client.vms, facts, size));
   let redrawPending = false;
   const redraw = () => {
     if (redrawPending) return;
     redrawPending = true;
     setTimeout(() => {
       redrawPending = false;
-      process.stdout.write(`\x1b[H\x1b[2J${url}  [${connection}]\n${renderTable(client.jobs(), client.vms)}\n`);
+      screen.draw();
     }, 100);
   };
+  // Ages count up between messages.
+  const tick = asJson ? undefined : setInterval(redraw, 1000);
   if (asJson) client.on('message', (message) => process.stdout.write(`${JSON.stringify(message)}\n`));
-  else for (const event of ['snapshot', 'transition', 'vm', 'progress', 'welcome'] as const) client.on(event, redraw);
+  else {
+    for (const event of ['snapshot', 'transition', 'vm', 'progress', 'welcome'] as const) client.on(event, redraw);
+    screen.start();
+    // Label a simulated gateway; an older gateway without /v1/info just goes unlabelled.
+    void fetchGatewayInfo(url, token(values.token)).then((info) => {
+      facts.simulated = info?.simulated === true;
+      redraw();
+    });
+  }
+  const stopDrawing = () => {
+    clearInterval(tick);
+    screen.close();
+  };
 
   return new Promise<number>((resolve) => {
     client.on('status', (status) => {
-      connection = describeStatus(status);
-      // What it retries and why goes to stderr at once, also under the table.
-      if (asJson || status.state === 'reconnecting') process.stderr.write(`watch: ${connection}\n`);
+      facts.connection = describeStatus(status);
+      // What it retries and why goes to stderr at once (on a terminal, also in the screen's header).
+      if (asJson || status.state === 'reconnecting') process.stderr.write(`watch: ${facts.connection}\n`);
       if (!asJson) redraw();
     });
     client.on('error', (error) => {
+      stopDrawing();
       process.stderr.write(`watch: ${error.message}\n`);
       resolve(3);
     });
     const stop = () => {
       client.close();
+      stopDrawing();
       resolve(0);
     };
     process.once('SIGINT', stop);

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { judge, WAIT_EXIT } from '../../../src/cli/wait.js';
-import { renderTable } from '../../../src/cli/watch.js';
 import { parseDuration } from '../../../src/cli/remote.js';
 import type { JobState } from '../../../src/generated/schema-types.js';
 
@@ -47,23 +46,5 @@ describe('durations', () => {
     expect(parseDuration('250ms', '--timeout')).toBe(250);
     expect(parseDuration('90', '--timeout')).toBe(90_000);
     expect(() => parseDuration('ten', '--timeout')).toThrow(/--timeout: 'ten' is not a duration/);
-  });
-});
-
-describe('watch table', () => {
-  it('shows state, readiness, progress and outcome per job, sorted', () => {
-    const text = renderTable(
-      [
-        { ...base, id: 'j1', state: 'concluded', outcome: 'completed', pivoted: true },
-        { ...base, id: 'j0', state: 'ready', ready: true },
-      ],
-      new Map([['vm1', 'connected']]),
-      Date.parse('2026-11-25T00:00:05Z'),
-    );
-    const lines = text.split('\n');
-    expect(lines[0]).toBe('vm1: connected');
-    expect(lines[2]).toMatch(/^VM\s+JOB\s+TYPE\s+STATE\s+READY/);
-    expect(lines[3]).toMatch(/vm1\s+j0\s+mirror\s+ready\s+yes\s+100\.0% of 64 B\s+1\.0 MiB\/s\s+0s\s+5s/);
-    expect(lines[4]).toMatch(/j1\s+mirror\s+concluded\s+no .*completed \(pivoted\)/);
   });
 });
