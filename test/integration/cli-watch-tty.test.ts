@@ -30,7 +30,8 @@ describeBuilt('watch on a terminal and in a pipe', () => {
     const gateway = await fleet();
     const shell = `stty rows 20 cols 120; node ${CLI_ENTRY} watch ${gateway.wsUrl} & echo "PID:$!"; wait $!`;
     const script = spawn('script', ['-qfec', shell, '/dev/null'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    registerLeftover({ label: `script pid ${script.pid}`, dispose: () => script.kill('SIGKILL'), disposeNow: () => script.kill('SIGKILL') });
+    const killScript = () => void script.kill('SIGKILL');
+    registerLeftover({ label: `script pid ${script.pid}`, dispose: killScript, disposeNow: killScript });
     let output = '';
     script.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     const exited = new Promise((resolve) => script.on('exit', resolve));
