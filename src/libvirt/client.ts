@@ -20,9 +20,8 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { reconnectDelayMs, resolveReconnectPolicy, type ResolvedReconnectPolicy } from '../backoff.js';
+import { reconnectDelayMs } from '../backoff.js';
 import {
-  ConfigError,
   LibvirtAuthError,
   LibvirtClosedError,
   LibvirtConnectError,
@@ -35,14 +34,16 @@ import {
   LibvirtTooManyPendingError,
   StateError,
 } from '../errors.js';
-import { silentLogger, type Logger } from '../log.js';
-import { resolveLibvirtAddress, DEFAULT_LIBVIRT_URI } from './address.js';
+import type { Logger } from '../log.js';
 import { specs, type CallSpec } from './calls.js';
 import * as codec from './codec.js';
 import * as c from './constants.js';
 import { hexEvidence, RpcFramer } from './framing.js';
-import { DEFAULT_KEEPALIVE, KeepaliveTimer } from './keepalive.js';
 import { decodeEvent, type DecodedEvent } from './events.js';
+import { KeepaliveTimer } from './keepalive.js';
+import { classifyHeader } from './messages.js';
+import { negotiate, unpackVersion } from './negotiate.js';
+import { MAX_TIMER_MS, resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { WatchRegistry, type Watch } from './watches.js';
 import type {
   BlockJobAbortFlags,
@@ -65,8 +66,6 @@ import type {
 } from './types.js';
 import { XdrError } from './xdr.js';
 
-/** setTimeout's ceiling (2^31 - 1 ms). */
-const MAX_TIMER_MS = 2_147_483_647;
 /** How long close() waits for libvirtd to acknowledge connect close before dropping the socket. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -100,16 +99,8 @@ export class LibvirtClient implements LibvirtConnection {
   readonly uri: string;
   readonly readOnly: boolean;
   readonly socketPath: string;
-  private readonly openUri: string;
+  private readonly options: ResolvedClientOptions;
   private readonly log: Logger;
-  private readonly connectFn: (socketPath: string) => Duplex;
-  private readonly connectTimeoutMs: number;
-  private readonly negotiateTimeoutMs: number;
-  private readonly defaultTimeoutMs: number;
-  private readonly maxMessageBytes: number;
-  private readonly maxPendingCalls: number;
-  private readonly keepaliveConfig: { intervalMs: number; count: number } | false;
-  private readonly reconnect: ResolvedReconnectPolicy;
 
   private readonly stateSubject = new BehaviorSubject<LibvirtRunState>('idle');
   private readonly sessionSubject = new Subject<LibvirtSession>();
@@ -132,29 +123,8 @@ export class LibvirtClient implements LibvirtConnection {
   private readonly watches: WatchRegistry;
 
   constructor(options: LibvirtClientOptions = {}) {
-    this.uri = options.uri ?? DEFAULT_LIBVIRT_URI;
-    this.readOnly = options.readOnly ?? false;
-    const address = resolveLibvirtAddress(this.uri, this.readOnly, options.socketPath);
-    this.openUri = address.openUri;
-    this.socketPath = address.socketPath;
-    this.name = options.name ?? this.uri;
-    this.log = options.logger ?? silentLogger;
-    this.connectFn = options.connect ?? ((path) => net.connect({ path }));
-    this.connectTimeoutMs = positive(options.connectTimeoutMs, 5_000, 'connectTimeoutMs');
-    this.negotiateTimeoutMs = positive(options.negotiateTimeoutMs, 10_000, 'negotiateTimeoutMs');
-    this.defaultTimeoutMs = positive(options.defaultTimeoutMs, 10_000, 'defaultTimeoutMs');
-    this.maxMessageBytes = positive(options.maxMessageBytes, c.VIR_NET_MESSAGE_MAX, 'maxMessageBytes');
-    this.maxPendingCalls = positive(options.maxPendingCalls, 256, 'maxPendingCalls');
-    this.keepaliveConfig =
-      options.keepalive === false
-        ? false
-        : {
-            intervalMs: positive(options.keepalive?.intervalMs, DEFAULT_KEEPALIVE.intervalMs, 'keepalive.intervalMs'),
-            count: positive(options.keepalive?.count, DEFAULT_KEEPALIVE.count, 'keepalive.count'),
-          };
-    this.reconnect = resolveReconnectPolicy(options.reconnect);
-    // Validate now, so a bad limit is a ConfigError at construction rather than at the first connect.
-    new RpcFramer(nothing, nothing, { maxMessageBytes: this.maxMessageBytes });
+    this.options = resolveClientOptions(options);
+    ({ name: this.name, uri: this.uri, readOnly: this.readOnly, socketPath: this.socketPath, log: this.log } = this.options);
     this.watches = new WatchRegistry({
       register: (watch) => this.registerWatch(watch),
       deregister: (watch, callbackId) => this.deregisterWatch(watch, callbackId),
@@ -288,7 +258,7 @@ export class LibvirtClient implements LibvirtConnection {
 
   /** A public call: only when ready. */
   private call<R>(spec: CallSpec<R>, options: LibvirtCallOptions = {}): Promise<R> {
-    const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
+    const timeoutMs = options.timeoutMs ?? this.options.defaultTimeoutMs;
     if (!(timeoutMs > 0) || timeoutMs > MAX_TIMER_MS) {
       return Promise.reject(new RangeError(`${this.name}: ${spec.info.procedure}: timeoutMs must be in (0, ${MAX_TIMER_MS}], got ${timeoutMs}`));
     }
@@ -302,8 +272,8 @@ export class LibvirtClient implements LibvirtConnection {
 
   /** Write a call on a connection (any state; negotiation uses this directly) and await its reply. */
   private send<R>(connection: Connection, spec: CallSpec<R>, timeoutMs: number): Promise<R> {
-    if (connection.pending.size >= this.maxPendingCalls) {
-      return Promise.reject(new LibvirtTooManyPendingError(spec.info, this.maxPendingCalls));
+    if (connection.pending.size >= this.options.maxPendingCalls) {
+      return Promise.reject(new LibvirtTooManyPendingError(spec.info, this.options.maxPendingCalls));
     }
     let body: Buffer | undefined;
     try {
@@ -335,7 +305,7 @@ export class LibvirtClient implements LibvirtConnection {
     this.setState('connecting');
     let socket: Duplex;
     try {
-      socket = this.connectFn(this.socketPath);
+      socket = this.options.connect(this.socketPath);
     } catch (err) {
       this.emitProblem(new LibvirtConnectError(this.socketPath, `connect failed: ${(err as Error).message}`, { cause: err }));
       this.afterLoss();
@@ -346,7 +316,7 @@ export class LibvirtClient implements LibvirtConnection {
       framer: new RpcFramer(
         (message) => this.onMessage(connection, message),
         (error) => this.lose(connection, { message: error.message, problem: error, cause: error }),
-        { maxMessageBytes: this.maxMessageBytes },
+        { maxMessageBytes: this.options.maxMessageBytes },
       ),
       connectTimer: undefined,
       keepalive: undefined,
@@ -362,9 +332,9 @@ export class LibvirtClient implements LibvirtConnection {
     socket.on('close', () => this.onTransportEnd(connection));
     if (socket instanceof net.Socket && socket.connecting) {
       connection.connectTimer = setTimeout(() => {
-        const error = new LibvirtConnectError(this.socketPath, `connect timed out after ${this.connectTimeoutMs} ms`);
+        const error = new LibvirtConnectError(this.socketPath, `connect timed out after ${this.options.connectTimeoutMs} ms`);
         this.lose(connection, { message: error.message, problem: error });
-      }, this.connectTimeoutMs);
+      }, this.options.connectTimeoutMs);
       socket.once('connect', () => void this.negotiate(connection));
     } else {
       void this.negotiate(connection);
@@ -375,14 +345,16 @@ export class LibvirtClient implements LibvirtConnection {
     if (this.connection !== connection) return;
     clearTimeout(connection.connectTimer);
     this.setState('negotiating');
-    const timeout = this.negotiateTimeoutMs;
+    const timeout = this.options.negotiateTimeoutMs;
     try {
-      await this.authenticate(connection, await this.send(connection, specs.authList(), timeout));
-      await this.send(connection, specs.connectOpen(this.openUri, this.readOnly ? c.VIR_CONNECT_RO : 0), timeout);
-      // Asking is what starts libvirtd's own pings to us (remoteDispatchConnectSupportsFeature).
-      const config = this.keepaliveConfig;
-      const keepalive = config !== false && (await this.send(connection, specs.supportsFeature(c.VIR_DRV_FEATURE_PROGRAM_KEEPALIVE), timeout)) === 1;
-      if (keepalive && this.connection === connection) {
+      const { libVersion, hypervisorVersion, keepalive } = await negotiate((spec) => this.send(connection, spec, timeout), {
+        socketPath: this.socketPath,
+        openUri: this.options.openUri,
+        readOnly: this.readOnly,
+        keepalive: this.options.keepalive !== false,
+      });
+      const config = this.options.keepalive;
+      if (keepalive && config !== false && this.connection === connection) {
         const { intervalMs, count } = config;
         connection.keepalive = new KeepaliveTimer(intervalMs, count, () => this.sendKeepalive(connection, c.KEEPALIVE_PROC_PING), () => {
           const error = new LibvirtKeepaliveError(this.socketPath, intervalMs, count);
@@ -390,14 +362,12 @@ export class LibvirtClient implements LibvirtConnection {
         });
         connection.keepalive.start();
       }
-      const libVersion = unpackVersion(await this.send(connection, specs.libVersion(), timeout));
-      const hypervisorVersion = unpackVersion(await this.send(connection, specs.hypervisorVersion(), timeout));
       const number = this.sessionCount + 1;
       const watches = await this.watches.registerAll(number);
       if (this.connection !== connection) return;
       const session: LibvirtSession = Object.freeze({
         number: ++this.sessionCount,
-        uri: this.openUri,
+        uri: this.options.openUri,
         readOnly: this.readOnly,
         libVersion,
         hypervisorVersion,
@@ -421,19 +391,6 @@ export class LibvirtClient implements LibvirtConnection {
           ? err
           : new LibvirtConnectError(this.socketPath, `negotiation failed: ${(err as Error).message}`, { cause: err });
       this.lose(connection, { message: error.message, problem: error, cause: err });
-    }
-  }
-
-  /** libvirt's order: none when offered (or nothing is), else polkit; SASL is not spoken. */
-  private async authenticate(connection: Connection, offered: number[]): Promise<void> {
-    const names = offered.map((t) => c.AUTH_TYPES[t] ?? `type ${t}`);
-    if (offered.length === 0 || names.includes('none')) return;
-    if (!names.includes('polkit')) throw new LibvirtAuthError(this.socketPath, names);
-    try {
-      await this.send(connection, specs.authPolkit(), this.negotiateTimeoutMs);
-    } catch (err) {
-      if (err instanceof LibvirtRemoteError) throw new LibvirtAuthError(this.socketPath, ['polkit'], { cause: err });
-      throw err;
     }
   }
 
@@ -477,8 +434,8 @@ export class LibvirtClient implements LibvirtConnection {
   private afterLoss(): void {
     if (this.state === 'closed') return;
     this.setState('disconnected');
-    if (this.state !== 'disconnected' || !this.reconnect.enabled) return; // a subscriber closed or restarted us
-    const delayMs = reconnectDelayMs(this.failedAttempts++, this.reconnect);
+    if (this.state !== 'disconnected' || !this.options.reconnect.enabled) return; // a subscriber closed or restarted us
+    const delayMs = reconnectDelayMs(this.failedAttempts++, this.options.reconnect);
     this.log.debug({ libvirt: this.name, delayMs, attempt: this.failedAttempts }, 'reconnect scheduled');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
@@ -510,31 +467,25 @@ export class LibvirtClient implements LibvirtConnection {
     const header = codec.decodeHeader(message);
     const body = message.subarray(c.VIR_NET_MESSAGE_HEADER_BYTES);
     this.log.debug({ libvirt: this.name, seq, prog: header.prog, proc: header.proc, type: header.type, serial: header.serial, status: header.status, bytes: message.length }, '<--');
+    const classified = classifyHeader(header);
     const headerFault = (text: string): void => {
       const error = new LibvirtProtocolError('header', text, hexEvidence(message));
       this.lose(connection, { message: error.message, problem: error, cause: error });
     };
-    if (header.prog === c.KEEPALIVE_PROGRAM) {
-      if (header.vers !== c.KEEPALIVE_PROTOCOL_VERSION || header.type !== c.MessageType.Message) return headerFault(`keepalive message with version ${header.vers}, type ${header.type}`);
-      if (header.proc === c.KEEPALIVE_PROC_PING) this.sendKeepalive(connection, c.KEEPALIVE_PROC_PONG);
-      else if (header.proc !== c.KEEPALIVE_PROC_PONG) return headerFault(`unknown keepalive procedure ${header.proc}`);
-      return;
-    }
-    if (header.prog !== c.REMOTE_PROGRAM && header.prog !== c.QEMU_PROGRAM) return headerFault(`unknown program 0x${header.prog.toString(16)}`);
-    if (header.vers !== 1) return headerFault(`unknown version ${header.vers} of program 0x${header.prog.toString(16)}`);
-    switch (header.type) {
-      case c.MessageType.Reply:
+    switch (classified.kind) {
+      case 'fault':
+        return headerFault(classified.reason);
+      case 'ping':
+        return this.sendKeepalive(connection, c.KEEPALIVE_PROC_PONG);
+      case 'pong':
+        return; // heard() above is all a PONG is for
+      case 'reply':
         return this.onReply(connection, header, body, message, headerFault);
-      case c.MessageType.Message:
-        if (header.status !== c.MessageStatus.Ok) return headerFault(`event with status ${header.status}`);
+      case 'event':
         return this.onEvent(connection, header, body, message, seq);
-      case c.MessageType.Stream: {
-        // We open no streams; the message is well framed, so it is reported and skipped.
+      case 'stream':
+        // Well framed, so it is reported and skipped rather than fatal.
         this.emitProblem(new LibvirtProtocolError('unexpected-message', `stream packet for serial ${header.serial}; this client opens no streams`, hexEvidence(message)));
-        return;
-      }
-      default:
-        return headerFault(`message type ${header.type} is not one libvirtd sends to a client`);
     }
   }
 
@@ -548,7 +499,6 @@ export class LibvirtClient implements LibvirtConnection {
     if (call.spec.program !== header.prog || call.spec.proc !== header.proc) {
       return headerFault(`reply for serial ${header.serial} names procedure ${header.proc}, the call was ${call.spec.info.procedure}`);
     }
-    if (header.status !== c.MessageStatus.Ok && header.status !== c.MessageStatus.Error) return headerFault(`reply with status ${header.status}`);
     connection.pending.delete(header.serial);
     clearTimeout(call.timer);
     try {
@@ -614,14 +564,14 @@ export class LibvirtClient implements LibvirtConnection {
     const connection = this.connection;
     if (!connection) return Promise.reject(new StateError(`${this.name}: not connected`, this.state, ['negotiating', 'ready']));
     const spec = watch.kind === 'monitor' ? specs.monitorRegister(watch) : specs.domainRegister(watch);
-    return this.send(connection, spec, this.negotiateTimeoutMs);
+    return this.send(connection, spec, this.options.negotiateTimeoutMs);
   }
 
   private async deregisterWatch(watch: Watch, callbackId: number): Promise<void> {
     const connection = this.connection;
     if (!connection || this.state !== 'ready') return;
     const spec = watch.kind === 'monitor' ? specs.monitorDeregister(callbackId) : specs.domainDeregister(callbackId);
-    await this.send(connection, spec, this.defaultTimeoutMs);
+    await this.send(connection, spec, this.options.defaultTimeoutMs);
   }
 
   // ---- helpers --------------------------------------------------------------------------------
@@ -658,16 +608,5 @@ function bodyError(err: unknown, what: string, message: Buffer): LibvirtProtocol
   return new LibvirtProtocolError('body', `${what}: ${(err as Error).message}`, hexEvidence(message), { cause: err });
 }
 
-function unpackVersion(packed: number): LibvirtVersion {
-  return { major: Math.floor(packed / 1_000_000), minor: Math.floor(packed / 1_000) % 1_000, micro: packed % 1_000, packed };
-}
 
 const fmt = (v: LibvirtVersion): string => `${v.major}.${v.minor}.${v.micro}`;
-
-function positive(value: number | undefined, fallback: number, field: string): number {
-  const resolved = value ?? fallback;
-  if (typeof resolved !== 'number' || !Number.isSafeInteger(resolved) || resolved <= 0) {
-    throw new ConfigError(`must be a positive integer, got ${String(resolved)}`, field);
-  }
-  return resolved;
-}
