@@ -16,7 +16,7 @@
  * ignores it once the job has left its main loop (waiting, pending).
  */
 import type { CommandAction, JobState, JobStatusName } from '../generated/schema-types.js';
-import type { MonitorCapabilities } from './types.js';
+import type { JobVerb, MonitorCapabilities } from './types.js';
 
 /** QEMU's JobStatus enum (qapi/job.json, 2.12+). */
 export const QEMU_JOB_STATUSES = [
@@ -127,6 +127,15 @@ export function effectiveForce(job: JobState, force: boolean): boolean {
 }
 
 /**
+ * What the engine is told (noteVerb) before an action is written: a cancel QEMU will treat as force
+ * (effectiveForce) is a force-cancel, so a ready mirror's soft cancel is known as "no pivot".
+ */
+export function engineVerbOf(action: QemuVerb, job: JobState, force: boolean): JobVerb {
+  if (action === 'cancel') return effectiveForce(job, force) ? 'force-cancel' : 'cancel';
+  return action;
+}
+
+/**
  * QEMU accepts `complete` right now, judged by the engine's authoritative state (never offset == len):
  * ready, or standby where QEMU >= 6.0 accepts it there.
  */
@@ -156,6 +165,19 @@ export function checkVerb(verb: QemuVerb, job: JobState, capabilities: MonitorCa
     };
   }
   return { allowed: true };
+}
+
+/**
+ * Whether the verb may be written now, judged on the job's current state: QEMU's table and version
+ * rules, and for complete the engine's authoritative readiness. What a control port of any
+ * QEMU-backed source checks once its backend is connected and the job's state current.
+ */
+export function mayWriteVerb(verb: QemuVerb, job: JobState, capabilities: MonitorCapabilities, force: boolean): VerbCheck {
+  const check = checkVerb(verb, job, capabilities, force);
+  if (check.allowed && verb === 'complete' && !acceptsComplete(job, capabilities)) {
+    return { allowed: false, reason: `job '${job.id}' is ${job.state} (ready: ${String(job.ready)})` };
+  }
+  return check;
 }
 
 /**

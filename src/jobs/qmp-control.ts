@@ -8,7 +8,7 @@ import { QmpClosedError, QmpCommandError, QmpOutcomeUnknownError, QmpTimeoutErro
 import type { QmpMonitor } from '../qmp/types.js';
 import type { ControlAction, ControlArgs, ControlPort, ExecuteOptions, SendCheck, Verdict, WireCommand } from './control-port.js';
 import type { MonitorJobs } from './monitor-jobs.js';
-import { acceptsComplete, checkVerb, effectiveForce, isStandbyCompleteRefusal } from './qemu-rules.js';
+import { engineVerbOf, isStandbyCompleteRefusal, mayWriteVerb } from './qemu-rules.js';
 import type { JobState, JobVerb, MonitorCapabilities } from './types.js';
 
 /** One VM as the port sees it: its engine (what it knows, and told of each verb), and the monitor verbs go to (none: not a QMP VM). */
@@ -49,28 +49,29 @@ export interface QmpPlan extends WireCommand {
  */
 export function planQmpCommand(action: ControlAction, job: JobState, capabilities: MonitorCapabilities, args: ControlArgs): QmpPlan {
   const id = job.id;
-  const jobOrBlockJob = (verb: JobVerb, name: string, blockJobArguments: Record<string, unknown>): QmpPlan =>
+  const verb = engineVerbOf(action, job, args.force ?? false);
+  const jobOrBlockJob = (name: string, blockJobArguments: Record<string, unknown>): QmpPlan =>
     capabilities.jobVerbs
       ? { command: `job-${name}`, arguments: { id }, verb }
       : { command: `block-job-${name}`, arguments: blockJobArguments, verb };
   switch (action) {
     case 'complete':
-      return jobOrBlockJob('complete', 'complete', { device: id });
+      return jobOrBlockJob('complete', { device: id });
     case 'cancel':
-      return effectiveForce(job, args.force ?? false)
-        ? jobOrBlockJob('force-cancel', 'cancel', { device: id, force: true })
-        : { command: 'block-job-cancel', arguments: { device: id, force: false }, verb: 'cancel' };
+      return verb === 'force-cancel'
+        ? jobOrBlockJob('cancel', { device: id, force: true })
+        : { command: 'block-job-cancel', arguments: { device: id, force: false }, verb };
     case 'pause':
-      return jobOrBlockJob('pause', 'pause', { device: id });
+      return jobOrBlockJob('pause', { device: id });
     case 'resume':
-      return jobOrBlockJob('resume', 'resume', { device: id });
+      return jobOrBlockJob('resume', { device: id });
     case 'set-speed':
-      return { command: 'block-job-set-speed', arguments: { device: id, speed: args.speed ?? 0 }, verb: 'set-speed' };
+      return { command: 'block-job-set-speed', arguments: { device: id, speed: args.speed ?? 0 }, verb };
     case 'finalize':
       // block-job-finalize / block-job-dismiss (2.12) already take `id`, not `device`.
-      return jobOrBlockJob('finalize', 'finalize', { id });
+      return jobOrBlockJob('finalize', { id });
     case 'dismiss':
-      return jobOrBlockJob('dismiss', 'dismiss', { id });
+      return jobOrBlockJob('dismiss', { id });
   }
 }
 
@@ -99,12 +100,8 @@ export class QmpControl implements ControlPort {
     if (!touch.ok) return touch;
     const capabilities = this.sendable(vm, job);
     if (capabilities === undefined) return { ok: false, reason: 'disconnected', why: this.disconnectedWhy(vm) };
-    const verdict = checkVerb(action, job, capabilities, args.force ?? false);
-    if (!verdict.allowed) return { ok: false, reason: 'not-allowed', why: verdict.reason };
-    if (action === 'complete' && !acceptsComplete(job, capabilities)) {
-      return { ok: false, reason: 'not-allowed', why: `job '${job.id}' is ${job.state} (ready: ${String(job.ready)})` };
-    }
-    return { ok: true };
+    const verdict = mayWriteVerb(action, job, capabilities, args.force ?? false);
+    return verdict.allowed ? { ok: true } : { ok: false, reason: 'not-allowed', why: verdict.reason };
   }
 
   async execute(vm: string, job: JobState, action: ControlAction, args: ControlArgs, options: ExecuteOptions): Promise<Verdict> {
