@@ -219,7 +219,7 @@ export class LibvirtProtocolError extends LibvirtError {
   constructor(
     readonly fault: LibvirtProtocolFault,
     message: string,
-    /** Hex of the offending message's first bytes (at most 64). */
+    /** Hex of the offending message's first bytes (at most 64); for `event-details`, the start of the details text. */
     readonly received?: string,
     options?: { cause?: unknown },
   ) {

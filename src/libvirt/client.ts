@@ -272,6 +272,10 @@ export class LibvirtClient implements LibvirtConnection {
 
   /** Write a call on a connection (any state; negotiation uses this directly) and await its reply. */
   private send<R>(connection: Connection, spec: CallSpec<R>, timeoutMs: number): Promise<R> {
+    if (connection.socket.destroyed) {
+      // A negotiation step after the loss of its connection: nothing is written.
+      return Promise.reject(new StateError(`${this.name}: cannot call ${spec.info.procedure}: its connection is gone`, this.state, ['negotiating', 'ready']));
+    }
     if (connection.pending.size >= this.options.maxPendingCalls) {
       return Promise.reject(new LibvirtTooManyPendingError(spec.info, this.options.maxPendingCalls));
     }
