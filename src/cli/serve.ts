@@ -7,14 +7,20 @@ import { fileURLToPath } from 'node:url';
 import { UsageError } from '../errors.js';
 import { TokenAuthenticator } from '../gateway/auth.js';
 import { makeJobController } from '../gateway/control/index.js';
-import { startGateway, type RunningGateway } from '../gateway/server.js';
+import { startGateway, type GatewayServerOptions, type RunningGateway } from '../gateway/server.js';
+import { startFleetEdge } from '../fleet/edge.js';
+import { startFleetHost, type FleetHost } from '../fleet/host.js';
+import { CloseCode } from '../protocol/codes.js';
 import { JobRegistry } from '../jobs/registry.js';
-import { createLogger, type LogFormat, type LogLevel } from './logger.js';
+import { createLogger, type LogFormat, type LogLevel, type Logger } from './logger.js';
 import { parseCommandLine } from './args.js';
 import { loadConfigFile, mergeConfig, parseListen, parseQmpFlags, validateConfig, type GatewayConfig } from './config.js';
 
 const FLAGS = {
   qmp: { type: 'string', multiple: true },
+  redis: { type: 'string' },
+  edge: { type: 'boolean' },
+  'host-id': { type: 'string' },
   listen: { type: 'string' },
   config: { type: 'string' },
   tokens: { type: 'string' },
@@ -29,6 +35,10 @@ export const SERVE_USAGE = `Usage: blockjob-gateway serve --qmp NAME=ADDRESS [--
 
 Options:
   --qmp NAME=ADDRESS   a VM and its QMP monitor (unix:/path or tcp:host:port); repeatable
+  --redis URL          fleet mode: publish to (host) or serve from (--edge) Redis; redis://, rediss://,
+                       comma-separated cluster seeds, or env:NAME to read the URL from the environment
+  --edge               with --redis: an edge gateway, serving every VM in Redis (no --qmp)
+  --host-id NAME       with --redis: this host gateway's name in the fleet (default: the host name)
   --listen HOST:PORT   where to serve HTTP and WebSocket (default 127.0.0.1:8080)
   --config FILE        JSON config (schemas/config.schema.json); flags override it
   --tokens FILE        bearer tokens {"tokens":[{name, sha256, scopes, vms?}]}
@@ -66,8 +76,22 @@ export async function resolveServeConfig(argv: readonly string[]): Promise<Gatew
     ...(values['log-format'] !== undefined ? { logFormat: values['log-format'] as GatewayConfig['logFormat'] } : {}),
   };
   if (flags.listen !== undefined) parseListen(flags.listen);
-  const config = validateConfig(mergeConfig(file, flags), 'flags and config');
-  if (!config.qmp || Object.keys(config.qmp).length === 0) throw new UsageError('no VMs: give --qmp NAME=ADDRESS (repeatable) or "qmp" in --config');
+  const merged = mergeConfig(file, flags);
+  if (values.redis !== undefined || values.edge || values['host-id'] !== undefined) {
+    const fleet = { ...(merged.fleet ?? {}) } as Record<string, unknown>;
+    if (values.redis !== undefined) fleet.redis = values.redis;
+    if (values.edge) fleet.edge = true;
+    if (values['host-id'] !== undefined) fleet.hostId = values['host-id'];
+    if (fleet.redis === undefined) throw new UsageError('--edge and --host-id need --redis URL');
+    merged.fleet = fleet as unknown as GatewayConfig['fleet'];
+  }
+  const config = validateConfig(merged, 'flags and config');
+  const vms = Object.keys(config.qmp ?? {}).length;
+  if (config.fleet?.edge) {
+    if (vms > 0) throw new UsageError('an edge gateway (--edge) serves the fleet from Redis and has no --qmp of its own');
+  } else if (vms === 0) {
+    throw new UsageError('no VMs: give --qmp NAME=ADDRESS (repeatable) or "qmp" in --config');
+  }
   return config;
 }
 
@@ -83,48 +107,96 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
   const listen = parseListen(config.listen ?? '127.0.0.1:8080', 'listen');
   const dashboardDir = config.dashboardDir ?? (existsSync(BUNDLED_DASHBOARD) ? BUNDLED_DASHBOARD : undefined);
 
+  const common = {
+    listen,
+    tokens,
+    ...(config.insecure ? { insecure: true } : {}),
+    ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}),
+    ...(config.allowedHosts ? { allowedHosts: config.allowedHosts } : {}),
+    ...(dashboardDir ? { dashboardDir } : {}),
+    ...(config.heartbeatMs !== undefined ? { heartbeatMs: config.heartbeatMs } : {}),
+    ...(config.progressIntervalMs !== undefined ? { progressIntervalMs: config.progressIntervalMs } : {}),
+    ...(config.bookmarkQuietMs !== undefined ? { bookmarkQuietMs: config.bookmarkQuietMs } : {}),
+    ...(config.history ? { historyLimits: config.history } : {}),
+    ...(config.limits?.maxSubscriptionsPerConnection !== undefined ? { maxSubscriptionsPerConnection: config.limits.maxSubscriptionsPerConnection } : {}),
+    ...(config.limits?.maxConnectionsPerToken !== undefined ? { maxConnectionsPerToken: config.limits.maxConnectionsPerToken } : {}),
+    ...(config.limits?.maxPayloadBytes !== undefined ? { maxPayload: config.limits.maxPayloadBytes } : {}),
+    inbound: {
+      ...(config.limits?.inboundRatePerSecond !== undefined ? { ratePerSecond: config.limits.inboundRatePerSecond } : {}),
+      ...(config.limits?.inboundBurst !== undefined ? { burst: config.limits.inboundBurst } : {}),
+      ...(config.limits?.maxInvalidMessages !== undefined ? { maxInvalid: config.limits.maxInvalidMessages } : {}),
+    },
+    ...(config.backpressure ? { backpressure: config.backpressure } : {}),
+    logger: log.child({ component: 'gateway' }),
+  };
+  if (config.fleet?.edge) return serveEdge(config.fleet, common, log, out, options);
+
   const registry = new JobRegistry({ ...config.jobs, logger: log.child({ component: 'jobs' }) });
   const controller = makeJobController({ source: registry, control: registry.control, logger: log.child({ component: 'control' }) });
   let gateway: RunningGateway | undefined;
+  let fleet: FleetHost | undefined;
   try {
     for (const [vm, address] of Object.entries(config.qmp!)) if (address !== undefined) registry.add(vm, address);
+    if (config.fleet) fleet = await startFleetHost(config.fleet, registry, { logger: log.child({ component: 'fleet' }), ...(config.history ? { historyLimits: config.history } : {}) });
+    const host = fleet;
     gateway = await startGateway({
+      ...common,
       source: registry,
-      listen,
-      tokens,
-      ...(config.insecure ? { insecure: true } : {}),
-      ...(config.allowedOrigins ? { allowedOrigins: config.allowedOrigins } : {}),
-      ...(config.allowedHosts ? { allowedHosts: config.allowedHosts } : {}),
-      ...(dashboardDir ? { dashboardDir } : {}),
-      ...(config.heartbeatMs !== undefined ? { heartbeatMs: config.heartbeatMs } : {}),
-      ...(config.progressIntervalMs !== undefined ? { progressIntervalMs: config.progressIntervalMs } : {}),
-      ...(config.bookmarkQuietMs !== undefined ? { bookmarkQuietMs: config.bookmarkQuietMs } : {}),
-      ...(config.history ? { historyLimits: config.history } : {}),
-      ...(config.limits?.maxSubscriptionsPerConnection !== undefined ? { maxSubscriptionsPerConnection: config.limits.maxSubscriptionsPerConnection } : {}),
-      ...(config.limits?.maxConnectionsPerToken !== undefined ? { maxConnectionsPerToken: config.limits.maxConnectionsPerToken } : {}),
-      ...(config.limits?.maxPayloadBytes !== undefined ? { maxPayload: config.limits.maxPayloadBytes } : {}),
-      inbound: {
-        ...(config.limits?.inboundRatePerSecond !== undefined ? { ratePerSecond: config.limits.inboundRatePerSecond } : {}),
-        ...(config.limits?.inboundBurst !== undefined ? { burst: config.limits.inboundBurst } : {}),
-        ...(config.limits?.maxInvalidMessages !== undefined ? { maxInvalid: config.limits.maxInvalidMessages } : {}),
-      },
-      ...(config.backpressure ? { backpressure: config.backpressure } : {}),
+      ...(host
+        ? {
+            history: host.history,
+            health: () => ({ ready: true, monitors: true, degraded: host.health().degraded }),
+          }
+        : {}),
       commandHandler: controller.handle,
-      logger: log.child({ component: 'gateway' }),
     });
+    await fleet?.serveCommands(controller.handle);
   } catch (error) {
     controller.close();
+    await fleet?.close();
     await registry.close();
     throw error;
   }
-  out(`blockjob-gateway serving ${Object.keys(config.qmp!).length} VM(s) at ${gateway.url} (WebSocket ${gateway.wsUrl})\n`);
+  out(`blockjob-gateway serving ${Object.keys(config.qmp!).length} VM(s) at ${gateway.url} (WebSocket ${gateway.wsUrl})${fleet ? ` as fleet host ${fleet.hostId}` : ''}\n`);
   options.onListening?.(gateway);
 
   const reason = await stopRequested(options.signal);
   log.info({ reason }, 'draining: closing subscribers with 1001, then stopping');
   controller.close();
   await gateway.close();
+  await fleet?.close();
   await registry.close();
+  log.flush?.();
+  return 0;
+}
+
+/** An edge gateway: the fleet's VMs from Redis, commands forwarded to their hosts. */
+async function serveEdge(fleetConfig: NonNullable<GatewayConfig['fleet']>, common: Omit<GatewayServerOptions, 'source' | 'feed'>, log: Logger, out: (text: string) => void, options: ServeOptions): Promise<number> {
+  const edge = await startFleetEdge(fleetConfig, { logger: log.child({ component: 'fleet' }), ...(common.historyLimits ? { historyLimits: common.historyLimits } : {}) });
+  let gateway: RunningGateway;
+  try {
+    gateway = await startGateway({
+      ...common,
+      feed: edge.feed,
+      commandHandler: edge.commands.handle,
+      health: edge.health,
+    });
+    await edge.commands.start();
+  } catch (error) {
+    await edge.close();
+    throw error;
+  }
+  // Without Redis the edge cannot vouch for anything: clients should resume on an edge that can.
+  edge.onRedis((up) => {
+    if (!up) gateway.core.drain(CloseCode.InternalError, 'edge lost Redis; reconnect (another edge) and resume with since');
+  });
+  out(`blockjob-gateway edge ${edge.edgeId} serving the fleet at ${gateway.url} (WebSocket ${gateway.wsUrl})\n`);
+  options.onListening?.(gateway);
+  const reason = await stopRequested(options.signal);
+  log.info({ reason }, 'draining: closing subscribers with 1001, then stopping');
+  edge.commands.close();
+  await gateway.close();
+  await edge.close();
   log.flush?.();
   return 0;
 }

@@ -24,6 +24,8 @@ export interface HttpHandlerOptions {
   staticDir?: string;
   /** The body of `GET /v1/info` for a caller (its VMs only). */
   info: (principal: Principal) => GatewayInfo;
+  /** Readiness beyond the monitors (a fleet gateway's Redis); see GatewayHealth. */
+  health?: () => GatewayHealth;
   logger?: Logger;
   /** @default 65_536 */
   maxBodyBytes?: number;
@@ -31,6 +33,18 @@ export interface HttpHandlerOptions {
   allowedOrigins?: readonly string[];
   /** Host names answered (see origin.ts servedHosts); absent or null = any. */
   servedHosts?: ReadonlySet<string> | null;
+}
+
+/**
+ * What a deployment adds to /readyz. `ready: false` answers 503 whatever the monitors say (an edge
+ * without Redis can vouch for nothing); `monitors: false` leaves the VMs' monitors out of it (an
+ * edge's VMs are other hosts' business); `degraded` reasons are reported with a 200 (a host
+ * gateway without Redis still serves its own clients).
+ */
+export interface GatewayHealth {
+  ready: boolean;
+  monitors: boolean;
+  degraded: string[];
 }
 
 const CONTENT_TYPES: Record<string, string> = {
@@ -82,7 +96,11 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
     if (path === '/healthz') return sendJson(res, 200, { status: 'ok' });
     if (path === '/readyz') {
       const { ready, down } = core.allMonitorsUp();
-      return sendJson(res, ready ? 200 : 503, ready ? { status: 'ready' } : { status: 'not_ready', monitorsDown: down });
+      const health = options.health?.();
+      if (!health) return sendJson(res, ready ? 200 : 503, ready ? { status: 'ready' } : { status: 'not_ready', monitorsDown: down });
+      const ok = health.ready && (!health.monitors || ready);
+      const status = !ok ? 'not_ready' : health.degraded.length > 0 ? 'degraded' : 'ready';
+      return sendJson(res, ok ? 200 : 503, { status, ...(health.degraded.length > 0 ? { degraded: health.degraded } : {}), ...(down.length > 0 ? { monitorsDown: down } : {}) });
     }
     if (path === '/metrics') {
       const text = await metrics.text();

@@ -9,7 +9,7 @@ import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import { TokenAuthenticator, type Principal } from './auth.js';
 import { GatewayCore, type GatewayCoreOptions } from './core.js';
-import { createHttpHandler } from './http.js';
+import { createHttpHandler, type GatewayHealth } from './http.js';
 import { createMetrics, type GatewayMetrics } from './metrics.js';
 import { servedHosts } from './origin.js';
 import { CloseCode, WS_PATH } from '../protocol/codes.js';
@@ -36,6 +36,8 @@ export interface GatewayServerOptions extends GatewayCoreOptions {
   dashboardDir?: string;
   /** Facts for `GET /v1/info` beyond what the gateway knows itself (simulated, demo, how VMs are followed). */
   info?: DeploymentFacts;
+  /** Extra readiness (see HttpHandlerOptions.health). */
+  health?: () => GatewayHealth;
   /** Include process metrics (CPU, heap, event loop) in /metrics. @default true */
   defaultMetrics?: boolean;
   logger?: Logger;

@@ -309,6 +309,7 @@ export interface GatewayConfig {
   limits?: LimitsConfig;
   backpressure?: BackpressureConfig;
   jobs?: JobEngineConfig;
+  fleet?: FleetConfig;
 }
 export interface HistoryConfig {
   /**
@@ -345,6 +346,47 @@ export interface JobEngineConfig {
    * How long concluded and dismissed jobs stay visible.
    */
   retentionMs?: number;
+}
+/**
+ * Fleet mode on Redis Streams (docs/deploy.md#fleet). A host gateway (with `qmp`) publishes its VMs' streams; an edge (`edge: true`, no `qmp`) serves every VM in Redis.
+ */
+export interface FleetConfig {
+  /**
+   * `redis://[user:password@]host:port[/db]` or `rediss://` (TLS); several comma-separated seeds for a Redis Cluster; or `env:NAME` to read the URL from that environment variable (keeps the password out of the process list).
+   */
+  redis: string;
+  /**
+   * Run as an edge gateway: no monitors of its own, every VM of the fleet.
+   */
+  edge?: boolean;
+  /**
+   * This host gateway's stable name in the fleet (lease owner, command stream). Default: the machine's host name.
+   */
+  hostId?: string;
+  /**
+   * This edge's name (its command reply channel). Default: host name and process id.
+   */
+  edgeId?: string;
+  /**
+   * Prefix of every Redis key and channel, to share one Redis between fleets.
+   */
+  keyPrefix?: string;
+  /**
+   * Ownership lease of a VM; renewed every third of it. A dead host's VMs can be claimed by another host after it.
+   */
+  leaseTtlMs?: number;
+  /**
+   * Events a host keeps for Redis while Redis is unreachable (all VMs); past it Redis's copy restarts with a snapshot.
+   */
+  maxBuffered?: number;
+  /**
+   * Edge: how long the owning host may take to acknowledge a forwarded command before the client gets outcome_unknown.
+   */
+  commandAckMs?: number;
+  /**
+   * PEM file of the CA of a rediss:// server (default: the system CAs).
+   */
+  tlsCaFile?: string;
 }
 /**
  * Body of GET /v1/info: what this gateway is and what it runs against, served by every gateway (serve and the demo). Clients must ignore fields they do not know.

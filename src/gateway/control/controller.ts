@@ -358,7 +358,7 @@ function argsOf(message: CommandMessage): ControlArgs {
 }
 
 /** Read-only tokens and tokens for other VMs are refused before anything else (no VM probing). */
-function authorize(message: CommandMessage, principal: Principal | undefined): ResultFailure | undefined {
+export function authorize(message: CommandMessage, principal: Principal | undefined): ResultFailure | undefined {
   if (principal === undefined || canControl(principal, message.vm)) return undefined;
   const why = principal.scopes.has('control') ? `may not control VM '${message.vm}'` : 'has no control scope (read-only)';
   return failed(message.id, 'forbidden', `token '${principal.name}' ${why}`);

@@ -92,6 +92,16 @@ export class MemoryStreamHistory<E extends HistoryEntry> implements StreamHistor
     this.streams.delete(vm);
   }
 
+  /** Continue a stream from a position another store vouches for (a shared store's epoch and head); the ring starts empty. */
+  adopt(vm: string, position: StreamPosition): void {
+    this.streams.set(vm, { epoch: position.epoch, head: position.offset, ring: new Ring<E>(this.maxEntries) });
+  }
+
+  /** Whether the stream is open here. */
+  has(vm: string): boolean {
+    return this.streams.has(vm);
+  }
+
   private stream(vm: string): Stream<E> {
     let stream = this.streams.get(vm);
     if (!stream) {

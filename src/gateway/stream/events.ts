@@ -6,8 +6,8 @@
 import type { JobTransition, ProgressUpdate, StreamInput, VmStatusChange } from '../../jobs/types.js';
 import type { ProgressEvent, StreamEvent } from './feed.js';
 
-const EVENT_PREFIX = '{"type":"event","sub":';
-const VM_PREFIX = '{"type":"vm","sub":';
+export const EVENT_PREFIX = '{"type":"event","sub":';
+export const VM_PREFIX = '{"type":"vm","sub":';
 const PROGRESS_PREFIX = '{"type":"progress","sub":';
 
 /** The stream event for `input` at `epoch`/`offset`. */

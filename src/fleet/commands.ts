@@ -1,0 +1,202 @@
+/**
+ * Job commands through an edge: the edge checks the token (scope, VM allowlist), finds the VM's
+ * owner from its lease, and appends the command to that host gateway's command stream; the host
+ * runs it through its own job controller (same rules, same answers as a local client gets) and
+ * publishes the result on the edge's reply channel.
+ *
+ * Never a guess: the host acknowledges a command the moment it reads it. No acknowledgement within
+ * `ackTimeoutMs`, or no result within the command's budget, and the client gets `outcome_unknown`
+ * (the host may still act; the stream will tell). A command read after its deadline is dropped.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CommandMessage } from '../generated/schema-types.js';
+import { authorize, type CommandContext, type CommandHandler } from '../gateway/control/controller.js';
+import { failed, type CommandResult } from '../gateway/control/results.js';
+import type { Principal, Scope } from '../gateway/auth.js';
+import type { Logger } from '../log.js';
+import type { RedisClient } from './connect.js';
+import type { FleetStore } from './store.js';
+
+/** Budget of a command that names none (the controller's default). */
+const DEFAULT_TIMEOUT_MS = 600_000;
+/** Time a result needs to travel back after the host's budget ran out. */
+const REPLY_GRACE_MS = 2000;
+
+interface WireCommand {
+  rid: string;
+  reply: string;
+  edge: string;
+  connection: string;
+  deadline: number;
+  principal: { name: string; scopes: Scope[]; vms: string[] | null } | null;
+  message: CommandMessage;
+}
+
+export interface EdgeCommandsOptions {
+  edge: string;
+  /** @default 3000 */
+  ackTimeoutMs?: number;
+  /** Known VMs (unknown ones are refused without a Redis call). */
+  knows: (vm: string) => boolean;
+  logger: Logger;
+}
+
+interface Waiting {
+  resolve: (result: CommandResult) => void;
+  acked: boolean;
+  timers: NodeJS.Timeout[];
+}
+
+export class EdgeCommands {
+  private readonly waiting = new Map<string, Waiting>();
+  private readonly replyChannel: string;
+  private readonly ackTimeoutMs: number;
+
+  constructor(private readonly store: FleetStore, private readonly subscriber: RedisClient, private readonly options: EdgeCommandsOptions) {
+    this.replyChannel = store.keys.replyChannel(options.edge);
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 3000;
+  }
+
+  /** Subscribe the reply channel (on the edge's subscriber connection, already connected). */
+  async start(): Promise<void> {
+    this.subscriber.on('message', (channel: string, message: string) => {
+      if (channel === this.replyChannel) this.onReply(message);
+    });
+    await this.subscriber.subscribe(this.replyChannel);
+  }
+
+  close(): void {
+    for (const [rid, w] of this.waiting) this.settle(rid, w, undefined);
+  }
+
+  readonly handle: CommandHandler = async (message: CommandMessage, context: CommandContext): Promise<CommandResult> => {
+    const refused = authorize(message, context.principal);
+    if (refused) return refused;
+    if (!this.options.knows(message.vm)) return failed(message.id, 'unknown_vm', `no VM named '${message.vm}' in the fleet`);
+    const lease = await this.store.lease(message.vm);
+    if (!lease) return failed(message.id, 'vm_disconnected', `no host gateway holds VM '${message.vm}' (its lease expired); nothing was sent`);
+    const host = lease.slice(0, lease.lastIndexOf('|'));
+    const budget = message.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const rid = randomBytes(9).toString('base64url');
+    const principal = context.principal;
+    const wire: WireCommand = {
+      rid,
+      reply: this.replyChannel,
+      edge: this.options.edge,
+      connection: context.connectionId,
+      deadline: Date.now() + budget,
+      principal: principal ? { name: principal.name, scopes: [...principal.scopes], vms: principal.vms ? [...principal.vms] : null } : null,
+      message,
+    };
+    return new Promise<CommandResult>((resolve) => {
+      const w: Waiting = { resolve, acked: false, timers: [] };
+      const unknown = (why: string): void =>
+        this.settle(rid, w, failed(message.id, 'outcome_unknown', `host gateway '${host}' ${why}; it may still act on the job: watch the stream`));
+      w.timers.push(
+        setTimeout(() => {
+          if (!w.acked) unknown(`did not acknowledge the command within ${this.ackTimeoutMs} ms`);
+        }, this.ackTimeoutMs),
+        setTimeout(() => unknown(`did not answer within ${budget} ms`), budget + REPLY_GRACE_MS),
+      );
+      this.waiting.set(rid, w);
+      context.signal.addEventListener('abort', () => this.settle(rid, w, failed(message.id, 'internal', 'the client went away')), { once: true });
+      this.store.redis
+        .xadd(this.store.keys.commands(host), 'MAXLEN', '~', 1000, '*', 'd', JSON.stringify(wire))
+        .catch((error: unknown) => {
+          this.options.logger.warn({ err: error, vm: message.vm, host }, 'fleet edge: could not queue a command');
+          this.settle(rid, w, failed(message.id, 'vm_disconnected', `Redis refused the command for host gateway '${host}'; nothing was sent`));
+        });
+    });
+  };
+
+  private onReply(message: string): void {
+    const nl = message.indexOf('\n', 2);
+    const rid = message.slice(2, nl === -1 ? undefined : nl);
+    const w = this.waiting.get(rid);
+    if (!w) return;
+    if (message[0] === 'a') w.acked = true;
+    else if (message[0] === 'c') this.settle(rid, w, JSON.parse(message.slice(nl + 1)) as CommandResult);
+  }
+
+  private settle(rid: string, w: Waiting, result: CommandResult | undefined): void {
+    if (this.waiting.get(rid) !== w) return;
+    this.waiting.delete(rid);
+    for (const t of w.timers) clearTimeout(t);
+    if (result) w.resolve(result);
+  }
+}
+
+export interface HostCommandsOptions {
+  host: string;
+  /** The host's own job controller. */
+  handle: CommandHandler;
+  /** VMs this host publishes as owner (others are refused). */
+  owns: (vm: string) => boolean;
+  logger: Logger;
+}
+
+/** Reads this host's command stream (one blocking read per host, not per VM) and answers each command once. */
+export class HostCommands {
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+
+  constructor(private readonly store: FleetStore, private readonly blocking: RedisClient, private readonly options: HostCommandsOptions) {}
+
+  async start(): Promise<void> {
+    await this.blocking.connect();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.blocking.disconnect();
+    await this.loop?.catch(() => undefined);
+  }
+
+  private async run(): Promise<void> {
+    const key = this.store.keys.commands(this.options.host);
+    // Commands queued before this process started are not ours to run: start at the stream's end.
+    let last = '$';
+    while (!this.stopped) {
+      try {
+        if (last === '$') {
+          const top = (await this.store.redis.xrevrange(key, '+', '-', 'COUNT', 1)) as [string, string[]][];
+          last = top[0]?.[0] ?? '0-0';
+        }
+        const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', 2000, 'STREAMS', key, last)) as [string, [string, string[]][]][] | null;
+        for (const [id, fields] of reply?.[0]?.[1] ?? []) {
+          last = id;
+          const d = fields[fields.indexOf('d') + 1];
+          if (d !== undefined) void this.execute(JSON.parse(d) as WireCommand);
+        }
+      } catch (error) {
+        if (this.stopped) return;
+        this.options.logger.warn({ err: error }, 'fleet host: reading the command stream failed; retrying');
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
+  }
+
+  private async execute(cmd: WireCommand): Promise<void> {
+    const remaining = cmd.deadline - Date.now();
+    if (remaining <= 0) return; // the edge has answered outcome_unknown already
+    const publish = (text: string): Promise<unknown> => this.store.redis.publish(cmd.reply, text).catch(() => undefined);
+    await publish(`a\n${cmd.rid}`);
+    let result: CommandResult;
+    if (!this.options.owns(cmd.message.vm)) {
+      result = failed(cmd.message.id, 'vm_disconnected', `host gateway '${this.options.host}' does not own VM '${cmd.message.vm}'; nothing was sent`);
+    } else {
+      const principal: Principal | undefined = cmd.principal
+        ? { name: cmd.principal.name, scopes: new Set(cmd.principal.scopes), vms: cmd.principal.vms ? new Set(cmd.principal.vms) : null }
+        : undefined;
+      const message: CommandMessage = { ...cmd.message, timeoutMs: Math.max(1, Math.min(cmd.message.timeoutMs ?? DEFAULT_TIMEOUT_MS, remaining)) };
+      result = await this.options
+        .handle(message, { principal, connectionId: `${cmd.edge}/${cmd.connection}`, signal: AbortSignal.timeout(remaining + REPLY_GRACE_MS) })
+        .catch((error: unknown) => {
+          this.options.logger.error({ err: error, vm: cmd.message.vm }, 'fleet host: command failed');
+          return failed(cmd.message.id, 'internal', 'the host gateway failed to handle the command');
+        });
+    }
+    await publish(`c\n${cmd.rid}\n${JSON.stringify(result)}`);
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * Redis connections for the fleet, with ioredis 5: maintained, one API for a single server and a
+ * Redis Cluster (slot routing, MOVED/ASK), TLS (`rediss://`), ACL users, automatic reconnects.
+ *
+ * `--redis` takes one URL, or several comma-separated seed URLs of a cluster. The password is only
+ * ever handed to ioredis: everything that is logged or shown goes through `redactRedisUrl`.
+ */
+import { readFileSync } from 'node:fs';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { ConfigError } from '../errors.js';
+
+export type RedisClient = Redis | Cluster;
+
+export interface RedisTarget {
+  /** One entry for a single server, several for the seeds of a cluster. */
+  nodes: { host: string; port: number }[];
+  cluster: boolean;
+  tls: boolean;
+  username?: string;
+  password?: string;
+  db?: number;
+  /** For logs and /v1/info: the URLs without any password. */
+  redacted: string;
+}
+
+/** Parse `redis://[user[:password]@]host[:port][/db]` (or `rediss://`), or a comma-separated cluster seed list. */
+export function parseRedisUrl(spec: string): RedisTarget {
+  const parts = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  if (parts.length === 0) throw new ConfigError('--redis needs a URL such as redis://127.0.0.1:6379', 'redis');
+  const parsed = parts.map((part) => {
+    let url: URL;
+    try {
+      url = new URL(part);
+    } catch {
+      throw new ConfigError(`--redis: not a URL: ${redactRedisUrl(part)}`, 'redis');
+    }
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw new ConfigError(`--redis: scheme must be redis:// or rediss://, got ${url.protocol}//`, 'redis');
+    const db = url.pathname.length > 1 ? Number(url.pathname.slice(1)) : undefined;
+    if (db !== undefined && !Number.isInteger(db)) throw new ConfigError(`--redis: database must be a number: ${redactRedisUrl(part)}`, 'redis');
+    return { url, db };
+  });
+  const first = parsed[0]!;
+  const cluster = parts.length > 1;
+  if (cluster && parsed.some((p) => p.db)) throw new ConfigError('--redis: a Redis Cluster has only database 0', 'redis');
+  if (new Set(parsed.map((p) => p.url.protocol)).size > 1) throw new ConfigError('--redis: mix of redis:// and rediss:// seeds', 'redis');
+  const username = decodeURIComponent(first.url.username) || undefined;
+  const password = decodeURIComponent(first.url.password) || undefined;
+  return {
+    nodes: parsed.map(({ url }) => ({ host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port ? Number(url.port) : 6379 })),
+    cluster,
+    tls: first.url.protocol === 'rediss:',
+    ...(username ? { username } : {}),
+    ...(password ? { password } : {}),
+    ...(first.db !== undefined ? { db: first.db } : {}),
+    redacted: parts.map(redactRedisUrl).join(','),
+  };
+}
+
+/** The URL with its password replaced by `***` (also when the URL does not parse). */
+export function redactRedisUrl(url: string): string {
+  return url.replace(/^(rediss?:\/\/[^:@/]*):[^@/]*@/, '$1:***@');
+}
+
+export interface ConnectOptions {
+  /** PEM file of the CA that signed the server certificate (rediss://). @default the system CAs */
+  tlsCaFile?: string;
+  /** Shown in CLIENT LIST. */
+  connectionName?: string;
+  /** Fail a command after this long instead of queueing it while disconnected. @default 5000 */
+  commandTimeoutMs?: number;
+}
+
+/**
+ * A client that never queues commands while disconnected (the publisher keeps its own bounded
+ * buffer) and reconnects forever with capped backoff.
+ */
+export function connectRedis(target: RedisTarget, options: ConnectOptions = {}): RedisClient {
+  const tls = target.tls ? { ...(options.tlsCaFile ? { ca: readFileSync(options.tlsCaFile) } : {}) } : undefined;
+  const common: RedisOptions = {
+    ...(target.username ? { username: target.username } : {}),
+    ...(target.password ? { password: target.password } : {}),
+    ...(tls ? { tls } : {}),
+    ...(options.connectionName ? { connectionName: options.connectionName } : {}),
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: options.commandTimeoutMs ?? 5000,
+    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    lazyConnect: true,
+  };
+  if (!target.cluster) return new Redis({ ...common, host: target.nodes[0]!.host, port: target.nodes[0]!.port, ...(target.db !== undefined ? { db: target.db } : {}) });
+  const clusterOptions: ClusterOptions = {
+    redisOptions: common,
+    enableOfflineQueue: false,
+    enableAutoPipelining: true,
+    clusterRetryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    lazyConnect: true,
+  };
+  return new Cluster(target.nodes, clusterOptions);
+}
+
+/** A duplicate for blocking reads or pub/sub (those need a connection of their own). */
+export function duplicateRedis(client: RedisClient): RedisClient {
+  return client.duplicate();
+}

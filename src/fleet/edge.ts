@@ -1,0 +1,54 @@
+/** An edge gateway: no monitors of its own, every VM in Redis, commands forwarded to their owners. */
+import type { GatewayHealth } from '../gateway/http.js';
+import type { HistoryLimits } from '../gateway/history/types.js';
+import type { Logger } from '../log.js';
+import { hostname } from 'node:os';
+import { EdgeCommands } from './commands.js';
+import { connectRedis, duplicateRedis } from './connect.js';
+import { EdgeFeed } from './edge-feed.js';
+import { redisTargetOf, type FleetConfig } from './fleet-config.js';
+import { FleetHistory } from './history.js';
+import { FleetStore } from './store.js';
+
+export interface FleetEdge {
+  readonly edgeId: string;
+  readonly feed: EdgeFeed;
+  readonly commands: EdgeCommands;
+  /** Told when the edge loses or regains Redis (serve closes live connections on loss). */
+  onRedis(listener: (up: boolean) => void): void;
+  health(): GatewayHealth;
+  close(): Promise<void>;
+}
+
+export async function startFleetEdge(config: FleetConfig, options: { logger: Logger; historyLimits?: HistoryLimits }): Promise<FleetEdge> {
+  const log = options.logger;
+  const target = redisTargetOf(config);
+  const edgeId = config.edgeId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40)}-${process.pid}`;
+  const redis = connectRedis(target, { connectionName: `bjg-edge-${edgeId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
+  redis.on('error', () => undefined);
+  await redis.connect();
+  const subscriber = duplicateRedis(redis);
+  subscriber.on('error', () => undefined);
+  const store = new FleetStore(redis, config.keyPrefix);
+  const history = new FleetHistory(store, { ...(options.historyLimits ? { limits: options.historyLimits } : {}) });
+  const listeners: ((up: boolean) => void)[] = [];
+  const feed = new EdgeFeed(store, subscriber, history, { logger: log, onRedis: (up) => listeners.forEach((l) => l(up)) });
+  const commands = new EdgeCommands(store, subscriber, {
+    edge: edgeId,
+    ...(config.commandAckMs !== undefined ? { ackTimeoutMs: config.commandAckMs } : {}),
+    knows: (vm) => feed.knows(vm),
+    logger: log,
+  });
+  log.info({ redis: target.redacted, edge: edgeId }, 'fleet: edge gateway');
+  return {
+    edgeId,
+    feed,
+    commands,
+    onRedis: (listener) => listeners.push(listener),
+    health: () => ({ ready: feed.redisConnected, monitors: false, degraded: feed.redisConnected ? [] : ['redis unreachable: every VM shown stale'] }),
+    async close() {
+      commands.close();
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * A host gateway in a fleet: its local gateway as always, plus Redis. Every stream event is
+ * appended to the local history, then published (HostPublisher); progress is published as it
+ * comes; commands forwarded by edges are run by the local job controller (HostCommands).
+ */
+import type { Subscription } from 'rxjs';
+import type { CommandHandler } from '../gateway/control/controller.js';
+import type { GatewayHealth } from '../gateway/http.js';
+import type { HistoryLimits } from '../gateway/history/types.js';
+import type { JobSource } from '../jobs/types.js';
+import type { Logger } from '../log.js';
+import { HostCommands } from './commands.js';
+import { connectRedis, duplicateRedis, type RedisClient } from './connect.js';
+import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.js';
+import { FleetHistory } from './history.js';
+import { HostPublisher } from './publisher.js';
+import { FleetStore } from './store.js';
+
+export interface FleetHost {
+  readonly hostId: string;
+  readonly history: FleetHistory;
+  readonly publisher: HostPublisher;
+  /** Start answering edges' commands with the local controller (after the gateway started). */
+  serveCommands(handle: CommandHandler): Promise<void>;
+  health(): Pick<GatewayHealth, 'degraded'>;
+  close(options?: { release?: boolean }): Promise<void>;
+}
+
+export async function startFleetHost(config: FleetConfig, source: JobSource, options: { logger: Logger; historyLimits?: HistoryLimits }): Promise<FleetHost> {
+  const log = options.logger;
+  const target = redisTargetOf(config);
+  const hostId = config.hostId ?? defaultHostId();
+  const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
+  redis.on('error', () => undefined); // reported by the publisher, without the URL's secrets
+  await redis.connect().catch((error: unknown) => log.warn({ err: error, redis: target.redacted }, 'fleet: Redis unreachable at start; serving locally, publishing when it is back'));
+  const store = new FleetStore(redis, config.keyPrefix);
+  const snapshotOf = (vm: string) => source.snapshot().find((s) => s.vm === vm);
+  // The publisher and the history need each other: the publisher asks the history where a stream stands.
+  const holder: { history?: FleetHistory } = {};
+  const publisher = new HostPublisher(store, {
+    host: hostId,
+    ...(config.leaseTtlMs !== undefined ? { leaseTtlMs: config.leaseTtlMs } : {}),
+    ...(config.maxBuffered !== undefined ? { maxBuffered: config.maxBuffered } : {}),
+    ...(options.historyLimits?.maxEntries !== undefined ? { maxLen: options.historyLimits.maxEntries } : {}),
+    snapshotOf,
+    positionOf: (vm) => holder.history?.position(vm),
+    logger: log,
+  });
+  const history = new FleetHistory(store, {
+    ...(options.historyLimits ? { limits: options.historyLimits } : {}),
+    open: (vm) => publisher.open(vm),
+    appended: (vm, event) => publisher.enqueue(vm, event),
+  });
+  holder.history = history;
+  publisher.start();
+  const progress: Subscription = source.progress$.subscribe((update) => {
+    if (!publisher.owns(update.vm) || redis.status !== 'ready') return;
+    redis.publish(store.keys.notifyChannel(update.vm), `p\n${update.vm}\n${JSON.stringify(update)}`).catch(() => undefined);
+  });
+  let commands: HostCommands | undefined;
+  let blocking: RedisClient | undefined;
+  log.info({ redis: target.redacted, host: hostId }, 'fleet: host gateway');
+
+  return {
+    hostId,
+    history,
+    publisher,
+    async serveCommands(handle) {
+      await publisher.syncNow();
+      blocking = duplicateRedis(redis);
+      blocking.on('error', () => undefined);
+      commands = new HostCommands(store, blocking, { host: hostId, handle, owns: (vm) => publisher.owns(vm), logger: log });
+      await commands.start().catch((error: unknown) => log.warn({ err: error }, 'fleet: command stream not readable yet; retrying'));
+    },
+    health() {
+      const s = publisher.status();
+      const degraded: string[] = [];
+      if (s.redis === 'down') degraded.push(`redis unreachable (${s.buffered} events buffered)`);
+      for (const { vm, owner } of s.notOwned) degraded.push(`VM ${vm} is owned by host gateway ${owner}: not published`);
+      if (s.resyncing.length > 0) degraded.push(`restarting Redis's copy of ${s.resyncing.length} stream(s)`);
+      return { degraded };
+    },
+    async close({ release = true } = {}) {
+      progress.unsubscribe();
+      await commands?.stop();
+      await publisher.close({ release });
+      redis.disconnect();
+    },
+  };
+}

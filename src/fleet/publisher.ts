@@ -1,0 +1,334 @@
+/**
+ * HostPublisher: a host gateway's write path to Redis. Every stream event is appended locally first
+ * (the host keeps serving its own clients whatever Redis does), then copied to Redis in order, per
+ * VM, in batches, through the fenced APPEND script.
+ *
+ * Per VM:  unclaimed --claim--> owner --(fenced by another host)--> not-owner (local only, an error)
+ *                                 |  ^
+ *        (data lost / overflow)   v  | reopen: Redis's copy restarts at our position with a snapshot
+ *                                resync
+ *
+ * What Redis has not acknowledged waits in a buffer bounded in events across all VMs. Past the
+ * bound the buffer is dropped and every affected stream is re-opened in Redis when it is back: a
+ * client resuming across that stretch gets a snapshot with a reason, never a hole.
+ */
+import type { Logger } from '../log.js';
+import type { StreamPosition } from '../gateway/history/types.js';
+import { newEpoch } from '../gateway/history/memory.js';
+import type { StreamEvent } from '../gateway/stream/feed.js';
+import type { JobState, VmSnapshot } from '../jobs/types.js';
+import { toWire, type WireEvent } from './entry.js';
+import type { FleetStore } from './store.js';
+
+export interface HostPublisherOptions {
+  /** This host gateway's stable name (lease owner, command stream). */
+  host: string;
+  /** @default 15_000 */
+  leaseTtlMs?: number;
+  /** Events waiting for Redis, all VMs together. @default 10_000 */
+  maxBuffered?: number;
+  /** Stream entries Redis keeps per VM (MAXLEN ~). @default 1000 */
+  maxLen?: number;
+  /** Events per APPEND call. @default 100 */
+  batch?: number;
+  /** The host's current view of a VM (for re-opening Redis's copy). */
+  snapshotOf: (vm: string) => VmSnapshot | undefined;
+  /** The local history's position of a VM. */
+  positionOf: (vm: string) => StreamPosition | undefined;
+  logger: Logger;
+}
+
+type Mode = 'unclaimed' | 'owner' | 'resync' | 'not-owner';
+
+interface VmState {
+  mode: Mode;
+  lease: string;
+  epoch: string;
+  pending: WireEvent[];
+  inflight: boolean;
+  /** Job ids Redis holds for the VM (to prune what the host forgot). */
+  published: Set<string>;
+  /** The monitor status Redis holds, when known. */
+  status?: string;
+  /** Another host's lease, when not ours. */
+  owner?: string;
+}
+
+export interface PublisherStatus {
+  redis: 'up' | 'down';
+  buffered: number;
+  /** VMs another host owns: served locally only. */
+  notOwned: { vm: string; owner: string }[];
+  /** VMs whose Redis copy is being restarted (after data loss or overflow). */
+  resyncing: string[];
+}
+
+export class HostPublisher {
+  private readonly vms = new Map<string, VmState>();
+  private readonly leaseTtlMs: number;
+  private readonly maxBuffered: number;
+  private readonly maxLen: number;
+  private readonly batch: number;
+  private buffered = 0;
+  private redisUp = true;
+  private scheduled = false;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(private readonly store: FleetStore, private readonly options: HostPublisherOptions) {
+    this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
+    this.maxBuffered = options.maxBuffered ?? 10_000;
+    this.maxLen = options.maxLen ?? 1000;
+    this.batch = options.batch ?? 100;
+  }
+
+  start(): void {
+    this.renewTimer = setInterval(() => void this.renewAll(), Math.max(200, Math.floor(this.leaseTtlMs / 3)));
+    this.renewTimer.unref();
+  }
+
+  /**
+   * The position a VM's stream starts from: Redis's (a restarted host continues its epoch and
+   * offsets), or a fresh local one when Redis is unreachable or another host owns the VM.
+   */
+  async open(vm: string): Promise<StreamPosition> {
+    const fresh = newEpoch();
+    try {
+      const claim = await this.store.claim(vm, this.options.host, this.leaseTtlMs, fresh);
+      if (claim.kind === 'owned') {
+        this.notOwned(vm, claim.lease);
+        return { epoch: fresh, offset: 0 };
+      }
+      this.vms.set(vm, { mode: 'owner', lease: claim.lease, epoch: claim.epoch, pending: [], inflight: false, published: new Set() });
+      this.redisUp = true;
+      this.options.logger.info({ vm, epoch: claim.epoch, head: claim.head, continued: claim.kind === 'same' }, 'fleet: VM claimed');
+      return { epoch: claim.epoch, offset: claim.head };
+    } catch (error) {
+      this.down(error);
+      this.vms.set(vm, { mode: 'unclaimed', lease: '', epoch: fresh, pending: [], inflight: false, published: new Set() });
+      this.schedule();
+      return { epoch: fresh, offset: 0 };
+    }
+  }
+
+  /** Called for every event the host appended locally, in order. */
+  enqueue(vm: string, event: StreamEvent): void {
+    const state = this.vms.get(vm);
+    if (!state || state.mode === 'not-owner' || state.mode === 'resync') return;
+    if (this.buffered >= this.maxBuffered) {
+      this.options.logger.error({ buffered: this.buffered }, 'fleet: Redis buffer full; dropping it, the affected streams restart in Redis with a snapshot');
+      for (const [name, s] of this.vms) {
+        if (s.pending.length > 0 || s.inflight || name === vm) {
+          this.buffered -= s.pending.length;
+          s.pending = [];
+          s.mode = s.mode === 'owner' ? 'resync' : s.mode;
+        }
+      }
+      this.schedule();
+      return;
+    }
+    state.pending.push(toWire(event));
+    this.buffered++;
+    this.schedule();
+  }
+
+  status(): PublisherStatus {
+    const notOwned: { vm: string; owner: string }[] = [];
+    const resyncing: string[] = [];
+    for (const [vm, s] of this.vms) {
+      if (s.mode === 'not-owner') notOwned.push({ vm, owner: s.owner ?? '?' });
+      if (s.mode === 'resync' || s.mode === 'unclaimed') resyncing.push(vm);
+    }
+    return { redis: this.redisUp ? 'up' : 'down', buffered: this.buffered, notOwned, resyncing };
+  }
+
+  /** Whether the VM's stream is in Redis under our lease. */
+  owns(vm: string): boolean {
+    return this.vms.get(vm)?.mode === 'owner';
+  }
+
+  /** Stop; with `release`, flush what is buffered (briefly) and give the leases up. */
+  async close({ release = true, flushMs = 2000 } = {}): Promise<void> {
+    if (this.renewTimer) clearInterval(this.renewTimer);
+    const deadline = Date.now() + flushMs;
+    while (release && this.redisUp && this.buffered > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (!release) return;
+    await Promise.all(
+      [...this.vms].filter(([, s]) => s.mode === 'owner').map(([vm, s]) => this.store.release(vm, s.lease).catch(() => undefined)),
+    );
+  }
+
+  // ---- the write loop ---------------------------------------------------------------------------
+
+  private schedule(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.flush();
+    });
+  }
+
+  private flush(): void {
+    for (const [vm, state] of this.vms) {
+      if (state.inflight) continue;
+      if (state.mode === 'owner' && state.pending.length > 0) void this.run(vm, state, () => this.appendBatch(vm, state));
+      else if (state.mode === 'resync' || state.mode === 'unclaimed') void this.run(vm, state, () => this.resync(vm, state));
+    }
+  }
+
+  private async run(vm: string, state: VmState, step: () => Promise<void>): Promise<void> {
+    state.inflight = true;
+    try {
+      await step();
+      this.up();
+    } catch (error) {
+      this.down(error);
+    } finally {
+      state.inflight = false;
+    }
+    if (this.redisUp && (state.pending.length > 0 || state.mode === 'resync')) this.schedule();
+    void vm;
+  }
+
+  private async appendBatch(vm: string, state: VmState): Promise<void> {
+    const batch = state.pending.slice(0, this.batch);
+    const result = await this.store.append(vm, state.lease, state.epoch, this.maxLen, batch);
+    switch (result.kind) {
+      case 'ok':
+        this.ack(state, result.head);
+        for (const e of batch) {
+          if (e.kind === 't') state.published.add(e.a);
+          else state.status = e.a;
+        }
+        return;
+      case 'head':
+        // Written by a call whose reply we lost: drop what is in; behind us: Redis lost writes.
+        if (result.head >= batch[0]!.offset) return this.ack(state, result.head);
+        return this.lost(vm, state, `Redis has offset ${result.head} for ${vm}, we wrote up to ${batch[0]!.offset - 1}: writes were lost`);
+      case 'epoch':
+        return this.lost(vm, state, result.epoch ? `Redis holds epoch ${result.epoch} for ${vm}` : `Redis lost the stream of ${vm}`);
+      case 'fenced':
+        if (result.lease === '') return this.lost(vm, state, `lease on ${vm} expired or was lost`);
+        return this.notOwned(vm, result.lease);
+    }
+  }
+
+  private ack(state: VmState, head: number): void {
+    let n = 0;
+    while (n < state.pending.length && state.pending[n]!.offset <= head) n++;
+    state.pending.splice(0, n);
+    this.buffered -= n;
+  }
+
+  private lost(vm: string, state: VmState, why: string): void {
+    this.options.logger.warn({ vm }, `fleet: ${why}; restarting Redis's copy with a snapshot`);
+    this.buffered -= state.pending.length;
+    state.pending = [];
+    state.mode = 'resync';
+  }
+
+  /** Claim again if needed, then restart Redis's copy at our position with the full current state. */
+  private async resync(vm: string, state: VmState): Promise<void> {
+    const local = this.options.positionOf(vm);
+    if (!local) return;
+    const claim = await this.store.claim(vm, this.options.host, this.leaseTtlMs, local.epoch);
+    if (claim.kind === 'owned') return this.notOwned(vm, claim.lease);
+    state.lease = claim.lease;
+    const snapshot = this.options.snapshotOf(vm);
+    const jobs: JobState[] = snapshot?.jobs ?? [];
+    const before = this.options.positionOf(vm)!;
+    const ok = await this.store.reopen(vm, claim.lease, before, snapshot?.status ?? 'connecting', '', jobs);
+    if (!ok) return; // fenced meanwhile: the next round claims again
+    const after = this.options.positionOf(vm)!;
+    if (after.epoch !== before.epoch || after.offset !== before.offset) return; // moved meanwhile: again, from the new position
+    state.epoch = before.epoch;
+    state.published = new Set(jobs.map((j) => j.id));
+    state.mode = 'owner';
+    this.options.logger.info({ vm, epoch: before.epoch, head: before.offset }, 'fleet: Redis copy of the stream restarted with a snapshot');
+  }
+
+  private notOwned(vm: string, lease: string): void {
+    const owner = lease.slice(0, lease.lastIndexOf('|'));
+    const state = this.vms.get(vm);
+    if (state?.mode === 'not-owner') return;
+    if (state) {
+      this.buffered -= state.pending.length;
+      state.pending = [];
+      state.mode = 'not-owner';
+      state.owner = owner;
+    } else {
+      this.vms.set(vm, { mode: 'not-owner', lease: '', epoch: '', pending: [], inflight: false, published: new Set(), owner });
+    }
+    this.options.logger.error(
+      { vm, owner, code: 'GW_ERR_FLEET_NOT_OWNER' },
+      `fleet: VM ${vm} is owned by host gateway ${owner}; this gateway serves it to its own clients only and does not publish it (configure each VM on one host)`,
+    );
+  }
+
+  private async renewAll(): Promise<void> {
+    if (this.closed) return;
+    await Promise.all(
+      [...this.vms].map(async ([vm, state]) => {
+        if (state.mode !== 'owner' || state.inflight) return;
+        try {
+          if (!(await this.store.renew(vm, state.lease, this.leaseTtlMs))) {
+            this.lost(vm, state, `lease on ${vm} lost`);
+            return;
+          }
+          await this.prune(vm, state);
+          await this.syncStatus(vm, state);
+          this.up();
+        } catch (error) {
+          this.down(error);
+        }
+      }),
+    );
+    if (this.redisUp) this.schedule();
+  }
+
+  /** A status change the stream did not carry (the monitor came up before the stream was open). */
+  private async syncStatus(vm: string, state: VmState): Promise<void> {
+    if (state.pending.length > 0) return;
+    const status = this.options.snapshotOf(vm)?.status;
+    if (status === undefined || status === state.status) return;
+    await this.store.setStatus(vm, state.lease, status);
+    state.status = status;
+  }
+
+  /** Lease renewal, pruning and status now (the host calls it once its gateway is up). */
+  syncNow(): Promise<void> {
+    return this.renewAll();
+  }
+
+  /** Jobs the host stopped listing (expired after they ended) leave Redis's snapshot too. */
+  private async prune(vm: string, state: VmState): Promise<void> {
+    if (state.pending.length > 0) return;
+    const current = new Set((this.options.snapshotOf(vm)?.jobs ?? []).map((j) => j.id));
+    const gone = [...state.published].filter((id) => !current.has(id));
+    if (gone.length === 0) return;
+    await this.store.prune(vm, state.lease, gone);
+    for (const id of gone) state.published.delete(id);
+  }
+
+  private up(): void {
+    if (this.redisUp) return;
+    this.redisUp = true;
+    this.options.logger.info({ buffered: this.buffered }, 'fleet: Redis reachable again; catching up');
+    this.schedule();
+  }
+
+  private down(error: unknown): void {
+    if (this.redisUp) this.options.logger.warn({ err: error, buffered: this.buffered }, 'fleet: Redis unreachable; serving local clients and buffering');
+    this.redisUp = false;
+    if (this.retryTimer || this.closed) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.flush();
+    }, 500);
+    this.retryTimer.unref();
+  }
+}

@@ -1,0 +1,165 @@
+/**
+ * FleetStore: the fleet's Redis operations, one method per question. Multi-key work stays within
+ * one VM's hash slot (scripts, MULTI), so the same code runs on a single server and on a cluster.
+ */
+import type { JobState, VmStatus } from '../jobs/types.js';
+import type { RedisClient } from './connect.js';
+import type { WireEvent, WireKind } from './entry.js';
+import { FleetKeys } from './keys.js';
+import { APPEND, CLAIM, PRUNE, RELEASE, RENEW, REOPEN, STATUS } from './scripts.js';
+
+export type ClaimResult =
+  | { kind: 'owned'; lease: string; ttlMs: number }
+  | { kind: 'same' | 'new'; epoch: string; head: number; lease: string };
+
+export type AppendResult = { kind: 'ok'; head: number } | { kind: 'fenced'; lease: string } | { kind: 'epoch'; epoch: string } | { kind: 'head'; head: number };
+
+export interface StoredVm {
+  vm: string;
+  epoch: string;
+  head: number;
+  status: VmStatus;
+  reason?: string;
+  host?: string;
+  jobs: Map<string, JobState>;
+}
+
+export interface StoredEntry {
+  offset: number;
+  kind: WireKind;
+  body: string;
+  q: string;
+}
+
+type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
+type Scripted = Record<'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus', ScriptFn>;
+
+/** Replies of HGETALL come as objects, XRANGE as [id, [field, value, ...]] pairs. */
+type XRangeReply = [string, string[]][];
+
+export class FleetStore {
+  readonly keys: FleetKeys;
+
+  constructor(readonly redis: RedisClient, prefix?: string) {
+    this.keys = new FleetKeys(prefix);
+    for (const [name, lua] of [
+      ['bjgClaim', CLAIM],
+      ['bjgAppend', APPEND],
+      ['bjgReopen', REOPEN],
+      ['bjgRenew', RENEW],
+      ['bjgRelease', RELEASE],
+      ['bjgPrune', PRUNE],
+      ['bjgStatus', STATUS],
+    ] as const) {
+      if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 4, lua });
+    }
+  }
+
+  private get scripts(): Scripted {
+    return this.redis as unknown as Scripted;
+  }
+
+  private vmKeys(vm: string): string[] {
+    const k = this.keys.vm(vm);
+    return [k.meta, k.lease, k.stream, k.jobs];
+  }
+
+  async claim(vm: string, host: string, ttlMs: number, freshEpoch: string): Promise<ClaimResult> {
+    const reply = (await this.scripts.bjgClaim(...this.vmKeys(vm), host, ttlMs, freshEpoch)) as [string, string, number, string];
+    await this.redis.sadd(this.keys.registry, vm);
+    if (reply[0] === 'owned') return { kind: 'owned', lease: reply[1], ttlMs: Number(reply[2]) };
+    return { kind: reply[0] as 'same' | 'new', epoch: reply[1], head: Number(reply[2]), lease: reply[3] };
+  }
+
+  async append(vm: string, lease: string, epoch: string, maxLen: number, events: readonly WireEvent[]): Promise<AppendResult> {
+    const args: (string | number)[] = [lease, epoch, maxLen, this.keys.notifyChannel(vm), vm, events.length];
+    for (const e of events) args.push(e.offset, e.kind, e.body, e.q, e.a, e.b);
+    const reply = (await this.scripts.bjgAppend(...this.vmKeys(vm), ...args)) as [string, string | number];
+    switch (reply[0]) {
+      case 'ok':
+        return { kind: 'ok', head: Number(reply[1]) };
+      case 'head':
+        return { kind: 'head', head: Number(reply[1]) };
+      case 'epoch':
+        return { kind: 'epoch', epoch: String(reply[1]) };
+      default:
+        return { kind: 'fenced', lease: String(reply[1]) };
+    }
+  }
+
+  async reopen(vm: string, lease: string, position: { epoch: string; offset: number }, status: VmStatus, reason: string, jobs: readonly JobState[]): Promise<boolean> {
+    const args: (string | number)[] = [lease, position.epoch, position.offset, status, reason, this.keys.notifyChannel(vm), vm];
+    for (const job of jobs) args.push(job.id, JSON.stringify(job));
+    const reply = (await this.scripts.bjgReopen(...this.vmKeys(vm), ...args)) as string[];
+    return reply[0] === 'ok';
+  }
+
+  async renew(vm: string, lease: string, ttlMs: number): Promise<boolean> {
+    return Number(await this.scripts.bjgRenew(...this.vmKeys(vm), lease, ttlMs)) === 1;
+  }
+
+  async release(vm: string, lease: string): Promise<void> {
+    await this.scripts.bjgRelease(...this.vmKeys(vm), lease);
+  }
+
+  async prune(vm: string, lease: string, ids: readonly string[]): Promise<void> {
+    if (ids.length > 0) await this.scripts.bjgPrune(...this.vmKeys(vm), lease, this.keys.notifyChannel(vm), vm, ...ids);
+  }
+
+  async setStatus(vm: string, lease: string, status: VmStatus): Promise<void> {
+    await this.scripts.bjgStatus(...this.vmKeys(vm), lease, status, this.keys.notifyChannel(vm), vm);
+  }
+
+  async lease(vm: string): Promise<string | null> {
+    return this.redis.get(this.keys.vm(vm).lease);
+  }
+
+  async listVms(): Promise<string[]> {
+    return this.redis.smembers(this.keys.registry);
+  }
+
+  /** A VM's position, status and jobs, read in one transaction (a consistent cut). */
+  async loadVm(vm: string): Promise<StoredVm | undefined> {
+    const k = this.keys.vm(vm);
+    const replies = await this.redis.multi().hgetall(k.meta).hgetall(k.jobs).exec();
+    const meta = (replies?.[0]?.[1] ?? {}) as Record<string, string>;
+    const jobs = (replies?.[1]?.[1] ?? {}) as Record<string, string>;
+    if (meta.epoch === undefined) return undefined;
+    return {
+      vm,
+      epoch: meta.epoch,
+      head: Number(meta.head ?? 0),
+      status: (meta.status as VmStatus | undefined) ?? 'connecting',
+      ...(meta.reason ? { reason: meta.reason } : {}),
+      ...(meta.host ? { host: meta.host } : {}),
+      jobs: new Map(Object.entries(jobs).map(([id, json]) => [id, JSON.parse(json) as JobState])),
+    };
+  }
+
+  /** The epoch, head and the entries after `since` (at most `limit`), in one transaction. */
+  async readAfter(vm: string, since: number, limit: number): Promise<{ epoch: string | undefined; head: number; entries: StoredEntry[] }> {
+    const k = this.keys.vm(vm);
+    const replies = await this.redis.multi().hmget(k.meta, 'epoch', 'head').xrange(k.stream, `(0-${since}`, '+', 'COUNT', limit).exec();
+    const [epoch, head] = (replies?.[0]?.[1] ?? []) as (string | null)[];
+    const range = (replies?.[1]?.[1] ?? []) as XRangeReply;
+    return { epoch: epoch ?? undefined, head: Number(head ?? 0), entries: range.map(parseEntry) };
+  }
+
+  /** Epoch and head of many VMs (resync after a lost notify connection). */
+  async heads(vms: readonly string[]): Promise<Map<string, { epoch: string | undefined; head: number }>> {
+    const result = new Map<string, { epoch: string | undefined; head: number }>();
+    await Promise.all(
+      vms.map(async (vm) => {
+        const [epoch, head] = await this.redis.hmget(this.keys.vm(vm).meta, 'epoch', 'head');
+        result.set(vm, { epoch: epoch ?? undefined, head: Number(head ?? 0) });
+      }),
+    );
+    return result;
+  }
+}
+
+function parseEntry([id, fields]: [string, string[]]): StoredEntry {
+  const map: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) map[fields[i]!] = fields[i + 1]!;
+  return { offset: Number(id.slice(2)), kind: map.k as WireKind, body: map.b ?? '', q: map.q ?? '' };
+}

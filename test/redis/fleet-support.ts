@@ -1,0 +1,66 @@
+/**
+ * Fleet test helpers: `serve` in-process as a host gateway or an edge (on port 0, stopped after the
+ * test), and the same as a separate process of the built CLI where kill -9 matters.
+ */
+import { serve } from '../../src/cli/serve.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
+import { runCli, type CliRun } from '../utils/built-cli.js';
+
+export interface InProcessGateway {
+  gateway: RunningGateway;
+  stop(): Promise<number>;
+}
+
+export async function serveInProcess(args: string[]): Promise<InProcessGateway> {
+  const controller = new AbortController();
+  let exit!: Promise<number>;
+  const gateway = await new Promise<RunningGateway>((resolve, reject) => {
+    exit = serve([...args, '--listen', '127.0.0.1:0', '--log-level', process.env.FLEET_LOG ?? 'silent', '--log-format', 'json'], {
+      signal: controller.signal,
+      out: () => {},
+      onListening: resolve,
+    });
+    exit.catch(reject);
+  });
+  return {
+    gateway,
+    stop: async () => {
+      controller.abort();
+      return exit;
+    },
+  };
+}
+
+export const hostArgs = (redisUrl: string, hostId: string, vms: Record<string, string>): string[] => [
+  '--redis',
+  redisUrl,
+  '--host-id',
+  hostId,
+  ...Object.entries(vms).flatMap(([vm, sock]) => ['--qmp', `${vm}=unix:${sock}`]),
+];
+
+export const edgeArgs = (redisUrl: string): string[] => ['--redis', redisUrl, '--edge'];
+
+export interface ProcessGateway {
+  run: CliRun;
+  wsUrl: string;
+  url: string;
+}
+
+/** The built CLI as its own process (so it can be killed with -9); resolves once it listens. */
+export async function serveProcess(args: string[], env: Record<string, string> = {}): Promise<ProcessGateway> {
+  const run = runCli(['serve', ...args, '--listen', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'json'], env);
+  const line = await run.line(/serving .* at http:\/\//, 30_000);
+  const url = /at (http:\/\/[^ ]+)/.exec(line)![1]!;
+  const wsUrl = /WebSocket (ws:\/\/[^)]+)\)/.exec(line)![1]!;
+  return { run, url, wsUrl };
+}
+
+/** Poll until `check` holds (a loaded machine: conditions, never fixed sleeps). */
+export async function eventually(check: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
