@@ -1,5 +1,6 @@
 // blockjob-gateway dashboard: wiring of the protocol client, the job store and the views.
 import { GatewayClient, jobKey } from './gateway-client.js';
+import { loadRecentTransitions } from './history.js';
 import { isActive, JobsView, matches, TimelineView } from './view.js';
 
 const TOKEN_KEY = 'blockjob-gateway.token';
@@ -18,7 +19,7 @@ const store = {
   firstSeen: new Map(),
 };
 
-const jobsView = new JobsView($('jobs'));
+const jobsView = new JobsView($('jobs'), () => scheduleRender());
 const timeline = new TimelineView($('timeline'));
 
 // --- token: URL fragment (#token=…) > sessionStorage > prompt when the gateway asks for one ---------
@@ -140,6 +141,34 @@ function describeTransition(message) {
   return notes.join(' · ');
 }
 
+/** A timeline line for an `event` or `vm` message, keyed by its stream position. */
+function timelineEntry(message) {
+  const key = `${message.vm}@${message.epoch}:${message.offset}`;
+  if (message.type === 'vm') {
+    return {
+      key,
+      at: message.ts ?? Date.now(),
+      what: `${message.vm} monitor`,
+      to: message.status,
+      toClass: message.status === 'connected' ? 'st-ready' : 'st-aborting',
+      note: message.reason ?? '',
+    };
+  }
+  const to = message.transition.to;
+  return { key, at: message.ts, what: `${message.vm}/${message.job.id}`, from: message.transition.from, to, toClass: `st-${to}`, note: describeTransition(message) };
+}
+
+/** Fill "Recent transitions" from the gateway's history, once per page load. */
+async function showRecentTransitions() {
+  const token = sessionStorage.getItem(TOKEN_KEY) ?? undefined;
+  const url = new URL('/v1/ws', location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const protocols = token ? ['blockjob-gateway.v1', `bearer.${token}`] : ['blockjob-gateway.v1'];
+  const replayed = await loadRecentTransitions({ url, protocols });
+  replayed.sort((a, b) => Date.parse(b.ts) - Date.parse(a.ts));
+  for (const message of replayed) timeline.add(timelineEntry(message), { older: true });
+}
+
 const client = new GatewayClient({
   token: () => sessionStorage.getItem(TOKEN_KEY) ?? undefined,
   on: {
@@ -175,28 +204,14 @@ const client = new GatewayClient({
       const vm = vmEntry(message.vm);
       putJob(vm, message.job);
       trimFinished(vm);
-      const to = message.transition.to;
-      timeline.add({
-        at: message.ts,
-        what: `${message.vm}/${message.job.id}`,
-        from: message.transition.from,
-        to,
-        toClass: `st-${to}`,
-        note: describeTransition(message),
-      });
+      timeline.add(timelineEntry(message));
       scheduleRender();
     },
     vm(message) {
       const vm = vmEntry(message.vm);
       vm.status = message.status;
       vm.reason = message.status === 'connected' ? undefined : message.reason;
-      timeline.add({
-        at: message.ts ?? Date.now(),
-        what: `${message.vm} monitor`,
-        to: message.status,
-        toClass: message.status === 'connected' ? 'st-ready' : 'st-aborting',
-        note: message.reason ?? '',
-      });
+      timeline.add(timelineEntry(message));
       scheduleRender();
     },
     progress(message) {
@@ -253,12 +268,30 @@ function showResult(ok, text) {
 }
 
 // --- actions (control-scope tokens only) ---------------------------------------------------------------
+/** How long a first click on Cancel waits for the confirming second one. */
+const CONFIRM_MS = 5000;
+
+function disarm(button) {
+  delete button.dataset.armed;
+  button.textContent = 'Cancel';
+  button.classList.remove('danger');
+}
+
 $('jobs').addEventListener('click', async (event) => {
   const button = event.target.closest('button[data-action]');
   if (!button || !store.canControl) return;
   const row = button.closest('tr');
   const { vm, job, incarnation } = row.dataset;
   const action = button.dataset.action;
+  // Cancelling throws away the copy so far: ask once more, in place, for a few seconds.
+  if (action === 'cancel' && button.dataset.armed !== 'yes') {
+    button.dataset.armed = 'yes';
+    button.textContent = 'Confirm cancel';
+    button.classList.add('danger');
+    setTimeout(() => disarm(button), CONFIRM_MS);
+    return;
+  }
+  if (action === 'cancel') disarm(button);
   const key = `${vm}/${job}#${incarnation}`;
   const fields = { vm, job, action };
   if (action === 'complete') fields.when = 'ready';
@@ -298,6 +331,7 @@ async function showSimulationBadge() {
 
 takeTokenFromFragment();
 void showSimulationBadge();
+void showRecentTransitions();
 client.start();
 
 // For tests and curious operators: the live store, read-only by convention.

@@ -122,6 +122,8 @@ describeBrowser('dashboard in a real browser', () => {
     expect(await readyEntries.count()).toBe(1);
 
     await page.locator('tr.job-row[data-job="mirror-ui"] button[data-action="complete"]').click();
+    // Once concluded the row moves to the finished jobs, collapsed by default: open them.
+    await page.locator('#toggle-finished').click({ timeout: WAIT_MS });
     await page.locator('tr.job-row[data-job="mirror-ui"] .row-result.ok').waitFor({ timeout: WAIT_MS });
     await page.locator('tr.job-row[data-job="mirror-ui"] .badge.oc-completed').waitFor({ timeout: WAIT_MS });
     expect(await page.locator('tr.job-row[data-job="mirror-ui"] .pivot').textContent()).toBe('pivoted');
@@ -207,11 +209,76 @@ describeBrowser('dashboard in a real browser', () => {
     await page.click('#token-form button[type="submit"]');
     await page.locator('tr.job-row[data-job="watched"] button[data-action="cancel"]').waitFor({ state: 'visible', timeout: WAIT_MS });
     expect(await page.locator('#role').textContent()).toBe('control access');
-    await page.locator('tr.job-row[data-job="watched"] button[data-action="cancel"]').click();
+    // Cancel asks for a confirming second click; the first alone sends nothing.
+    const cancel = page.locator('tr.job-row[data-job="watched"] button[data-action="cancel"]');
+    await cancel.click();
+    expect(await cancel.textContent()).toBe('Confirm cancel');
+    expect(demo.registry.job('vm1', 'watched')?.state).toBe('running');
+    await cancel.click();
+    await page.locator('#toggle-finished').click({ timeout: WAIT_MS });
     await page.locator('tr.job-row[data-job="watched"] .badge.oc-cancelled').waitFor({ timeout: WAIT_MS });
     await restarted.close({ graceMs: 0 });
     restarted = undefined;
     controller.close();
+  }, TEST_MS);
+
+  it('at 900 px keeps every column on screen, lists all active jobs before any finished one, and fills Recent transitions from the history', async () => {
+    await demo?.close();
+    demo = await startDemo({ vms: 3, port: 0, simulate: true, print: () => undefined });
+    const page = await openPage();
+    await page.setViewportSize({ width: 900, height: 800 });
+    try {
+      await page.goto(`${demo.url}/`);
+      // Wait for a spread: active jobs on at least two VMs and finished jobs (the driver makes both).
+      await page.waitForFunction(
+        `(() => {
+          const rows = [...document.querySelectorAll('tr.job-row')];
+          const activeVms = new Set(rows.filter((r) => r.closest('tbody.vm-group')).map((r) => r.dataset.vm));
+          return activeVms.size >= 2 && document.querySelectorAll('tbody.vm-finished tr.job-row').length >= 2;
+        })()`,
+        undefined,
+        { timeout: WAIT_MS, polling: 200 },
+      );
+      const layout = (await page.evaluate(`(() => {
+        const panel = document.querySelector('.jobs-panel');
+        const visible = [...document.querySelectorAll('tr.job-row')].filter((r) => r.offsetParent !== null);
+        const edge = (selector) => Math.max(...visible.map((r) => r.querySelector(selector).getBoundingClientRect().right));
+        return {
+          overflow: panel.scrollWidth - panel.clientWidth,
+          page: document.documentElement.scrollWidth,
+          panelRight: panel.getBoundingClientRect().right,
+          stateRight: edge('.state-cell'),
+          actionsRight: edge('.actions-cell'),
+          finishedVisible: [...document.querySelectorAll('tbody.vm-finished')].some((b) => !b.hidden),
+          order: [...document.querySelectorAll('tbody.vm-group, tbody.finished-toggle, tbody.vm-finished')].map((b) => b.className),
+        };
+      })()`)) as { overflow: number; page: number; panelRight: number; stateRight: number; actionsRight: number; finishedVisible: boolean; order: string[] };
+      // Nothing scrolls sideways and the state and action columns end inside the panel.
+      expect(layout.overflow).toBeLessThanOrEqual(0);
+      expect(layout.page).toBeLessThanOrEqual(900);
+      expect(layout.stateRight).toBeLessThanOrEqual(layout.panelRight);
+      expect(layout.actionsRight).toBeLessThanOrEqual(layout.panelRight);
+      // Every VM's active group comes before the toggle and the finished groups, which start collapsed.
+      const firstFinished = layout.order.findIndex((c) => c !== 'vm-group');
+      expect(layout.order.slice(0, firstFinished).every((c) => c === 'vm-group')).toBe(true);
+      expect(layout.order[firstFinished]).toBe('finished-toggle');
+      expect(layout.order.slice(firstFinished + 1).every((c) => c === 'vm-finished')).toBe(true);
+      expect(layout.finishedVisible).toBe(false);
+      await page.click('#toggle-finished');
+      await page.waitForFunction(`[...document.querySelectorAll('tbody.vm-finished')].some((b) => !b.hidden)`, undefined, { timeout: WAIT_MS });
+      expect(await page.locator('#toggle-finished').getAttribute('aria-expanded')).toBe('true');
+
+      // A reload starts with the gateway's recent transitions (from before the reload), not an empty list.
+      const reloadedAt = Date.now();
+      await page.reload();
+      await page.waitForFunction(
+        `[...document.querySelectorAll('#timeline li time')].filter((t) => Date.parse(t.dateTime) < ${reloadedAt}).length >= 3`,
+        undefined,
+        { timeout: WAIT_MS },
+      );
+    } finally {
+      await page.setViewportSize({ width: 1440, height: 860 });
+    }
   }, TEST_MS);
 
   it('labels the simulator fallback as simulated', async () => {
