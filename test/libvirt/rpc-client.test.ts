@@ -220,6 +220,16 @@ describeLibvirt('libvirt RPC client on a real libvirtd', () => {
     expect(r.errors).toEqual([]);
   });
 
+  it("answers libvirtd's own PINGs (its keepalive_interval, 5 s by default, runs once we asked for the feature)", async () => {
+    // Our own interval is long, so the connection is idle from libvirtd's side and it pings us.
+    const r = recorded({ keepalive: { intervalMs: 60_000, count: 5 } });
+    await r.started();
+    const theirPings = () => r.logs.filter((l) => l.message === '<--' && l.fields.prog === 0x6b656570 && l.fields.proc === 1).length;
+    const ourPongs = () => r.logs.filter((l) => l.message === '-->' && l.fields.keepalive === 'PONG').length;
+    await until(() => theirPings() >= 1 && ourPongs() >= 1, "libvirtd's PING and our PONG", 30_000);
+    expect(r.client.session?.number).toBe(1);
+  });
+
   it('a hung libvirtd (SIGSTOP) is declared dead by keepalive; once it runs again, a new session', async (ctx) => {
     if (!daemon.owned) ctx.skip(); // never freeze an operator's libvirtd
     const r = recorded({ keepalive: { intervalMs: 100, count: 3 }, negotiateTimeoutMs: 2_000, reconnect: { initialDelayMs: 50, maxDelayMs: 200 } });
