@@ -99,9 +99,9 @@ export function mayReach(state: JobStatusName, status: QemuJobStatus): boolean {
   return REACHABLE[state].has(status);
 }
 
-/** Concluded or dismissed: the job has ended and only dismissal (or nothing) follows. */
-export function isTerminalState(state: JobStatusName): boolean {
-  return state === 'concluded' || state === 'dismissed';
+/** Concluded or dismissed (QEMU: null): the job has ended and only dismissal (or nothing) follows. */
+export function isTerminalState(state: JobStatusName | QemuJobStatus): boolean {
+  return state === 'concluded' || state === 'dismissed' || state === 'null';
 }
 
 /**

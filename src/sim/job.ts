@@ -15,7 +15,7 @@
  * stops in concluded until job-dismiss. The job never decides when time passes: its host calls
  * `tick()` from one shared timer, so thousands of jobs cost one timer.
  */
-import { verbAcceptedIn, type QemuJobStatus, type QemuVerb } from '../jobs/qemu-rules.js';
+import { isTerminalState, verbAcceptedIn, type QemuJobStatus, type QemuVerb } from '../jobs/qemu-rules.js';
 import { qmpErrors } from './errors.js';
 
 export type SimJobStatus = Exclude<QemuJobStatus, 'undefined'>;
@@ -109,7 +109,7 @@ export class SimJob {
 
   /** Still holds its nodes and counts as active (not concluded, not gone). */
   get active(): boolean {
-    return this.status !== 'concluded' && this.status !== 'null';
+    return !isTerminalState(this.status);
   }
 
   /** QEMU >= 2.12: ready iff status is ready or standby. */

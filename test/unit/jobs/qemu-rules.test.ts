@@ -75,6 +75,7 @@ describe('verb table', () => {
 describe('state rules', () => {
   it('ended: concluded and dismissed only', () => {
     expect(STATES.filter(isTerminalState)).toEqual(['concluded', 'dismissed']);
+    expect(isTerminalState('null')).toBe(true); // QEMU's name for dismissed (the simulator's statuses)
   });
 
   it('may still become ready: exactly the main-loop states (JobSTT: READY never returns to RUNNING)', () => {
