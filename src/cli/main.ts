@@ -15,8 +15,8 @@ export type CommandRunner = (argv: string[]) => Promise<number>;
 
 export interface CommandEntry {
   summary: string;
-  /** Loads the command; undefined when its module is not built yet. */
-  load(): Promise<CommandRunner | undefined>;
+  /** Loads the command's module (only the one that runs). */
+  load(): Promise<CommandRunner>;
 }
 
 /** Where output goes (a seam for tests). */
@@ -33,27 +33,9 @@ const processIo: CliIo = {
 export const EXIT_USAGE = 2;
 const EXIT_FAILURE = 1;
 
-/**
- * Imports a command module that may not exist yet (a later issue builds it): undefined when the
- * module file itself is missing; any other import failure is a real error and propagates.
- */
-async function optionalCommand(specifier: string): Promise<CommandRunner | undefined> {
-  const url = new URL(specifier, import.meta.url);
-  let module: { run?: unknown };
-  try {
-    module = (await import(url.href)) as { run?: unknown };
-  } catch (error) {
-    const { code, message } = error as { code?: string; message?: string };
-    if (code === 'ERR_MODULE_NOT_FOUND' && message?.includes(fileURLToPath(url))) return undefined;
-    throw error;
-  }
-  if (typeof module.run !== 'function') throw new GatewayError('GW_ERR_INTERNAL', `${specifier} does not export run(argv)`);
-  return module.run as CommandRunner;
-}
-
 export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
-  serve: { summary: 'run the gateway: QMP monitors in, WebSocket and HTTP out', load: () => optionalCommand('./serve.js') },
-  demo: { summary: 'real qemu-storage-daemons, a mix of jobs and the gateway with its dashboard', load: () => optionalCommand('./demo.js') },
+  serve: { summary: 'run the gateway: QMP monitors in, WebSocket and HTTP out', load: async () => (await import('./serve.js')).run },
+  demo: { summary: 'real qemu-storage-daemons, a mix of jobs and the gateway with its dashboard', load: async () => (await import('./demo.js')).run },
   watch: { summary: 'a live table of the jobs behind a gateway', load: async () => (await import('./watch.js')).run },
   wait: { summary: 'block until a job is ready or concluded (for scripts)', load: async () => (await import('./wait.js')).run },
   complete: { summary: 'complete (pivot) a job, once it is truly ready', load: async () => (await import('./control.js')).runner('complete') },
@@ -112,10 +94,6 @@ export async function main(argv: readonly string[], io: CliIo = processIo, comma
   const prefix = `blockjob-gateway ${name}`;
   try {
     const run = await entry.load();
-    if (!run) {
-      io.err(`${prefix}: not implemented yet\n`);
-      return EXIT_USAGE;
-    }
     return await run(invocation.rest);
   } catch (error) {
     if (error instanceof UsageError) return usageError(error.message, prefix);

@@ -105,7 +105,7 @@ export function tokenFromRequest(headers: { authorization?: string | undefined; 
   return undefined;
 }
 
-export function splitProtocols(header: string | undefined): string[] {
+function splitProtocols(header: string | undefined): string[] {
   return header ? header.split(',').map((p) => p.trim()).filter((p) => p !== '') : [];
 }
 

@@ -51,7 +51,7 @@ export function summarize(details: readonly ErrorDetail[]): string {
 }
 
 /** Escape one key for a JSON Pointer (RFC 6901). */
-export const pointerToken = (key: string): string => key.replace(/~/g, '~0').replace(/\//g, '~1');
+const pointerToken = (key: string): string => key.replace(/~/g, '~0').replace(/\//g, '~1');
 
 function pathOf(error: ErrorObject): string {
   const { params } = error;

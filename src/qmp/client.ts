@@ -32,7 +32,6 @@ import {
 } from '../errors.js';
 import { formatQmpAddress, parseQmpAddress } from './address.js';
 import { reconnectDelayMs, resolveReconnectPolicy, type ReconnectPolicy, type ResolvedReconnectPolicy } from '../backoff.js';
-import { DEFAULT_EVENT_BUFFER_LIMIT, eventsOf, type EventListenerOptions, type QmpEventListener } from './event-listener.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
 import { silentLogger, type Logger } from '../log.js';
 import { classifyMessage, greetingsMatch, isPlainObject, type InboundMessage } from './messages.js';
@@ -76,8 +75,6 @@ export interface QmpClientOptions {
   maxPendingCommands?: number;
   /** Receives `-->`/`<--` traces of every message at debug, connection news at info/warn. @default silent */
   logger?: Logger;
-  /** Default queue capacity of listen() listeners. @default 1000 */
-  eventBufferLimit?: number;
 }
 
 interface ResolvedOptions {
@@ -89,7 +86,6 @@ interface ResolvedOptions {
   maxMessageBytes: number;
   reconnect: ResolvedReconnectPolicy;
   maxPendingCommands: number;
-  eventBufferLimit: number;
 }
 
 type SentCommand = { execute: string; arguments?: Record<string, unknown> };
@@ -172,7 +168,6 @@ export class QmpClient implements QmpMonitor {
       maxMessageBytes: positive(options, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES),
       reconnect: resolveReconnectPolicy(options.reconnect),
       maxPendingCommands: positive(options, 'maxPendingCommands', 256),
-      eventBufferLimit: positive(options, 'eventBufferLimit', DEFAULT_EVENT_BUFFER_LIMIT),
     };
   }
 
@@ -274,11 +269,6 @@ export class QmpClient implements QmpMonitor {
       this.write(connection, text);
       this.sentCommands++;
     });
-  }
-
-  /** A bounded queue of these events for an asynchronous consumer (see eventsOf). */
-  listen(names: readonly string[] | '*', options: EventListenerOptions = {}): QmpEventListener {
-    return eventsOf(this, names, { ...options, bufferLimit: options.bufferLimit ?? this.options.eventBufferLimit });
   }
 
   // ---- connection lifecycle -------------------------------------------------------------------

@@ -3,7 +3,5 @@ export * from './types.js';
 export { QmpClient, COMMAND_ID_PREFIX, defaultConnect, type QmpClientOptions } from './client.js';
 export { parseQmpAddress, formatQmpAddress } from './address.js';
 export { JsonObjectFramer, DEFAULT_MAX_MESSAGE_BYTES, type JsonFramerOptions, type FramedMessage } from './framing.js';
-export { eventsOf, QmpEventListener, DEFAULT_EVENT_BUFFER_LIMIT, type EventListenerOptions } from './event-listener.js';
-export { DropOldestQueue } from './bounded-queue.js';
 export { reconnectDelayMs, resolveReconnectPolicy, DEFAULT_RECONNECT_POLICY, type ReconnectPolicy } from '../backoff.js';
 export { silentLogger, type Logger } from '../log.js';

@@ -61,7 +61,7 @@ function parseGreeting(body: unknown, text: string): QmpGreeting {
 }
 
 /** QEMU's {seconds, microseconds} wall-clock stamp in ms; null for the -1/-1 "no clock" stamp or none. */
-export function toEpochMs(timestamp: unknown): number | null {
+function toEpochMs(timestamp: unknown): number | null {
   if (!isPlainObject(timestamp)) return null;
   const { seconds, microseconds } = timestamp;
   if (typeof seconds !== 'number' || typeof microseconds !== 'number' || seconds < 0 || microseconds < 0) return null;

@@ -13,6 +13,7 @@ import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import type { Logger } from '../../src/log.js';
 import { Leftovers, TestClient } from './gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
+import { waitFor } from '../utils/wait-for.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());
@@ -20,13 +21,6 @@ afterEach(() => leftovers.dispose());
 const sha = (token: string) => createHash('sha256').update(token).digest('hex');
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
-async function waitFor(condition: () => boolean | Promise<boolean>, timeoutMs = 20_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 /** A raw upgrade request; resolves with the status line once the refusal arrives, and keeps the socket open. */
 function rawUpgrade(port: number, path: string, headers: Record<string, string>): Promise<{ socket: Socket; status: number }> {
@@ -84,7 +78,7 @@ describe('refused upgrades with trailing bytes (defect 1)', () => {
         socket.destroy();
       }
     }
-    await waitFor(() => openFds() <= baseline + 3, 20_000, `descriptors back to ~${baseline} (now ${openFds()})`);
+    await waitFor(() => openFds() <= baseline + 3, () => `descriptors back to ~${baseline} (now ${openFds()})`);
     // The refusal closes the socket itself, even if the client never hangs up.
     const { socket } = await rawUpgrade(gateway.port, '/v1/ws', { Authorization: 'Bearer wrong' });
     socket.write('x');

@@ -3,6 +3,7 @@
  * their QMP class, a real mirror's full event sequence, crash and restart, and a busy monitor.
  */
 import { join } from 'node:path';
+import { filter, firstValueFrom, timeout } from 'rxjs';
 import { afterEach, expect, it } from 'vitest';
 import { QmpCommandError, QmpMonitorBusyError, QmpOutcomeUnknownError, type QmpError } from '../../src/errors.js';
 import { QmpClient, type QmpClientOptions } from '../../src/qmp/client.js';
@@ -99,7 +100,8 @@ describeQemu('QmpClient against qemu-storage-daemon', () => {
     const qsd = await startQsd();
     const oracle = await qsd.oracle();
     const { qmp, events } = await ready(qsd);
-    const listener = qmp.listen(['BLOCK_JOB_READY', 'JOB_STATUS_CHANGE']);
+    const seen = (match: (e: QmpEvent) => boolean): Promise<QmpEvent> => firstValueFrom(qmp.events$.pipe(filter(match), timeout(30_000)));
+    const becameReady = seen((e) => e.event === 'BLOCK_JOB_READY');
     let mirrorReply: QmpReply<unknown> | undefined;
     const executor = {
       execute: async (command: string, args?: Record<string, unknown>) => {
@@ -109,10 +111,10 @@ describeQemu('QmpClient against qemu-storage-daemon', () => {
       },
     };
     await startMirror(executor, qsd, { jobId: 'm0', dataMiB: 8, speed: 0 });
-    for (let e = await listener.next(30_000); e.event !== 'BLOCK_JOB_READY'; e = await listener.next(30_000));
+    await becameReady;
+    const gone = seen((e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null');
     await qmp.execute('job-complete', { id: 'm0' });
-    for (let e = await listener.next(30_000); !(e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null'); e = await listener.next(30_000));
-    listener.close();
+    await gone;
 
     expect(statusesOf(events, 'm0')).toEqual(['created', 'running', 'ready', 'waiting', 'pending', 'concluded', 'null']);
     const mine = events.filter((e) => e.data.id === 'm0' || e.data.device === 'm0');

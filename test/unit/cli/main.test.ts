@@ -15,7 +15,6 @@ const packageVersion = (JSON.parse(readFileSync(new URL('../../../package.json',
 function table(run: (argv: string[]) => Promise<number>): Record<string, CommandEntry> {
   return {
     echo: { summary: 'echo its arguments', load: async () => run },
-    later: { summary: 'built by a later issue', load: async () => undefined },
   };
 }
 
@@ -46,7 +45,7 @@ describe('cli main', () => {
     expect(none.err.join('')).toContain('Usage: blockjob-gateway <command>');
     const unknown = capture();
     expect(await main(['frobnicate'], unknown.io, table(async () => 0))).toBe(EXIT_USAGE);
-    expect(unknown.err.join('')).toContain("unknown command 'frobnicate' (commands: echo, later)");
+    expect(unknown.err.join('')).toContain("unknown command 'frobnicate' (commands: echo)");
   });
 
   it('passes the arguments after the command through and returns its exit code', async () => {
@@ -55,12 +54,6 @@ describe('cli main', () => {
     const code = await main(['echo', '--qmp', 'vm1=unix:/p', '--help'], io, table(async (argv) => (seen.push(argv), 7)));
     expect(code).toBe(7);
     expect(seen).toEqual([['--qmp', 'vm1=unix:/p', '--help']]);
-  });
-
-  it('a command not built yet says so, exit 2', async () => {
-    const { io, err } = capture();
-    expect(await main(['later'], io, table(async () => 0))).toBe(EXIT_USAGE);
-    expect(err.join('')).toBe('blockjob-gateway later: not implemented yet\n');
   });
 
   it('maps errors escaping a command: usage -> 2, gateway errors -> 1 with their code', async () => {
