@@ -75,7 +75,7 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     health() {
       const s = publisher.status();
       const degraded: string[] = [];
-      if (s.redis === 'down') degraded.push(`redis unreachable (${s.buffered} events buffered)`);
+      if (s.redis === 'down' || redis.status !== 'ready') degraded.push(`redis unreachable (${s.buffered} events buffered)`);
       for (const { vm, owner } of s.notOwned) degraded.push(`VM ${vm} is owned by host gateway ${owner}: not published`);
       if (s.resyncing.length > 0) degraded.push(`restarting Redis's copy of ${s.resyncing.length} stream(s)`);
       return { degraded };

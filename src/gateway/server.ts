@@ -90,7 +90,7 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
   };
   const info = (principal: Principal): GatewayInfo => gatewayInfo(options.info ?? {}, options.source, core.jobs(principal), limits);
   const server = createServer(
-    createHttpHandler({ core, auth, metrics, info, servedHosts: hosts, ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), logger: log }),
+    createHttpHandler({ core, auth, metrics, info, servedHosts: hosts, ...(options.health ? { health: options.health } : {}), ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), logger: log }),
   );
   server.keepAliveTimeout = 5000;
   const ws = useWebSocket({
