@@ -117,6 +117,7 @@ export class LibvirtClient implements LibvirtConnection {
   private currentSession: LibvirtSession | undefined;
   private sessionCount = 0;
   private inboundSeq = 0;
+  private sentCalls = 0;
   private failedAttempts = 0;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
@@ -142,6 +143,11 @@ export class LibvirtClient implements LibvirtConnection {
 
   get session(): LibvirtSession | undefined {
     return this.currentSession;
+  }
+
+  /** Calls written to libvirtd so far, over all sessions (negotiation included), for metrics. */
+  get callsSent(): number {
+    return this.sentCalls;
   }
 
   /** Calls awaiting a reply on the current connection. */
@@ -300,6 +306,7 @@ export class LibvirtClient implements LibvirtConnection {
       connection.pending.set(serial, { spec: spec as CallSpec<unknown>, resolve: resolve as (value: unknown) => void, reject, timer });
       this.log.debug({ libvirt: this.name, serial, procedure: spec.info.procedure, args: spec.info.args }, '-->');
       connection.socket.write(message);
+      this.sentCalls++;
     });
   }
 

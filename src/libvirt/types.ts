@@ -212,6 +212,8 @@ export interface LibvirtConnection {
   readonly domainEvents$: Observable<LibvirtDomainEvent>;
   /** Hot: QEMU monitor events of all monitor watches, synchronously in wire order; survives reconnects. */
   readonly monitorEvents$: Observable<LibvirtMonitorEvent>;
+  /** Calls written to libvirtd so far, over all sessions, so polling cost is visible (test doubles may omit it). */
+  readonly callsSent?: number;
   /** Non-fatal news: connect failures, protocol errors, dead keepalives, failed registrations. */
   readonly errors$: Observable<LibvirtError>;
 

@@ -70,6 +70,7 @@ describe('LibvirtClient negotiation', () => {
     expect(peer.callsOf(c.RemoteProc.CONNECT_OPEN)[0]!.body.toString('hex')).toBe('00000001' + '0000000e' + Buffer.from('qemu:///system').toString('hex') + '0000' + '00000000');
     // Serials count from 1 per connection.
     expect(peer.calls.map((call) => call.header.serial)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+    expect(client.callsSent).toBe(7);
     expect(client.session).toMatchObject({ number: 1, libVersion: { major: 9, minor: 0, micro: 0 }, hypervisorVersion: { major: 7, minor: 2, micro: 22 }, keepalive: true });
   });
 
