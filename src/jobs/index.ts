@@ -4,7 +4,7 @@ export * from './control-port.js';
 export { combineSources, type CombineOptions, type CombinedSources } from './combine.js';
 export { JobRegistry, type JobRegistryOptions, type OwnedMonitor } from './registry.js';
 export { MonitorJobs, isQmpMonitor, type JobFeed, type MonitorJobsOptions } from './monitor-jobs.js';
-export { QmpControl, planQmpCommand, isLibvirtOwnedJob, type QmpControlOptions, type QmpControlTarget, type QmpPlan } from './qmp-control.js';
+export { QmpControl, planQmpCommand, libvirtOwnedJob, type QmpControlOptions, type QmpControlTarget, type QmpPlan } from './qmp-control.js';
 export * from './qemu-rules.js';
 export { capabilitiesFromSchema, capabilitiesFromVersion, detectCapabilities, type DetectedCapabilities } from './capabilities.js';
 export { reduceJob, transitionKey, sameKey, type EngineInput, type JobRecord, type ReduceContext, type ReduceResult, type JobChange, type HoldKind } from './normalize.js';

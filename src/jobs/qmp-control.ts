@@ -19,10 +19,10 @@ export interface QmpControlTarget {
 
 export interface QmpControlOptions {
   /**
-   * Jobs this gateway must only observe, never act on.
-   * @default isLibvirtOwnedJob: libvirt's own jobs, seen on a direct monitor of a libvirt domain
+   * Jobs this gateway must only observe, never act on: returns why (for the answer), or undefined.
+   * @default libvirtOwnedJob: libvirt's own jobs, seen on a direct monitor of a libvirt domain
    */
-  observeOnly?: (vm: string, id: string) => boolean;
+  observeOnly?: (vm: string, id: string) => string | undefined;
 }
 
 /**
@@ -33,8 +33,9 @@ export interface QmpControlOptions {
  */
 const LIBVIRT_JOB_ID = /^(?:(?:copy|commit|pull|backup)-.+|create)-libvirt-\d+-(?:format|storage)$/;
 
-export function isLibvirtOwnedJob(_vm: string, id: string): boolean {
-  return LIBVIRT_JOB_ID.test(id);
+export function libvirtOwnedJob(_vm: string, id: string): string | undefined {
+  if (!LIBVIRT_JOB_ID.test(id)) return undefined;
+  return `job '${id}' belongs to libvirt and is only observed here; control it through libvirt (virsh blockjob)`;
 }
 
 /** One QMP command for one verb, and what the engine is told before it is written. */
@@ -76,23 +77,21 @@ export function planQmpCommand(action: ControlAction, job: JobState, capabilitie
 }
 
 export class QmpControl implements ControlPort {
-  private readonly observeOnly: (vm: string, id: string) => boolean;
+  private readonly observeOnly: (vm: string, id: string) => string | undefined;
 
   constructor(
     private readonly lookup: (vm: string) => QmpControlTarget | undefined,
     options: QmpControlOptions = {},
   ) {
-    this.observeOnly = options.observeOnly ?? isLibvirtOwnedJob;
+    this.observeOnly = options.observeOnly ?? libvirtOwnedJob;
   }
 
   mayTouch(vm: string, job: JobState): SendCheck {
     const target = this.lookup(vm);
     if (target === undefined) return { ok: false, reason: 'not-supported', why: `VM '${vm}' is not followed over QMP here` };
     if (target.monitor === undefined) return { ok: false, reason: 'not-supported', why: `VM '${vm}' has no QMP monitor this gateway may write to` };
-    if (this.observeOnly(vm, job.id)) {
-      return { ok: false, reason: 'not-supported', why: `job '${job.id}' belongs to libvirt and is only observed here; control it through libvirt (virsh blockjob)` };
-    }
-    return { ok: true };
+    const observed = this.observeOnly(vm, job.id);
+    return observed === undefined ? { ok: true } : { ok: false, reason: 'not-supported', why: observed };
   }
 
   check(vm: string, job: JobState, action: ControlAction, args: ControlArgs): SendCheck {

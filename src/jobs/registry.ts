@@ -11,7 +11,7 @@ import { QmpClient } from '../qmp/client.js';
 import type { QmpMonitor } from '../qmp/types.js';
 import type { ControlPort } from './control-port.js';
 import { MonitorJobs, isQmpMonitor, type JobFeed, type MonitorJobsOptions } from './monitor-jobs.js';
-import { QmpControl, isLibvirtOwnedJob, type QmpControlOptions } from './qmp-control.js';
+import { QmpControl, type QmpControlOptions } from './qmp-control.js';
 import type { JobSource, JobState, MonitorCapabilities, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot } from './types.js';
 
 /** A monitor the registry created and therefore closes. */
@@ -60,11 +60,10 @@ export class JobRegistry implements JobSource {
   readonly control: ControlPort;
 
   constructor(private readonly options: JobRegistryOptions = {}) {
-    const observeOnly = options.observeOnly ?? isLibvirtOwnedJob;
     this.control = new QmpControl((vm) => {
       const entry = this.entries.get(vm);
       return entry && { engine: entry.engine, ...(entry.monitor ? { monitor: entry.monitor } : {}) };
-    }, { observeOnly });
+    }, options.observeOnly ? { observeOnly: options.observeOnly } : {});
   }
 
   /**
