@@ -2,7 +2,10 @@
  * Fleet test helpers: `serve` in-process as a host gateway or an edge (on port 0, stopped after the
  * test), and the same as a separate process of the built CLI where kill -9 matters.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { serve } from '../../src/cli/serve.js';
+import { makeTestDir } from '../utils/qsd.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { runCli, type CliRun } from '../utils/built-cli.js';
 
@@ -11,8 +14,14 @@ export interface InProcessGateway {
   stop(): Promise<number>;
 }
 
-export async function serveInProcess(args: string[]): Promise<InProcessGateway> {
+/** `prefix`: a Redis key prefix of the test's own (through a config file; flags set the rest). */
+export async function serveInProcess(args: string[], prefix?: string): Promise<InProcessGateway> {
   const controller = new AbortController();
+  if (prefix !== undefined) {
+    const file = join(makeTestDir('bjf-'), 'gateway.json');
+    writeFileSync(file, JSON.stringify({ fleet: { redis: 'env:UNUSED', keyPrefix: prefix } }));
+    args = ['--config', file, ...args];
+  }
   let exit!: Promise<number>;
   const gateway = await new Promise<RunningGateway>((resolve, reject) => {
     exit = serve([...args, '--listen', '127.0.0.1:0', '--log-level', process.env.FLEET_LOG ?? 'silent', '--log-format', 'json'], {

@@ -1,10 +1,11 @@
 /**
- * Fleet mode against a real redis-server and real qemu-storage-daemons: two host gateways, two edges.
- * Everything a client sees through an edge must be what it would see on the host, resumable anywhere.
+ * Fleet mode against a real redis-server and real qemu-storage-daemons: two host gateways, two edges,
+ * on a standalone Redis and on a 3-master Redis Cluster. Everything a client sees through an edge
+ * must be what it would see on the host, resumable anywhere.
  */
-import { afterAll, afterEach, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
-import { startRedis, type RedisServer } from '../../src/lab/redis.js';
+import { startRedis, startRedisCluster } from '../../src/lab/redis.js';
 import { TestClient, type Msg } from '../integration/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd, type Qsd } from '../utils/qsd.js';
@@ -20,10 +21,24 @@ function expectContiguous(offsets: number[], from: number): void {
   expect(offsets).toEqual(offsets.map((_, i) => from + i + 1));
 }
 
-describeRedis('fleet on standalone Redis', () => {
-  describeQemu('two hosts, two edges', () => {
+interface Backend {
+  url: string;
+  dispose(): Promise<void>;
+}
+
+const BACKENDS: [string, () => Promise<Backend>][] = [
+  ['standalone Redis', () => startRedis()],
+  ['a 3-master Redis Cluster', () => startRedisCluster()],
+];
+
+describeRedis('fleet core cases', () => {
+  describeQemu('real qemu-storage-daemons', () => coreCases());
+});
+
+function coreCases(): void {
+  describe.each(BACKENDS)('on %s: two hosts, two edges', (_name, startBackend) => {
     cleanupLeftoversAfterAll();
-    let redis: RedisServer;
+    let redis: Backend | undefined;
     const stops: (() => Promise<unknown>)[] = [];
     afterEach(async () => {
       for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
@@ -31,18 +46,19 @@ describeRedis('fleet on standalone Redis', () => {
     afterAll(async () => redis?.dispose());
 
     async function lab(): Promise<{ qsd1: Qsd; qsd2: Qsd; host1: InProcessGateway; host2: InProcessGateway; edgeA: InProcessGateway; edgeB: InProcessGateway }> {
-      redis ??= await startRedis();
-      redis.cli('flushall');
+      redis ??= await startBackend();
+      // Each case has its own VMs' history: a fresh key prefix, not a flush (a cluster has three).
+      const prefix = `t${Math.random().toString(36).slice(2, 8)}`;
       const qsd1 = await startQsd({ monitors: ['gw'] });
       const qsd2 = await startQsd({ monitors: ['gw'] });
       stops.push(() => qsd1.dispose(), () => qsd2.dispose());
-      const host1 = await serveInProcess(hostArgs(redis.url, 'host1', { vm1: qsd1.path('gw') }));
+      const host1 = await serveInProcess(hostArgs(redis.url, 'host1', { vm1: qsd1.path('gw') }), prefix);
       stops.push(() => host1.stop());
-      const host2 = await serveInProcess(hostArgs(redis.url, 'host2', { vm2: qsd2.path('gw') }));
+      const host2 = await serveInProcess(hostArgs(redis.url, 'host2', { vm2: qsd2.path('gw') }), prefix);
       stops.push(() => host2.stop());
-      const edgeA = await serveInProcess(edgeArgs(redis.url));
+      const edgeA = await serveInProcess(edgeArgs(redis.url), prefix);
       stops.push(() => edgeA.stop());
-      const edgeB = await serveInProcess(edgeArgs(redis.url));
+      const edgeB = await serveInProcess(edgeArgs(redis.url), prefix);
       stops.push(() => edgeB.stop());
       return { qsd1, qsd2, host1, host2, edgeA, edgeB };
     }
@@ -130,4 +146,4 @@ describeRedis('fleet on standalone Redis', () => {
       expect(Date.now() - sent).toBeLessThan(5_000);
     });
   });
-});
+}
