@@ -34,7 +34,7 @@ export function parseCommandLine<const T extends FlagsConfig>(
 }
 
 /** node:util parseArgs error codes, rephrased for a human at a terminal. */
-function toUsageError(error: unknown): UsageError {
+export function toUsageError(error: unknown): UsageError {
   const { code, message } = error as { code?: string; message: string };
   const flag = /'(-[^' ]+)/.exec(message)?.[1];
   switch (code) {

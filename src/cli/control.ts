@@ -9,7 +9,7 @@ import { ClientError, ClientSubscribeError } from '../client/errors.js';
 import { isEnded } from '../client/job-map.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { CommandAction, JobState, ResultFailure, ResultMessage } from '../generated/schema-types.js';
-import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token, usageFailure } from './remote.js';
 
 export const CONTROL_ACTIONS = ['complete', 'cancel', 'pause', 'resume'] as const;
 export type ControlAction = (typeof CONTROL_ACTIONS)[number];
@@ -21,9 +21,9 @@ Sends '${action}' for one job through the gateway and prints the result.
 Options:
   --vm NAME                   the VM (required)
   --job ID                    the job id (required)
-  --when ready|now            complete only: wait until the job is ready (default) or answer not_ready now
+${action === 'complete' ? '  --when ready|now            wait until the job is ready (default) or answer not_ready now\n' : ''}\
   --await accepted|concluded  answer when QEMU accepted the verb (default) or when the job concluded
-  --force                     cancel only: force (no completion, no pivot), even after ready
+${action === 'cancel' ? '  --force                     force (no completion, no pivot), even after ready\n' : ''}\
   --timeout DURATION          give up waiting after this long (default 10m)
   --connect-timeout DURATION  give up when the gateway does not answer for this long (default ${DEFAULT_CONNECT_TIMEOUT},
                               never more than --timeout); a refused connection fails at once
@@ -37,7 +37,7 @@ this command asks: complete -> outcome completed and, for a mirror or active com
 with the job's final state (--json: the result with the final job and "completedBy"/"cancelledBy"),
 so a script asking "is it pivoted?" gets the truth. 1 the gateway answered with an error (its code is
 printed) and the job did not end as asked, 3 connection or auth failure (reported at once, with its
-cause; if the connection dropped after sending, the outcome is unknown: check the job), 4 usage.
+cause; if the connection dropped after sending, the outcome is unknown: check the job), 2 usage.
 `;
 
 export function runner(action: ControlAction) {
@@ -50,15 +50,15 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
     {
       vm: { type: 'string' },
       job: { type: 'string' },
-      when: { type: 'string' },
+      // Only the verbs that take them: anything else is an unknown flag.
+      ...(action === 'complete' ? { when: { type: 'string' } } : {}),
       await: { type: 'string' },
-      force: { type: 'boolean', default: false },
+      ...(action === 'cancel' ? { force: { type: 'boolean', default: false } } : {}),
       timeout: { type: 'string' },
       'connect-timeout': { type: 'string' },
     },
     action,
     usage(action),
-    4,
   );
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -69,14 +69,11 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
     job = requireFlag(values.job, '--job', action);
     timeoutMs = parseDuration(values.timeout ?? '10m', '--timeout');
     connectTimeoutMs = connectTimeout(values['connect-timeout'], timeoutMs);
-    if (values.when !== undefined && action !== 'complete') throw new UsageError(`${action}: --when applies to complete only`);
     if (values.when !== undefined && values.when !== 'ready' && values.when !== 'now') throw new UsageError(`${action}: --when must be ready or now`);
     if (values.await !== undefined && values.await !== 'accepted' && values.await !== 'concluded') throw new UsageError(`${action}: --await must be accepted or concluded`);
-    if (values.force && action !== 'cancel') throw new UsageError(`${action}: --force applies to cancel only`);
   } catch (err) {
     if (!(err instanceof GatewayError)) throw err;
-    process.stderr.write(`${err.message}\n\n${usage(action)}`);
-    return 4;
+    return usageFailure(action, err);
   }
   const command = {
     vm,
@@ -85,7 +82,7 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
     timeoutMs,
     ...(action === 'complete' ? { when: (values.when ?? 'ready') as 'ready' | 'now' } : {}),
     ...(values.await ? { await: values.await as 'accepted' | 'concluded' } : {}),
-    ...(action === 'cancel' ? { force: values.force } : {}),
+    ...(action === 'cancel' ? { force: values.force === true } : {}),
   };
   const started = Date.now();
   const client = cliClient(url, { token: token(values.token), filter: { vms: [vm], jobs: [job] }, connectTimeoutMs, progressIntervalMs: 0 });

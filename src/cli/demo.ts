@@ -18,8 +18,14 @@ Options:
   --port N       HTTP/WebSocket port (default 8080; 0 picks a free one)
   --host ADDR    listen address (default 127.0.0.1; the demo has no tokens, keep it on loopback)
   --vms N        how many VMs (daemons) to run (default 3, at most 16)
-  --simulate     use the QMP simulator even where QEMU is installed
+  --simulate     use the built-in QMP simulator even where QEMU is installed (the dashboard, the
+                 banner and /v1/info then say SIMULATED)
   -h, --help     print this text
+
+Through npm, options go after --:  npm start -- --simulate   npm start -- --port 8081
+qemu-storage-daemon is looked up on PATH and then in /usr/bin and /usr/local/bin, so hiding it from
+PATH does not switch to the simulator: use --simulate (or set BLOCKJOB_GATEWAY_QEMU_DIRS to the only
+directories to search). Without QEMU the demo falls back to the simulator by itself and says so.
 `;
 
 const OPTIONS = {
@@ -55,7 +61,11 @@ export async function run(argv: string[]): Promise<number> {
     demo = await startDemo({ port, host, vms, simulate: values.simulate === true, logger: createLogger({ level: 'warn' }) });
   } catch (error) {
     if (error instanceof ConfigError && error.path === 'listen') {
-      process.stderr.write(`blockjob-gateway demo: ${error.message.replace(/^listen: /, '')}; choose another with --port\n`);
+      // `npm start --port N` would give the flag to npm, not to us: show the spelling that works.
+      const other = port === 65535 ? 8081 : port + 1;
+      process.stderr.write(
+        `blockjob-gateway demo: ${error.message.replace(/^listen: /, '')}; choose another with --port: npm start -- --port ${other} (or blockjob-gateway demo --port ${other})\n`,
+      );
       return 1;
     }
     throw error;

@@ -59,7 +59,7 @@ Options:
   -h, --help     print this text (blockjob-gateway <command> --help for a command's options)
   -V, --version  print the version
 
-Exit codes: 0 success, 1 failure, 2 usage error (wait and the job verbs document their own).
+Exit codes: 0 success, 1 failure, 2 usage error (every command); wait and the job verbs document the rest.
 `;
 }
 

@@ -6,6 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { GatewayClient } from '../client/gateway-client.js';
 import { nodeWebSocket } from '../client/node.js';
 import { UsageError } from '../errors.js';
+import { toUsageError } from './args.js';
 import type { GatewayInfo, JobState, SubscriptionFilter } from '../generated/schema-types.js';
 
 export const TOKEN_ENV = 'BLOCKJOB_GATEWAY_TOKEN';
@@ -21,11 +22,22 @@ type Flags = NonNullable<ParseArgsConfig['options']>;
 type Parsed<O extends Flags> = ReturnType<typeof parseArgs<{ args: string[]; allowPositionals: true; strict: true; options: typeof COMMON_FLAGS & O }>>;
 export type RemoteArgs<O extends Flags> = { exit: number } | { exit: undefined; values: Parsed<O>['values']; positionals: string[] };
 
+/** Every usage error of every command exits with this (the top level's too). */
+export const USAGE_EXIT = 2;
+
 /**
- * Parses a remote command's flags plus the common ones. `--help` prints the usage and a bad flag
- * prints the error and the usage; either way `exit` is the code to return.
+ * A usage error, the same way for every command: one line `command: problem` and a hint where the
+ * options are (the whole help again would bury the problem). Returns USAGE_EXIT.
  */
-export function parseRemoteArgs<O extends Flags>(argv: string[], flags: O, command: string, usageText: string, usageExit: number): RemoteArgs<O> {
+export function usageFailure(command: string, error: unknown): number {
+  const message = error instanceof Error ? error.message : String(error);
+  const text = message.startsWith(`${command}: `) ? message : `${command}: ${message}`;
+  process.stderr.write(`${text}\nRun 'blockjob-gateway ${command} --help' for its options.\n`);
+  return USAGE_EXIT;
+}
+
+/** Parses a remote command's flags plus the common ones. `--help` prints the usage; a bad flag is a usage failure. */
+export function parseRemoteArgs<O extends Flags>(argv: string[], flags: O, command: string, usageText: string): RemoteArgs<O> {
   try {
     const parsed = parseArgs({ args: argv, allowPositionals: true, strict: true, options: { ...COMMON_FLAGS, ...flags } });
     if ((parsed.values as { help?: boolean }).help) {
@@ -34,17 +46,23 @@ export function parseRemoteArgs<O extends Flags>(argv: string[], flags: O, comma
     }
     return { exit: undefined, values: parsed.values as Parsed<O>['values'], positionals: parsed.positionals };
   } catch (err) {
-    process.stderr.write(`${command}: ${(err as Error).message}\n\n${usageText}`);
-    return { exit: usageExit };
+    return { exit: usageFailure(command, toUsageError(err)) };
   }
 }
 
+/**
+ * The gateway URL argument: ws:// or wss://, or the http(s):// URL the demo and `serve` print
+ * (mapped to ws(s)://, same host and port).
+ */
 export function gatewayUrl(positionals: string[], command: string): string {
   const url = positionals[0];
   if (!url) throw new UsageError(`${command}: missing gateway URL (ws://HOST:PORT)`);
   if (positionals.length > 1) throw new UsageError(`${command}: unexpected argument '${positionals[1]}'`);
-  if (!/^wss?:\/\/[^/]+/.test(url)) throw new UsageError(`${command}: '${url}' is not a ws:// or wss:// URL`);
-  return url;
+  const match = /^(wss?|https?):\/\/[^/]+/.exec(url);
+  if (!match) throw new UsageError(`${command}: '${url}' is not a gateway URL (ws://, wss://, http:// or https://)`);
+  const ws = match[1] === 'http' || match[1] === 'https' ? url.replace(/^http/, 'ws') : url;
+  // `http://127.0.0.1:8080/` as printed: the root is the gateway itself.
+  return ws.replace(/^(wss?:\/\/[^/]+)\/$/, '$1');
 }
 
 /** GET /v1/info of the gateway behind a ws(s):// URL; undefined when it cannot be had (older gateway, no route). */

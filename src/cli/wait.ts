@@ -8,9 +8,10 @@ import { wasReady } from '../client/gateway-client.js';
 import { ClientError, ClientJobEndedError, ClientSubscribeError, ClientTimeoutError } from '../client/errors.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { JobState } from '../generated/schema-types.js';
-import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token } from './remote.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token, usageFailure, USAGE_EXIT } from './remote.js';
 
-export const WAIT_EXIT = { reached: 0, endedOtherwise: 1, timeout: 2, connection: 3, usage: 4 } as const;
+/** Usage errors exit 2 like every command; a timeout exits 124, as timeout(1) does. */
+export const WAIT_EXIT = { reached: 0, endedOtherwise: 1, usage: USAGE_EXIT, connection: 3, timeout: 124 } as const;
 
 export const usage = `Usage: blockjob-gateway wait ws://HOST:PORT --vm NAME --job ID --for ready|concluded [options]
 
@@ -20,7 +21,7 @@ Options:
   --vm NAME              the VM (monitor name) of the job (required)
   --job ID               the QEMU job id (required)
   --for ready|concluded  what to wait for (required)
-  --timeout DURATION     give up after this long, e.g. 90s, 10m (default: wait forever)
+  --timeout DURATION     give up after this long, e.g. 90s, 10m (default: wait forever; see below)
   --connect-timeout DURATION
                          give up when the gateway does not answer for this long (default ${DEFAULT_CONNECT_TIMEOUT},
                          never more than --timeout); a refused connection fails at once
@@ -28,10 +29,15 @@ Options:
   --json                 print the final job state as JSON instead of a line of text
   -h, --help             this text
 
+A job that does not exist yet is waited for: start wait before the job so that nothing is missed
+(it is seen from its first state). So a wrong --vm/--job, or a job that never starts, waits until
+--timeout; there is no default because only you know how long a copy may take. Scripts should give
+--timeout. When the gateway does not know the job yet, wait says so on stderr at once.
+
 Exit codes: 0 reached (for concluded: outcome completed), 1 the job is not (or no longer) ready or
 ended otherwise: it ended before it was ready, or it was ready and has since concluded (the message
-says which, with its outcome and whether it pivoted), or it failed, was cancelled, vanished, 2 timeout,
-3 connection or auth failure (reported at once, with its cause), 4 usage error.
+says which, with its outcome and whether it pivoted), or it failed, was cancelled, vanished,
+2 usage error, 3 connection or auth failure (reported at once, with its cause), 124 timeout.
 `;
 
 type Target = 'ready' | 'concluded';
@@ -74,7 +80,6 @@ export async function run(argv: string[]): Promise<number> {
     { vm: { type: 'string' }, job: { type: 'string' }, for: { type: 'string' }, timeout: { type: 'string' }, 'connect-timeout': { type: 'string' } },
     'wait',
     usage,
-    WAIT_EXIT.usage,
   );
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -88,10 +93,7 @@ export async function run(argv: string[]): Promise<number> {
     timeoutMs = values.timeout === undefined ? undefined : parseDuration(values.timeout, '--timeout');
     connectTimeoutMs = connectTimeout(values['connect-timeout'], timeoutMs);
   } catch (err) {
-    if (err instanceof GatewayError) {
-      process.stderr.write(`${err.message}\n\n${usage}`);
-      return WAIT_EXIT.usage;
-    }
+    if (err instanceof GatewayError) return usageFailure('wait', err);
     throw err;
   }
   const target = values.for as Target;

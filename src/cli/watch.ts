@@ -6,7 +6,7 @@ import type { ConnectionStatus } from '../client/session.js';
 import { GatewayError } from '../errors.js';
 import { CLOSE_CODES, type CloseCode } from '../protocol/codes.js';
 import type { JobStatusName, SubscriptionFilter } from '../generated/schema-types.js';
-import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, fetchGatewayInfo, gatewayUrl, parseRemoteArgs, token } from './remote.js';
+import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, fetchGatewayInfo, gatewayUrl, parseRemoteArgs, token, usageFailure } from './remote.js';
 import { renderScreen, TerminalScreen, type ScreenFacts } from './watch-screen.js';
 
 export const usage = `Usage: blockjob-gateway watch ws://HOST:PORT [options]
@@ -58,7 +58,6 @@ export async function run(argv: string[]): Promise<number> {
     { vm: { type: 'string', multiple: true }, job: { type: 'string', multiple: true }, state: { type: 'string', multiple: true }, 'connect-timeout': { type: 'string' } },
     'watch',
     usage,
-    2,
   );
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
@@ -69,8 +68,7 @@ export async function run(argv: string[]): Promise<number> {
       if (!STATES.includes(s as JobStatusName)) throw new GatewayError('GW_ERR_USAGE', `watch: unknown state '${s}'`);
     }
   } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${usage}`);
-    return 2;
+    return usageFailure('watch', err);
   }
   const filter: SubscriptionFilter = {};
   const nonEmpty = <T>(list: T[] | undefined): list is [T, ...T[]] => (list?.length ?? 0) > 0;

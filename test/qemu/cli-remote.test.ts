@@ -51,7 +51,7 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       expect(await gateway.run.exited).toBe(0);
     });
 
-    it('wait exit codes: 1 when the job ends otherwise, 2 on timeout, 3 when nothing listens, 4 on usage errors', async () => {
+    it('wait exit codes: 1 when the job ends otherwise, 124 on timeout, 3 when nothing listens, 2 on usage errors', async () => {
       const qsd = await startQsd();
       const gateway = await serve(qsd, ['--listen', '127.0.0.1:0']);
       await startMirror(qsd, qsd, { jobId: 'c0', dataMiB: 64, speed: 4 * MiB });
@@ -62,7 +62,7 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       expect(waitReady.stderr.join('\n')).toMatch(/ended before it was ready to complete \(outcome cancelled\)/);
 
       const timeout = runCli(['wait', gateway.ws, '--vm', 'vm1', '--job', 'never', '--for', 'ready', '--timeout', '1s']);
-      expect(await timeout.exited).toBe(2);
+      expect(await timeout.exited).toBe(124);
 
       gateway.run.child.kill('SIGTERM');
       expect(await gateway.run.exited).toBe(0);
@@ -70,7 +70,7 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       expect(await unreachable.exited).toBe(3);
 
       const usage = runCli(['wait', gateway.ws, '--vm', 'vm1', '--for', 'ready']);
-      expect(await usage.exited).toBe(4);
+      expect(await usage.exited).toBe(2);
       expect(usage.stderr.join('\n')).toContain('--job is required');
     });
 

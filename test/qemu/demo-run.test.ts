@@ -119,6 +119,6 @@ describe('npm start demo fallback and errors', () => {
     }
     expect(code).toBe(1);
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use; choose another with --port`));
+    expect(errors[0]).toMatch(new RegExp(`port ${port} on 127\\.0\\.0\\.1 is already in use; choose another with --port: npm start -- --port ${port + 1} `));
   }, TEST_MS);
 });

@@ -1,0 +1,69 @@
+/**
+ * One rule for usage errors across the CLI (issue 13, item 13): exit 2 everywhere, one line naming
+ * the command and the problem plus a hint (never the whole help again), readable flag errors, and
+ * each verb's --help listing only the flags it takes. Runs the built CLI, as users do; no gateway is
+ * needed for these (usage is checked before connecting), except the http:// one, which needs none
+ * to listen.
+ */
+import { spawnSync } from 'node:child_process';
+import { expect, it } from 'vitest';
+import { CLI_ENTRY, describeBuilt } from '../../utils/built-cli.js';
+
+function cli(...args: string[]) {
+  const result = spawnSync(process.execPath, [CLI_ENTRY, ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, BLOCKJOB_GATEWAY_TOKEN: '' } });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+const URL_ = 'ws://127.0.0.1:9';
+const COMMANDS: Record<string, string[]> = {
+  watch: [URL_],
+  wait: [URL_, '--vm', 'vm1', '--job', 'j0', '--for', 'ready'],
+  complete: [URL_, '--vm', 'vm1', '--job', 'j0'],
+  cancel: [URL_, '--vm', 'vm1', '--job', 'j0'],
+  pause: [URL_, '--vm', 'vm1', '--job', 'j0'],
+  resume: [URL_, '--vm', 'vm1', '--job', 'j0'],
+};
+
+describeBuilt('CLI usage errors, one rule', () => {
+  it.each(Object.entries(COMMANDS))('%s: an unknown flag exits 2 with one line and a hint, not the whole help', (command, args) => {
+    const result = cli(command, ...args, '--bogus');
+    expect(result.status).toBe(2);
+    expect(result.stderr).toBe(`${command}: unknown flag --bogus\nRun 'blockjob-gateway ${command} --help' for its options.\n`);
+    expect(result.stdout).toBe('');
+  });
+
+  it.each(Object.entries(COMMANDS))('%s: a missing value and a bad URL are usage errors too (exit 2)', (command, args) => {
+    const missing = cli(command, ...args, '--token');
+    expect([missing.status, missing.stderr.split('\n')[0]]).toEqual([2, `${command}: flag --token: needs a value`]);
+    const badUrl = cli(command, 'ftp://example', ...args.slice(1));
+    expect(badUrl.status).toBe(2);
+    expect(badUrl.stderr).toMatch(new RegExp(`^${command}: 'ftp://example' is not a gateway URL \\(ws://, wss://, http:// or https://\\)\\n`));
+  });
+
+  it('a bad duration names the command and the flag', () => {
+    const result = cli('wait', ...COMMANDS.wait!, '--timeout', 'banana');
+    expect(result.status).toBe(2);
+    expect(result.stderr.split('\n')[0]).toBe("wait: --timeout: 'banana' is not a duration (e.g. 30s, 10m, 1h)");
+    const verb = cli('complete', ...COMMANDS.complete!, '--timeout', 'banana');
+    expect([verb.status, verb.stderr.split('\n')[0]]).toEqual([2, "complete: --timeout: 'banana' is not a duration (e.g. 30s, 10m, 1h)"]);
+  });
+
+  it('each verb lists only the flags it takes', () => {
+    const help = (verb: string) => cli(verb, '--help').stdout;
+    expect(help('complete')).toContain('--when');
+    expect(help('complete')).not.toContain('--force');
+    expect(help('cancel')).toContain('--force');
+    expect(help('cancel')).not.toContain('--when');
+    for (const verb of ['pause', 'resume']) expect([verb, /--when|--force/.test(help(verb))]).toEqual([verb, false]);
+  });
+
+  it('accepts the http:// URL the demo prints (mapped to ws://): the failure is the connection, not usage', () => {
+    const result = cli('wait', 'http://127.0.0.1:9/', '--vm', 'vm1', '--job', 'j0', '--for', 'ready', '--connect-timeout', '2s');
+    expect(result.status).toBe(3);
+    expect(result.stderr).toMatch(/ws:\/\/127\.0\.0\.1:9/);
+  });
+
+  it('wait for a job that never appears: --help says why it waits and how to bound it', () => {
+    expect(cli('wait', '--help').stdout).toMatch(/does not exist yet[\s\S]*--timeout/);
+  });
+});
