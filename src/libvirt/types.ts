@@ -208,7 +208,12 @@ export interface LibvirtConnection {
    */
   readonly sessions$: Observable<LibvirtSession>;
   readonly session: LibvirtSession | undefined;
-  /** Hot: lifecycle and block-job-2 events of all watches, synchronously in wire order; survives reconnects. */
+  /**
+   * Hot: lifecycle and block-job-2 events of all watches, synchronously in wire order; survives
+   * reconnects. One exception, by design: events libvirtd sends for a watch while its registration
+   * reply is still being read are held and delivered (in their order, with their `seq`) once the
+   * reply is processed, instead of being dropped as libvirt's own client does.
+   */
   readonly domainEvents$: Observable<LibvirtDomainEvent>;
   /** Hot: QEMU monitor events of all monitor watches, synchronously in wire order; survives reconnects. */
   readonly monitorEvents$: Observable<LibvirtMonitorEvent>;

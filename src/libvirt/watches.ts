@@ -36,12 +36,17 @@ export interface WatchHooks {
   /** The current (ready) session's number. */
   session(): number | undefined;
   problem(error: LibvirtError): void;
+  /** A callback id now routes to `watch`: events that arrived for it meanwhile can be delivered. */
+  registered(space: CallbackSpace, callbackId: number, watch: Watch): void;
+  /** No registration is in flight any more. */
+  settled(): void;
   log: Logger;
   name: string;
 }
 
 export class WatchRegistry {
   private nextId = 1;
+  private inFlight = 0;
   private readonly entries = new Map<number, Entry>();
   private readonly callbacks: Record<CallbackSpace, Map<number, Entry>> = { domain: new Map(), monitor: new Map() };
 
@@ -104,6 +109,11 @@ export class WatchRegistry {
     }
   }
 
+  /** A registration call is in flight: an event for an unknown callback id may be for it. */
+  get registering(): boolean {
+    return this.inFlight > 0;
+  }
+
   byCallback(space: CallbackSpace, callbackId: number): Watch | undefined {
     return this.callbacks[space].get(callbackId)?.watch;
   }
@@ -117,20 +127,26 @@ export class WatchRegistry {
   /** true when registered; false when libvirtd refused (reported); throws when the connection failed. */
   private async registerOne(entry: Entry, session: number): Promise<boolean> {
     let callbackId: number;
+    this.inFlight++;
     try {
       callbackId = await this.hooks.register(entry.watch);
+      if (!entry.closed) {
+        entry.callbackId = callbackId;
+        entry.session = session;
+        this.callbacks[space(entry.watch)].set(callbackId, entry);
+        this.hooks.registered(space(entry.watch), callbackId, entry.watch);
+      }
     } catch (err) {
       if (!(err instanceof LibvirtRemoteError)) throw err;
       this.hooks.problem(new LibvirtRegistrationError(entry.watch.description, session, { cause: err }));
       return false;
+    } finally {
+      if (--this.inFlight === 0) this.hooks.settled();
     }
     if (entry.closed) {
       await this.hooks.deregister(entry.watch, callbackId).catch(() => {});
       return false;
     }
-    entry.callbackId = callbackId;
-    entry.session = session;
-    this.callbacks[space(entry.watch)].set(callbackId, entry);
     this.hooks.log.debug({ libvirt: this.hooks.name, watch: entry.watch.description, callbackId, session }, 'watch registered');
     return true;
   }

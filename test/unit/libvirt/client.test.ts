@@ -288,6 +288,23 @@ describe('LibvirtClient framing and faults', () => {
     expect(client.session?.number).toBe(1);
   });
 
+  it('events sent around a registration reply (before it, or after it in the same read) reach the new watch in order', async () => {
+    const { monitor, client } = await connected((call, p) => {
+      if (call.header.prog !== c.QEMU_PROGRAM || call.header.proc !== c.QemuProc.CONNECT_DOMAIN_MONITOR_EVENT_REGISTER) return undefined;
+      // libvirtd registers the callback, then writes its reply; QEMU events may be queued around it.
+      const id = 1;
+      const reply = p.reply(call, { ok: xdr((w) => w.int(id)) });
+      return { raw: Buffer.concat([p.monitorEvent(id, 'STOP', null), reply, p.monitorEvent(id, 'RESUME', null)]) };
+    });
+    await until(() => monitor.length === 2, 'both events');
+    expect(monitor.map((e) => [e.event, e.session, e.watch])).toEqual([
+      ['STOP', 1, 1],
+      ['RESUME', 1, 1],
+    ]);
+    expect(monitor[0]!.seq).toBeLessThan(monitor[1]!.seq);
+    expect(client.session?.number).toBe(1);
+  });
+
   it('an event for a callback id it does not know is dropped quietly (libvirt does the same)', async () => {
     const { peer, monitor, errors, client } = await connected();
     peer.write(peer.monitorEvent(99, 'RESUME', null));
