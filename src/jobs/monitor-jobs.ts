@@ -27,6 +27,7 @@ import { reduceJob, type EngineInput, type JobChange, type JobRecord } from './n
 import { holdTransientChanges, type HoldOptions } from './pause-debounce.js';
 import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
 import { parseJobEvent } from './qmp-payloads.js';
+import { VmInfoBook } from './vm-info.js';
 import { isTerminalState } from './qemu-rules.js';
 import { throttlePerKey, type RateOptions } from './progress.js';
 import type { BackendKind, JobState, JobTransition, JobVerb, MonitorCapabilities, ProgressUpdate, StreamInput, VmInfo, VmSnapshot, VmStatus } from './types.js';
@@ -105,15 +106,11 @@ export class MonitorJobs {
   /** Highest incarnation per id, kept after the record is dropped so a reused id never repeats one. */
   private readonly incarnations = new Map<string, number>();
   private caps: MonitorCapabilities | undefined;
-  private vmStatus: VmStatus = 'connecting';
   /** The monitor is up but QEMU stopped answering polls; the VM is reported disconnected meanwhile. */
   private unresponsive = false;
   private lastProblem: string | undefined;
-  /** Why the VM is disconnected, while it is. */
-  private statusReason: string | undefined;
-  private readonly problemCounts: Record<string, number> = {};
-  private lastVmProblem: VmInfo['lastProblem'];
-  private readonly infoSubject = new Subject<VmInfo>();
+  /** The VM's status and info (backend, version, problems). */
+  private readonly book: VmInfoBook;
   private readonly poll: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
   private readonly detect: (version: MonitorCapabilities['version']) => ObservableInput<DetectedCapabilities>;
   private readonly pending = new Subject<PendingChange>();
@@ -149,7 +146,7 @@ export class MonitorJobs {
   /** Throttled progress of this VM's jobs. */
   readonly progress$: Observable<ProgressUpdate> = this.progressSubject.asObservable();
   /** This VM's info whenever its status, reason, version or problems change (not per command). */
-  readonly info$: Observable<VmInfo> = this.infoSubject.asObservable();
+  readonly info$: Observable<VmInfo>;
 
   constructor(
     readonly vm: string,
@@ -159,6 +156,11 @@ export class MonitorJobs {
     this.scheduler = options.scheduler ?? asyncScheduler;
     this.now = options.now ?? (() => this.scheduler.now());
     this.logger = options.logger ?? silentLogger;
+    this.book = new VmInfoBook(vm, options.backend ?? 'qmp', () => ({
+      commandsSent: feed.commandsSent ?? 0,
+      qemu: this.caps?.version ?? feed.session?.greeting.version.qemu,
+    }));
+    this.info$ = this.book.info$;
     unresponsiveThreshold(options); // a bad setting fails here, not when polling starts
     const monitor = isQmpMonitor(feed) ? feed : undefined;
     const poll = options.poll ?? (monitor && ((caps: MonitorCapabilities) => pollMonitor(monitor, caps, this.pollTimeoutMs)));
@@ -183,7 +185,7 @@ export class MonitorJobs {
     this.subscriptions.add(this.feed.events$.subscribe((event) => this.onEvent(event)));
     this.subscriptions.add(
       this.feed.state$.subscribe((state) => {
-        if (state !== 'ready' && (this.vmStatus === 'connected' || this.unresponsive)) this.onMonitorDown();
+        if (state !== 'ready' && (this.book.status === 'connected' || this.unresponsive)) this.onMonitorDown();
       }),
     );
 
@@ -201,7 +203,7 @@ export class MonitorJobs {
               this.logger.warn({ vm: this.vm, err: detected.fallbackCause }, 'query-qmp-schema failed; capabilities from the version');
             }
             this.caps = detected.capabilities;
-            this.infoChanged();
+            this.book.changed();
             return { session, caps: detected.capabilities };
           }),
         );
@@ -228,27 +230,16 @@ export class MonitorJobs {
     this.subscriptions.unsubscribe();
     this.changesSubject.complete();
     this.progressSubject.complete();
-    this.infoSubject.complete();
+    this.book.complete();
   }
 
   get status(): VmStatus {
-    return this.vmStatus;
+    return this.book.status;
   }
 
   /** The VM's info now (counters current). */
   info(): VmInfo {
-    const info: VmInfo = {
-      vm: this.vm,
-      status: this.vmStatus,
-      backend: this.options.backend ?? 'qmp',
-      commandsSent: this.feed.commandsSent ?? 0,
-      problems: { ...this.problemCounts },
-    };
-    if (this.vmStatus !== 'connected' && this.statusReason !== undefined) info.reason = this.statusReason;
-    const version = this.caps?.version ?? this.feed.session?.greeting.version.qemu;
-    if (version) info.qemu = { major: version.major, minor: version.minor, micro: version.micro };
-    if (this.lastVmProblem) info.lastProblem = this.lastVmProblem;
-    return info;
+    return this.book.info();
   }
 
   capabilities(): MonitorCapabilities | undefined {
@@ -261,7 +252,7 @@ export class MonitorJobs {
       const job = this.job(id);
       if (job) jobs.push(job);
     }
-    return { vm: this.vm, status: this.vmStatus, jobs };
+    return { vm: this.vm, status: this.book.status, jobs };
   }
 
   /** The job as subscribers know it: its published state with the latest details. */
@@ -314,7 +305,7 @@ export class MonitorJobs {
   private onSessionStart(session: QmpSession): void {
     // Provisional until query-qmp-schema answers; events may arrive before it does.
     this.caps = capabilitiesFromVersion(session.greeting.version.qemu);
-    this.setStatus('connected', undefined);
+    this.book.setStatus('connected', undefined);
     this.unresponsive = false;
     this.lastProblem = undefined;
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'connected', at: this.now() });
@@ -323,25 +314,14 @@ export class MonitorJobs {
   /** Counts the problem; remembers why the monitor is down; a monitor that never came up is reported down on its first problem. */
   private onProblem(problem: { code: string; message: string }): void {
     const reason = problem.message;
-    this.problemCounts[problem.code] = (this.problemCounts[problem.code] ?? 0) + 1;
-    this.lastVmProblem = { code: problem.code, message: reason, at: this.now() };
+    this.book.problem({ code: problem.code, message: reason, at: this.now() });
     this.lastProblem = reason;
-    if (this.vmStatus !== 'connecting') {
-      this.infoChanged();
+    if (this.book.status !== 'connecting') {
+      this.book.changed();
       return;
     }
-    this.setStatus('disconnected', reason);
+    this.book.setStatus('disconnected', reason);
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'disconnected', at: this.now(), reason });
-  }
-
-  private setStatus(status: VmStatus, reason: string | undefined): void {
-    this.vmStatus = status;
-    this.statusReason = reason;
-    this.infoChanged();
-  }
-
-  private infoChanged(): void {
-    if (this.infoSubject.observed) this.infoSubject.next(this.info());
   }
 
   private onMonitorDown(): void {
@@ -354,7 +334,7 @@ export class MonitorJobs {
   /** The VM is disconnected: its jobs' states are no longer current (stale) until a reconcile. */
   private reportDisconnected(reason: string | undefined): void {
     this.dropPollInProgress(); // what is left of it no longer describes the present
-    this.setStatus('disconnected', reason);
+    this.book.setStatus('disconnected', reason);
     const at = this.now();
     for (const id of [...this.records.keys()]) this.apply(id, { kind: 'monitor-down', at });
     const change: StreamInput = { kind: 'vm', vm: this.vm, status: 'disconnected', at };
@@ -369,7 +349,7 @@ export class MonitorJobs {
       return;
     }
     this.logger.warn({ vm: this.vm, err: outcome.error }, 'job poll failed');
-    if (outcome.unresponsive && !this.unresponsive && this.vmStatus === 'connected') {
+    if (outcome.unresponsive && !this.unresponsive && this.book.status === 'connected') {
       this.unresponsive = true;
       const reason = `monitor unresponsive: ${describePollTimeout(outcome.error, this.pollTimeoutMs)}`;
       this.logger.warn({ vm: this.vm, reason }, 'monitor unresponsive; VM reported disconnected');
@@ -380,7 +360,7 @@ export class MonitorJobs {
   /** QEMU answered a poll again: connected, and that poll (a reconcile, the poller sees to it) refreshes every job. */
   private onResponsiveAgain(): void {
     this.unresponsive = false;
-    this.setStatus('connected', undefined);
+    this.book.setStatus('connected', undefined);
     this.logger.info({ vm: this.vm }, 'monitor responsive again; VM reported connected');
     this.changesSubject.next({ kind: 'vm', vm: this.vm, status: 'connected', at: this.now() });
   }
@@ -459,7 +439,7 @@ export class MonitorJobs {
       vm: this.vm,
       caps: this.caps,
       previousIncarnation: this.incarnations.get(id) ?? 0,
-      disconnected: this.vmStatus === 'disconnected',
+      disconnected: this.book.status === 'disconnected',
       ...(this.options.rate ? { rate: this.options.rate } : {}),
     });
     const record = result.record;
@@ -497,7 +477,7 @@ export class MonitorJobs {
       return;
     }
     const holdMs = this.options.identifyHoldMs ?? DEFAULT_IDENTIFY_HOLD_MS;
-    if (change.from === null && typeUnknown && holdMs > 0 && this.vmStatus === 'connected') {
+    if (change.from === null && typeUnknown && holdMs > 0 && this.book.status === 'connected') {
       const timer = this.scheduler.schedule(() => this.releaseUnidentified(change.key), holdMs);
       this.unidentified.set(change.key, { changes: [change], timer });
       return;
