@@ -10,5 +10,5 @@ export { capabilitiesFromSchema, capabilitiesFromVersion, detectCapabilities, ty
 export { reduceJob, transitionKey, sameKey, type EngineInput, type JobRecord, type ReduceContext, type ReduceResult, type JobChange, type HoldKind } from './normalize.js';
 export { holdTransientChanges, DEFAULT_INTERNAL_PAUSE_MS, type HoldOptions, type HoldableChange } from './pause-debounce.js';
 export { pollJobs, pollMonitor, type PollCadence, type PollOutcome, type PollResult, type PollerDeps } from './poller.js';
-export { advanceRate, throttlePerKey, type RateOptions, type RateEstimate } from './progress.js';
+export { advanceRate, type RateOptions, type RateEstimate } from './progress.js';
 export { parseJobEvent, parseBlockJobRows, parseJobRows, mergeJobRows, type JobEvent, type JobRow } from './qmp-payloads.js';

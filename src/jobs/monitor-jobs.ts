@@ -1,10 +1,10 @@
 /**
  * One monitor's job engine: wires the monitor's events, sessions and runstate, the poller, the
- * reducer, the hold operator and the progress throttle into the jobs of one VM.
+ * reducer and the hold operator into the jobs of one VM.
  *
  *   events$ ──parse──┐
  *   polls ───rows────┼─> reduceJob (per id) ─> changes ─> holdTransientChanges ─> publish ─> changes$
- *   verbs, down ─────┘                      └─> progress ─> throttlePerKey ────────────────> progress$
+ *   verbs, down ─────┘                      └─> progress (every change; subscribers throttle) ─> progress$
  *
  * Everything runs synchronously on the monitor's message dispatch, so `changes$` is in wire order
  * and `snapshot()` reflects every change already emitted: it shows the published state of each
@@ -29,7 +29,7 @@ import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type Po
 import { parseJobEvent } from './qmp-payloads.js';
 import { VmInfoBook } from './vm-info.js';
 import { isTerminalState } from './qemu-rules.js';
-import { throttlePerKey, type RateOptions } from './progress.js';
+import type { RateOptions } from './progress.js';
 import type { BackendKind, JobState, JobTransition, JobVerb, MonitorCapabilities, ProgressUpdate, StreamInput, VmInfo, VmSnapshot, VmStatus } from './types.js';
 
 /**
@@ -45,8 +45,6 @@ export type JobFeed = Pick<QmpMonitor, 'state' | 'state$' | 'sessions$' | 'sessi
 };
 
 export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'scheduler'> {
-  /** Progress updates per job at most once per this. @default 250 */
-  progressIntervalMs?: number;
   /** Concluded jobs QEMU no longer lists, and dismissed jobs, stay visible this long. @default 600_000 */
   retentionMs?: number;
   /** ...and at most this many of them per VM (oldest dropped first). @default 100 */
@@ -114,7 +112,6 @@ export class MonitorJobs {
   private readonly poll: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
   private readonly detect: (version: MonitorCapabilities['version']) => ObservableInput<DetectedCapabilities>;
   private readonly pending = new Subject<PendingChange>();
-  private readonly rawProgress = new Subject<ProgressUpdate>();
   private readonly changesSubject = new Subject<StreamInput>();
   private readonly progressSubject = new Subject<ProgressUpdate>();
   private readonly active = new BehaviorSubject<boolean>(false);
@@ -175,11 +172,6 @@ export class MonitorJobs {
     const { scheduler } = this;
     this.subscriptions.add(
       this.pending.pipe(holdTransientChanges({ ...this.options, scheduler })).subscribe((change) => this.publish(change)),
-    );
-    this.subscriptions.add(
-      this.rawProgress
-        .pipe(throttlePerKey((update) => `${update.job}#${update.incarnation}`, this.options.progressIntervalMs ?? 250, scheduler))
-        .subscribe((update) => this.publishProgress(update)),
     );
     this.subscriptions.add(this.feed.errors$.subscribe((error) => this.onProblem(error)));
     this.subscriptions.add(this.feed.events$.subscribe((event) => this.onEvent(event)));
@@ -456,11 +448,11 @@ export class MonitorJobs {
     }
     if (result.progressChanged && this.published.get(id)?.incarnation === record.job.incarnation) {
       const { type, state } = record.job;
-      this.rawProgress.next({ vm: this.vm, job: id, incarnation: record.job.incarnation, type, state, progress: record.job.progress, at: input.at });
+      this.publishProgress({ vm: this.vm, job: id, incarnation: record.job.incarnation, type, state, progress: record.job.progress, at: input.at });
     }
   }
 
-  /** A throttled update leaves with the job's type and published state as they are when it leaves. */
+  /** A progress update carries the job's type and published state (a held pause is not shown yet). */
   private publishProgress(update: ProgressUpdate): void {
     const told = this.published.get(update.job);
     if (told === undefined || told.incarnation !== update.incarnation) return;

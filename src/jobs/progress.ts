@@ -1,13 +1,12 @@
 /**
- * Progress of one job: percent, a smoothed rate and an ETA from (offset, len) samples, and the
- * per-job throttle for the progress stream. Progress is never a transition.
+ * Progress of one job: percent, a smoothed rate and an ETA from (offset, len) samples. Progress is
+ * never a transition; how often a client hears of it is its subscription's `progress.intervalMs`.
  *
  * The rate is an exponentially weighted moving average over a time constant, so irregular sample
  * spacing (events plus polls) weighs each sample by the time it covers. It follows `current` only:
  * `total` may grow (guest writes during a mirror) and only moves the ETA. A sample whose current
  * went backwards (two queries disagreeing, §2.2) moves the baseline but not the rate.
  */
-import { Observable, asyncScheduler, type MonoTypeOperatorFunction, type SchedulerLike, type Subscription } from 'rxjs';
 import type { JobProgress } from './types.js';
 import type { ProgressSample } from './qmp-payloads.js';
 
@@ -68,47 +67,3 @@ export function finalProgress(progress: JobProgress): JobProgress {
 
 export const sameProgress = (a: JobProgress, b: JobProgress): boolean =>
   a.current === b.current && a.total === b.total && a.rate === b.rate && a.etaSeconds === b.etaSeconds;
-
-/**
- * Per-key throttle: the first value of a key passes at once, later ones within `intervalMs` are
- * coalesced to the newest and emitted when the interval ends. Holds at most one value per key.
- */
-export function throttlePerKey<T>(keyOf: (value: T) => string, intervalMs: number, scheduler: SchedulerLike = asyncScheduler): MonoTypeOperatorFunction<T> {
-  return (source) =>
-    new Observable<T>((subscriber) => {
-      const windows = new Map<string, { latest: T | undefined; timer: Subscription }>();
-      const openWindow = (key: string): void => {
-        const timer = scheduler.schedule(() => {
-          const window = windows.get(key);
-          windows.delete(key);
-          if (window?.latest !== undefined) {
-            subscriber.next(window.latest);
-            openWindow(key);
-          }
-        }, intervalMs);
-        windows.set(key, { latest: undefined, timer });
-      };
-      const subscription = source.subscribe({
-        next: (value) => {
-          const key = keyOf(value);
-          const window = windows.get(key);
-          if (window) {
-            window.latest = value;
-            return;
-          }
-          subscriber.next(value);
-          if (intervalMs > 0) openWindow(key);
-        },
-        error: (error) => subscriber.error(error),
-        complete: () => {
-          for (const window of windows.values()) if (window.latest !== undefined) subscriber.next(window.latest);
-          subscriber.complete();
-        },
-      });
-      return () => {
-        subscription.unsubscribe();
-        for (const window of windows.values()) window.timer.unsubscribe();
-        windows.clear();
-      };
-    });
-}

@@ -68,7 +68,6 @@ export async function startEngineRig(version: Version, options: MonitorJobsOptio
     activePollMs: 25,
     idlePollMs: 50,
     internalPauseMs: 150,
-    progressIntervalMs: 0,
     createMonitor: (vm, address) => {
       const client = new QmpClient({ address, name: vm, reconnect: { initialDelayMs: 20, maxDelayMs: 200 } });
       client.start();

@@ -1,6 +1,5 @@
-import { TestScheduler } from 'rxjs/testing';
 import { describe, expect, it } from 'vitest';
-import { advanceRate, throttlePerKey, type RateEstimate } from '../../../src/jobs/progress.js';
+import { advanceRate, type RateEstimate } from '../../../src/jobs/progress.js';
 
 function feed(samples: [at: number, current: number, total: number][], options = { timeConstantMs: 1_000 }): RateEstimate {
   let estimate: RateEstimate | undefined;
@@ -59,17 +58,5 @@ describe('advanceRate', () => {
     const { progress } = feed([[0, 0, 100], [10, 50, 100]]);
     expect(progress.rate).toBeNull();
     expect(progress.current).toBe(50);
-  });
-});
-
-describe('throttlePerKey', () => {
-  const values = { a: { k: 'x', v: 1 }, b: { k: 'x', v: 2 }, c: { k: 'x', v: 3 }, y: { k: 'y', v: 9 } };
-
-  it('passes the first at once, coalesces the rest of the window to the newest, per key', () => {
-    const scheduler = new TestScheduler((actual, wanted) => expect(actual).toEqual(wanted));
-    scheduler.run(({ cold, expectObservable }) => {
-      const source = cold('a-by--c-----|', values);
-      expectObservable(source.pipe(throttlePerKey((v) => v.k, 5, scheduler))).toBe('a--y-b----c-|', values);
-    });
   });
 });

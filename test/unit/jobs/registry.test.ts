@@ -180,7 +180,7 @@ describe('JobRegistry', () => {
   });
 
   it('progress carries the job type and its published state, so nobody looks the job up', async () => {
-    const { monitor, registry: reg } = setup({ progressIntervalMs: 0 });
+    const { monitor, registry: reg } = setup();
     const progress: ProgressUpdate[] = [];
     reg.progress$.subscribe((update) => progress.push(update));
     reg.add('vm1', 'unix:/nowhere');
