@@ -40,6 +40,7 @@ import * as codec from './codec.js';
 import * as c from './constants.js';
 import { hexEvidence, RpcFramer } from './framing.js';
 import { decodeEvent, type CallbackSpace, type DecodedEvent } from './events.js';
+import { HeldEvents, type EventStamp } from './held-events.js';
 import { KeepaliveTimer } from './keepalive.js';
 import { classifyHeader } from './messages.js';
 import { negotiate, unpackVersion } from './negotiate.js';
@@ -66,24 +67,6 @@ import type {
 } from './types.js';
 import { XdrError } from './xdr.js';
 
-/** Events held for a registration in flight (see onEvent); beyond this they are dropped. */
-const MAX_HELD_EVENTS = 256;
-
-/** An event for a callback id that a registration in flight may be about to claim. */
-interface HeldEvent {
-  readonly decoded: DecodedEvent;
-  readonly base: Omit<EventBase, 'watch'>;
-}
-
-interface EventBase {
-  domain: DomainRef;
-  watch: number;
-  receivedAt: number;
-  receivedMono: number;
-  seq: number;
-  session: number;
-}
-
 /** How long close() waits for libvirtd to acknowledge connect close before dropping the socket. */
 const CLOSE_GRACE_MS = 1_000;
 
@@ -102,7 +85,7 @@ interface Connection {
   /** Serials are per connection; 0 is never used for a call. */
   serial: number;
   readonly pending: Map<number, PendingCall>;
-  held: HeldEvent[];
+  readonly held: HeldEvents;
 }
 
 interface Loss {
@@ -354,7 +337,7 @@ export class LibvirtClient implements LibvirtConnection {
       keepalive: undefined,
       serial: 0,
       pending: new Map(),
-      held: [],
+      held: new HeldEvents(),
     };
     this.connection = connection;
     socket.on('data', (chunk: Buffer) => {
@@ -563,7 +546,7 @@ export class LibvirtClient implements LibvirtConnection {
       this.emitProblem(new LibvirtProtocolError('unexpected-message', `event procedure ${header.proc} of program 0x${header.prog.toString(16)} was never registered`, hexEvidence(message)));
       return;
     }
-    const base = {
+    const stamp: EventStamp = {
       domain: decoded.domain,
       receivedAt: Date.now(),
       receivedMono: performance.now(),
@@ -571,37 +554,26 @@ export class LibvirtClient implements LibvirtConnection {
       session: this.currentSession?.number ?? this.sessionCount + 1,
     };
     const watch = this.watches.byCallback(decoded.space, decoded.callbackId);
-    if (watch) return this.deliver(decoded, { ...base, watch: watch.id });
-    // libvirtd registers a callback before it writes the reply, so an event for it can come first,
-    // or later in the same read, before the reply's continuation maps the id: hold it until the
-    // registration settles. Otherwise it belongs to a callback we deregistered; libvirt drops those too.
-    if (this.watches.registering && connection.held.length < MAX_HELD_EVENTS) {
-      connection.held.push({ decoded, base });
-      return;
-    }
+    if (watch) return this.deliver(decoded, stamp, watch);
+    // Possibly for a registration whose reply is being read (see held-events.ts).
+    if (this.watches.registering && connection.held.hold(decoded, stamp)) return;
     this.log.debug({ libvirt: this.name, seq, callbackId: decoded.callbackId, space: decoded.space }, 'event for no current watch dropped');
   }
 
-  private deliver(decoded: DecodedEvent, base: EventBase): void {
+  private deliver(decoded: DecodedEvent, stamp: EventStamp, watch: Watch): void {
+    const base = { ...stamp, watch: watch.id };
     if (decoded.space === 'monitor') this.dispatch(this.monitorEventSubject, { ...decoded.event, ...base }, 'monitorEvents$');
     else this.dispatch(this.domainEventSubject, { ...decoded.event, ...base } as LibvirtDomainEvent, 'domainEvents$');
   }
 
   /** A registration claimed `callbackId`: deliver what was held for it, in arrival order. */
   private releaseHeld(space: CallbackSpace, callbackId: number, watch: Watch): void {
-    const connection = this.connection;
-    if (!connection || connection.held.length === 0) return;
-    const mine = (h: HeldEvent): boolean => h.decoded.space === space && h.decoded.callbackId === callbackId;
-    const released = connection.held.filter(mine);
-    connection.held = connection.held.filter((h) => !mine(h));
-    for (const held of released) this.deliver(held.decoded, { ...held.base, watch: watch.id });
+    for (const held of this.connection?.held.claim(space, callbackId) ?? []) this.deliver(held.decoded, held.stamp, watch);
   }
 
   private dropHeld(): void {
-    const connection = this.connection;
-    if (!connection || connection.held.length === 0) return;
-    this.log.debug({ libvirt: this.name, dropped: connection.held.length }, 'events for no watch dropped');
-    connection.held = [];
+    const dropped = this.connection?.held.clear() ?? 0;
+    if (dropped > 0) this.log.debug({ libvirt: this.name, dropped }, 'events for no watch dropped');
   }
 
   private sendKeepalive(connection: Connection, proc: number): void {
