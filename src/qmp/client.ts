@@ -279,7 +279,7 @@ export class QmpClient implements QmpMonitor {
     try {
       socket = this.options.connect(this.address);
     } catch (err) {
-      this.log.warn({ monitor: this.name, err }, 'connect threw');
+      this.logProblem({ monitor: this.name, err }, 'connect threw');
       this.emitProblem(new QmpConnectError(this.addressText, `connect failed: ${(err as Error).message}`, { cause: err }));
       this.afterLoss();
       return;
@@ -357,7 +357,7 @@ export class QmpClient implements QmpMonitor {
     this.currentSession = undefined;
     this.teardown(connection);
     const fields = { monitor: this.name, pending: this.pending.size, reason: loss.message };
-    if (loss.problem) this.log.warn(fields, 'connection lost');
+    if (loss.problem) this.logProblem(fields, 'connection lost');
     else this.log.info(fields, 'connection lost');
     this.failPending((sent) => new QmpOutcomeUnknownError(sent, { cause: loss.cause ?? loss.problem ?? new Error(loss.message) }));
     if (loss.problem) this.emitProblem(loss.problem);
@@ -375,6 +375,17 @@ export class QmpClient implements QmpMonitor {
     clearTimeout(connection.phaseTimer);
     connection.framer.reset();
     connection.socket.destroy();
+  }
+
+  /**
+   * A monitor that stays down must not log on every retry: the first failure of a streak at warn,
+   * then a summary each time the streak doubles (2, 4, 8, ... failed attempts), the rest at debug.
+   */
+  private logProblem(fields: Record<string, unknown>, message: string): void {
+    const streak = this.failedAttempts + 1;
+    if (streak === 1) this.log.warn(fields, message);
+    else if ((streak & (streak - 1)) === 0) this.log.warn({ ...fields, failedAttempts: streak }, 'monitor still down; retrying (logged again when the failures double)');
+    else this.log.debug({ ...fields, failedAttempts: streak }, message);
   }
 
   private scheduleReconnect(): void {
@@ -459,10 +470,17 @@ export class QmpClient implements QmpMonitor {
     });
     this.currentSession = session;
     this.lastSession = session;
+    const failedBefore = this.failedAttempts;
     this.failedAttempts = 0;
     const { major, minor, micro } = greeting.version.qemu;
     this.log.info(
-      { monitor: this.name, session: session.number, qemu: `${major}.${minor}.${micro}`, sameProcess: session.sameProcess },
+      {
+        monitor: this.name,
+        session: session.number,
+        qemu: `${major}.${minor}.${micro}`,
+        sameProcess: session.sameProcess,
+        ...(failedBefore > 0 ? { failedAttempts: failedBefore } : {}),
+      },
       'session ready',
     );
     // Ready first, so session subscribers can execute right away; both before the next message.
