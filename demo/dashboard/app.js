@@ -1,5 +1,6 @@
 // blockjob-gateway dashboard: wiring of the protocol client, the job store and the views.
-import { GatewayClient, jobKey } from './gateway-client.js';
+// The client is the package's own (blockjob-gateway/client), served by the gateway at /lib/.
+import { GatewayClient } from './lib/client/index.js';
 import { loadRecentTransitions } from './history.js';
 import { isActive, JobsView, matches, TimelineView } from './view.js';
 
@@ -47,7 +48,7 @@ $('token-form').addEventListener('submit', (event) => {
   sessionStorage.setItem(TOKEN_KEY, value);
   $('token-input').value = '';
   $('token-form').hidden = true;
-  client.stop();
+  client.close();
   client.start();
 });
 
@@ -169,10 +170,8 @@ async function showRecentTransitions() {
   for (const message of replayed) timeline.add(timelineEntry(message), { older: true });
 }
 
-const client = new GatewayClient({
-  token: () => sessionStorage.getItem(TOKEN_KEY) ?? undefined,
-  on: {
-    status: setStatus,
+/** What the dashboard does with each thing the client reports (wired to the client below). */
+const on = {
     welcome(message) {
       store.canControl = !message.scopes || message.scopes.includes('control');
       document.body.classList.toggle('read-only', !store.canControl);
@@ -226,12 +225,72 @@ const client = new GatewayClient({
       }
       scheduleRender();
     },
-    authRequired: askForToken,
-    problem(text) {
-      showResult(false, text);
-    },
-  },
+};
+
+/** Progress at most this often per job. */
+const PROGRESS_INTERVAL_MS = 500;
+
+const client = new GatewayClient({
+  urls: location.origin,
+  token: () => sessionStorage.getItem(TOKEN_KEY) ?? undefined,
+  progressIntervalMs: PROGRESS_INTERVAL_MS,
+  maxFinishedJobsPerVm: MAX_FINISHED_PER_VM,
 });
+// The store keeps its own copies (it adds display fields); the client's map stays the client's.
+client.on('welcome', on.welcome);
+client.on('snapshot', ({ vm, jobs, status }) => on.snapshot(vm, jobs.map((job) => ({ ...job })), status));
+client.on('transition', (message) => on.transition({ ...message, job: { ...message.job } }));
+client.on('vm', on.vm);
+client.on('progress', ({ message }) => on.progress(message));
+client.on('message', (message) => {
+  if (message.type === 'error') showResult(false, `${message.code}: ${message.message}`);
+});
+client.on('status', (status) => {
+  switch (status.state) {
+    case 'connecting':
+      setStatus('connecting', status.attempt > 1 ? 'Reconnecting…' : 'Connecting…');
+      return;
+    case 'open':
+      setStatus('live', 'Live');
+      return;
+    case 'reconnecting': {
+      const code = status.close?.code;
+      const why = code === 1001 ? 'gateway restarting' : code === 4508 ? 'too slow, resuming' : status.wasOpen ? 'connection lost' : 'cannot reach the gateway';
+      setStatus('reconnecting', `Reconnecting in ${Math.max(1, Math.round(status.retryInMs / 1000))} s (${why})`);
+      // A browser reports a 401 at the upgrade as a plain network error: ask over HTTP whether a token is needed.
+      if (!status.wasOpen) void probeAuth();
+      return;
+    }
+    case 'closed':
+      if (status.error) setStatus('offline', `Disconnected: ${refusalText(status.error)}`);
+      if (status.error?.closeCode === 4401) askForToken();
+      return;
+  }
+});
+
+function refusalText(error) {
+  if (error.closeCode === 4401) return 'the token was refused';
+  if (error.closeCode === 4403) return 'this token may not see these VMs';
+  return error.message;
+}
+
+async function probeAuth() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  try {
+    const response = await fetch('/v1/jobs', { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+    if (response.status !== 401) return;
+  } catch {
+    return; // the gateway is down: keep retrying
+  }
+  client.close();
+  setStatus('offline', 'A token is required');
+  askForToken();
+}
+
+/** A job row's key: a job id reused after dismiss is a new incarnation, and a new row. */
+function jobKey(job) {
+  return `${job.id}#${job.incarnation}`;
+}
 
 // --- details that change without a transition (the type QEMU reports in its first poll, speed) -------
 const DETAIL_FIELDS = ['type', 'speed', 'autoFinalize', 'autoDismiss'];
@@ -301,7 +360,8 @@ $('jobs').addEventListener('click', async (event) => {
     text: action === 'complete' ? 'complete: waiting until ready…' : `${action}: sent…`,
   });
   scheduleRender();
-  const result = await client.command(fields);
+  // A refusal is a result; only a lost connection or a closed client throws.
+  const result = await client.command(fields).catch((error) => ({ ok: false, error: { code: error.code, message: error.message } }));
   const text = result.ok
     ? `${action}: accepted`
     : `${action} failed: ${result.error.code}${result.error.message ? ` (${result.error.message})` : ''}`;

@@ -10,6 +10,7 @@ import { extname, join, normalize, resolve, sep } from 'node:path';
 import type { GatewayInfo, ResultMessage } from '../generated/schema-types.js';
 import { silentLogger, type Logger } from '../log.js';
 import { tokenFromRequest, type Principal, type TokenAuthenticator } from './auth.js';
+import { CLIENT_LIB_PREFIX, DIST_DIR, clientBuildFiles } from './client-build.js';
 import type { GatewayCore } from './core.js';
 import type { GatewayMetrics } from './metrics.js';
 import { hostAllowed, originAllowed } from './origin.js';
@@ -73,6 +74,19 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
   const log = options.logger ?? silentLogger;
   const maxBody = options.maxBodyBytes ?? 65_536;
   const staticRoot = options.staticDir ? resolve(options.staticDir) : undefined;
+  // The dashboard imports the client library from /lib/ (see client-build.ts); read once, on first use.
+  let clientFiles: ReadonlySet<string> | undefined | null = null;
+  const clientBuild = (): ReadonlySet<string> | undefined => {
+    if (clientFiles === null) {
+      try {
+        clientFiles = clientBuildFiles();
+      } catch (error) {
+        log.error({ err: error }, 'the client library build cannot be served');
+        clientFiles = undefined;
+      }
+    }
+    return clientFiles;
+  };
   const originPolicy = { allowed: options.allowedOrigins ? new Set(options.allowedOrigins) : null, tokensRequired: auth.required };
   let nextRequest = 1;
 
@@ -139,6 +153,11 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
       return handleCommand(req, res, principal, names as [string, string, string]);
     }
     if (path.startsWith('/v1/')) return sendJson(res, 404, { error: `no endpoint ${path}` });
+    if (staticRoot && (method === 'GET' || method === 'HEAD') && path.startsWith(CLIENT_LIB_PREFIX)) {
+      const rel = path.slice(CLIENT_LIB_PREFIX.length);
+      if (!clientBuild()?.has(rel)) return sendJson(res, 404, { error: `not found: ${path}` });
+      return serveStatic(DIST_DIR, `/${rel}`, method, res);
+    }
     if (staticRoot && (method === 'GET' || method === 'HEAD')) return serveStatic(staticRoot, path, method, res);
     sendJson(res, 404, { error: `not found: ${path}` });
   };

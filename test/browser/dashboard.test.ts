@@ -91,7 +91,10 @@ describeBrowser('dashboard in a real browser', () => {
     const pageErrors: string[] = [];
     page.on('pageerror', (error) => pageErrors.push(error.message));
 
+    // The page runs the package's own client (blockjob-gateway/client), served by the gateway.
+    const sharedClient = page.waitForResponse((response) => response.url() === `${demo!.url}/lib/client/index.js` && response.ok(), { timeout: WAIT_MS });
     await page.goto(`${demo.url}/`);
+    await sharedClient;
     await page.locator('#conn-text', { hasText: 'Live' }).waitFor({ timeout: WAIT_MS });
     expect(await page.locator('table#jobs caption').textContent()).toContain('Block jobs');
 
