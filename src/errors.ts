@@ -23,6 +23,7 @@
  *   │   ├── LibvirtKeepaliveError  the daemon missed `count` keepalive intervals: declared dead
  *   │   ├── LibvirtRegistrationError  an event watch could not be (re-)registered on a session
  *   │   ├── LibvirtClosedError  the client is closed
+ *   │   ├── LibvirtDomainDownError  a followed domain's QEMU is out of reach (domain stopped, libvirtd gone)
  *   │   └── LibvirtTooManyPendingError  maxPendingCalls calls already await replies
  *   ├── StateError            an operation is not allowed in the current runstate (state, required)
  *   ├── ConfigError           bad configuration or flags (path of the failing field)
@@ -49,6 +50,7 @@ export type ErrorCode =
   | 'LIBVIRT_ERR_KEEPALIVE'
   | 'LIBVIRT_ERR_REGISTRATION'
   | 'LIBVIRT_ERR_CLOSED'
+  | 'LIBVIRT_ERR_DOMAIN_DOWN'
   | 'LIBVIRT_ERR_TOO_MANY_PENDING'
   | 'GW_ERR_STATE'
   | 'GW_ERR_CONFIG'
@@ -271,6 +273,14 @@ export class LibvirtClosedError extends LibvirtError {
   override name = 'LibvirtClosedError';
   constructor(message = 'the libvirt client is closed') {
     super('LIBVIRT_ERR_CLOSED', message);
+  }
+}
+
+/** The job source lost sight of a domain's QEMU: the domain stopped, or the libvirtd connection is down. */
+export class LibvirtDomainDownError extends LibvirtError {
+  override name = 'LibvirtDomainDownError';
+  constructor(readonly domain: string, reason: string) {
+    super('LIBVIRT_ERR_DOMAIN_DOWN', `${domain}: ${reason}`);
   }
 }
 

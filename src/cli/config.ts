@@ -58,13 +58,17 @@ export async function loadConfigFile(path: string): Promise<GatewayConfig> {
   };
 }
 
-/** Flags over file: scalar settings replace, `qmp` entries merge by VM name (a flag wins). */
+/** Flags over file: scalar settings replace, `qmp` entries merge by VM name and `libvirt` ones by URI (a flag wins). */
 export function mergeConfig(file: GatewayConfig, flags: GatewayConfig): GatewayConfig {
   const merged: GatewayConfig = { ...file };
   for (const [key, value] of Object.entries(flags) as [keyof GatewayConfig, unknown][]) {
-    if (value !== undefined && key !== 'qmp') (merged as Record<string, unknown>)[key] = value;
+    if (value !== undefined && key !== 'qmp' && key !== 'libvirt') (merged as Record<string, unknown>)[key] = value;
   }
   if (flags.qmp) merged.qmp = { ...file.qmp, ...flags.qmp };
+  if (flags.libvirt) {
+    const uris = new Set(flags.libvirt.map((entry) => entry.uri));
+    merged.libvirt = [...(file.libvirt ?? []).filter((entry) => !uris.has(entry.uri)), ...flags.libvirt];
+  }
   return merged;
 }
 
@@ -87,4 +91,14 @@ export function parseQmpFlags(values: readonly string[]): Record<string, string>
     qmp[name] = value.slice(eq + 1);
   }
   return qmp;
+}
+
+/** `--libvirt URI` (repeatable) into the config's `libvirt` list (the schema checks each URI). */
+export function parseLibvirtFlags(values: readonly string[]): { uri: string }[] {
+  const seen = new Set<string>();
+  return values.map((uri) => {
+    if (seen.has(uri)) throw new UsageError(`--libvirt: ${JSON.stringify(uri)} given twice`);
+    seen.add(uri);
+    return { uri };
+  });
 }

@@ -11,13 +11,17 @@ import { startGateway, type GatewayServerOptions, type RunningGateway } from '..
 import { startFleetEdge } from '../fleet/edge.js';
 import { startFleetHost, type FleetHost } from '../fleet/host.js';
 import { CloseCode } from '../protocol/codes.js';
+import { combineSources } from '../jobs/combine.js';
+import type { SourcePorts } from '../jobs/control-port.js';
+import { openLibvirtSource, type OpenedLibvirt } from '../jobs/libvirt/open.js';
 import { JobRegistry } from '../jobs/registry.js';
 import { createLogger, type LogFormat, type LogLevel, type Logger } from './logger.js';
 import { parseCommandLine } from './args.js';
-import { loadConfigFile, mergeConfig, parseListen, parseQmpFlags, validateConfig, type GatewayConfig } from './config.js';
+import { loadConfigFile, mergeConfig, parseLibvirtFlags, parseListen, parseQmpFlags, validateConfig, type GatewayConfig } from './config.js';
 
 const FLAGS = {
   qmp: { type: 'string', multiple: true },
+  libvirt: { type: 'string', multiple: true },
   redis: { type: 'string' },
   edge: { type: 'boolean' },
   'host-id': { type: 'string' },
@@ -31,9 +35,11 @@ const FLAGS = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-export const SERVE_USAGE = `Usage: blockjob-gateway serve --qmp NAME=ADDRESS [--qmp ...] [options]
+export const SERVE_USAGE = `Usage: blockjob-gateway serve (--libvirt URI | --qmp NAME=ADDRESS) [...] [options]
 
 Options:
+  --libvirt URI        every domain of a libvirt connection (qemu:///system), no domain change;
+                       repeatable, mixable with --qmp (domain filter: "libvirt" in --config)
   --qmp NAME=ADDRESS   a VM and its QMP monitor (unix:/path or tcp:host:port); repeatable
   --redis URL          fleet mode: publish to (host) or serve from (--edge) Redis; redis://, rediss://,
                        comma-separated cluster seeds, or env:NAME to read the URL from the environment
@@ -68,6 +74,7 @@ export async function resolveServeConfig(argv: readonly string[]): Promise<Gatew
   const file = values.config !== undefined ? await loadConfigFile(values.config) : {};
   const flags: GatewayConfig = {
     ...(values.qmp ? { qmp: parseQmpFlags(values.qmp) } : {}),
+    ...(values.libvirt ? { libvirt: parseLibvirtFlags(values.libvirt) } : {}),
     ...(values.listen !== undefined ? { listen: values.listen } : {}),
     ...(values.tokens !== undefined ? { tokens: values.tokens } : {}),
     ...(values.insecure ? { insecure: true } : {}),
@@ -86,11 +93,11 @@ export async function resolveServeConfig(argv: readonly string[]): Promise<Gatew
     merged.fleet = fleet as unknown as GatewayConfig['fleet'];
   }
   const config = validateConfig(merged, 'flags and config');
-  const vms = Object.keys(config.qmp ?? {}).length;
+  const vms = Object.keys(config.qmp ?? {}).length + (config.libvirt ?? []).length;
   if (config.fleet?.edge) {
-    if (vms > 0) throw new UsageError('an edge gateway (--edge) serves the fleet from Redis and has no --qmp of its own');
+    if (vms > 0) throw new UsageError('an edge gateway (--edge) serves the fleet from Redis and has no --qmp or --libvirt of its own');
   } else if (vms === 0) {
-    throw new UsageError('no VMs: give --qmp NAME=ADDRESS (repeatable) or "qmp" in --config');
+    throw new UsageError('no VMs: give --libvirt URI or --qmp NAME=ADDRESS (both repeatable), or "libvirt"/"qmp" in --config');
   }
   return config;
 }
@@ -132,16 +139,34 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
   if (config.fleet?.edge) return serveEdge(config.fleet, common, log, out, options);
 
   const registry = new JobRegistry({ ...config.jobs, logger: log.child({ component: 'jobs' }) });
-  const controller = makeJobController({ source: registry, control: registry.control, logger: log.child({ component: 'control' }) });
+  const libvirt: OpenedLibvirt[] = [];
+  let combined: ReturnType<typeof combineSources> | undefined;
+  const closeSources = async (): Promise<void> => {
+    combined?.close();
+    await registry.close();
+    for (const opened of libvirt) await opened.close();
+  };
+  try {
+    for (const [vm, address] of Object.entries(config.qmp ?? {})) if (address !== undefined) registry.add(vm, address);
+    for (const entry of config.libvirt ?? []) {
+      libvirt.push(openLibvirtSource(entry, { ...(config.jobs ? { engine: config.jobs } : {}), logger: log.child({ component: 'libvirt', uri: entry.uri }) }));
+    }
+    const parts: SourcePorts[] = [...(Object.keys(config.qmp ?? {}).length > 0 ? [{ source: registry, control: registry.control }] : []), ...libvirt];
+    combined = combineSources(parts, { logger: log.child({ component: 'sources' }) });
+  } catch (error) {
+    await closeSources();
+    throw error;
+  }
+  const { source, control } = combined;
+  const controller = makeJobController({ source, control, logger: log.child({ component: 'control' }) });
   let gateway: RunningGateway | undefined;
   let fleet: FleetHost | undefined;
   try {
-    for (const [vm, address] of Object.entries(config.qmp!)) if (address !== undefined) registry.add(vm, address);
-    if (config.fleet) fleet = await startFleetHost(config.fleet, registry, { logger: log.child({ component: 'fleet' }), ...(config.history ? { historyLimits: config.history } : {}) });
+    if (config.fleet) fleet = await startFleetHost(config.fleet, source, { logger: log.child({ component: 'fleet' }), ...(config.history ? { historyLimits: config.history } : {}) });
     const host = fleet;
     gateway = await startGateway({
       ...common,
-      source: registry,
+      source,
       ...(host
         ? {
             history: host.history,
@@ -154,10 +179,14 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
   } catch (error) {
     controller.close();
     await fleet?.close();
-    await registry.close();
+    await closeSources();
     throw error;
   }
-  out(`blockjob-gateway serving ${Object.keys(config.qmp!).length} VM(s) at ${gateway.url} (WebSocket ${gateway.wsUrl})${fleet ? ` as fleet host ${fleet.hostId}` : ''}\n`);
+  const what = [
+    ...(Object.keys(config.qmp ?? {}).length > 0 ? [`${Object.keys(config.qmp ?? {}).length} QMP VM(s)`] : []),
+    ...(config.libvirt ?? []).map((entry) => `the domains of ${entry.uri}`),
+  ].join(' and ');
+  out(`blockjob-gateway serving ${what} at ${gateway.url} (WebSocket ${gateway.wsUrl})${fleet ? ` as fleet host ${fleet.hostId}` : ''}\n`);
   options.onListening?.(gateway);
 
   const reason = await stopRequested(options.signal);
@@ -165,7 +194,7 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
   controller.close();
   await gateway.close();
   await fleet?.close();
-  await registry.close();
+  await closeSources();
   log.flush?.();
   return 0;
 }

@@ -275,6 +275,25 @@ export interface GatewayConfig {
     [k: string]: string | undefined;
   };
   /**
+   * libvirt connections whose domains are VMs, with no change to any domain: each running domain is a VM named by its domain name, and domains that start later appear. Mixable with `qmp` (a VM name must be unique across both).
+   *
+   * @maxItems 64
+   */
+  libvirt?: {
+    /**
+     * A local libvirt URI: `qemu:///system` (or `qemu+unix:///system?socket=/path`).
+     */
+    uri: string;
+    /**
+     * Follow only domains whose name matches this regular expression (JavaScript syntax, unanchored: use ^...$ for a whole name). Default: every domain.
+     */
+    domains?: string;
+    /**
+     * Also show libvirt's internal `create-*` jobs (creation of copy targets and overlays).
+     */
+    showInternalJobs?: boolean;
+  }[];
+  /**
    * Path of the tokens file (`{"tokens":[{name, sha256, scopes, vms?}]}`).
    */
   tokens?: string;
@@ -548,6 +567,7 @@ export interface JobState {
    * What produced the last change.
    */
   source: "event" | "poll" | "reconcile";
+  libvirt?: LibvirtJobInfo;
 }
 /**
  * This interface was referenced by `JobState`'s JSON-Schema
@@ -571,6 +591,26 @@ export interface JobProgress {
    * Estimated seconds to current == total at the smoothed rate; null when unknown.
    */
   etaSeconds: number | null;
+}
+/**
+ * Present for jobs of a VM served through libvirt (`serve --libvirt`): the domain and disk, and libvirt's own verdict (block-job-2), which can differ from QEMU's outcome (blockcopy --finish: QEMU completed, libvirt canceled).
+ *
+ * This interface was referenced by `JobState`'s JSON-Schema
+ * via the `definition` "libvirtJob".
+ */
+export interface LibvirtJobInfo {
+  /**
+   * The domain's UUID (the VM name is the domain name).
+   */
+  domainUuid: string;
+  /**
+   * The disk's target (`vda`), from libvirt's job id `copy-vda-libvirt-1-format`; absent for ids libvirt did not make.
+   */
+  disk?: string;
+  /**
+   * libvirt's last block-job-2 status for this job. Compare with `outcome` (QEMU's): they differ after `virsh blockcopy --finish` (completed vs canceled).
+   */
+  verdict?: "ready" | "completed" | "failed" | "canceled";
 }
 /**
  * Server -> client: the stream has reached `offset` and nothing up to it matched this subscription's filter since its last message. Store it as the last seen offset so a resume stays inside the history window.

@@ -3,7 +3,9 @@
  * per machine, and test files run in several processes, so a daemon is shared through leases:
  * `acquireLibvirtd()` reuses a running daemon or starts one by PID, records a lease, and the last
  * lease released stops the daemon only if the lab started it. A daemon the lab did not start (an
- * operator's) is used and never stopped or restarted.
+ * operator's) is used and never stopped or restarted. The lease is a leftover (leftovers.ts), so
+ * `cleanupLeftovers()` releases it after the domains created later are destroyed: tests should let
+ * it do so rather than release the daemon themselves while a domain may still run.
  */
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';

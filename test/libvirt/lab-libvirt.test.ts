@@ -1,6 +1,6 @@
 // The libvirt lab itself: a shared libvirtd by lease, TCG domains, and the virsh observers that the
 // libvirt source's tests use as their oracle.
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { beforeAll, expect, it } from 'vitest';
 import { describeLibvirt } from '../utils/libvirt-gate.js';
 import {
   acquireLibvirtd,
@@ -19,7 +19,6 @@ describeLibvirt('libvirt lab', () => {
   beforeAll(async () => {
     daemon = await acquireLibvirtd();
   });
-  afterAll(() => daemon?.release());
 
   it('parses virsh qemu-monitor-event lines with QEMU timestamps', () => {
     const record = parseQemuEventLine(`event JOB_STATUS_CHANGE at 1795636692.128507 for domain 'fin': {"status":"created","id":"copy-vda-libvirt-1-format"}`, 5);
