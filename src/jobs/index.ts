@@ -12,3 +12,4 @@ export { holdTransientChanges, DEFAULT_INTERNAL_PAUSE_MS, type HoldOptions, type
 export { pollJobs, pollMonitor, type PollCadence, type PollOutcome, type PollResult, type PollerDeps } from './poller.js';
 export { advanceRate, type RateOptions, type RateEstimate } from './progress.js';
 export { parseJobEvent, parseBlockJobRows, parseJobRows, mergeJobRows, type JobEvent, type JobRow } from './qmp-payloads.js';
+export * from './libvirt/index.js';

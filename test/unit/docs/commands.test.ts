@@ -103,10 +103,10 @@ describe('docs: blockjob-gateway command lines parse with the real CLI', () => {
         // The real flag parser, config loader and schema validation; the example config stands in for /etc.
         const config = await resolveServeConfig(args.slice(1).map((word) => (INSTALLED_PATHS[word] ? `${REPO_ROOT}${INSTALLED_PATHS[word]}` : word)));
         expect(config).not.toBe('help');
-        const resolved = config as { qmp?: object; fleet?: { edge?: boolean } };
-        // An edge serves the fleet from Redis; everything else names its VMs.
+        const resolved = config as { qmp?: object; libvirt?: unknown[]; fleet?: { edge?: boolean } };
+        // An edge serves the fleet from Redis; everything else names its VMs (QMP) or libvirt connections.
         if (resolved.fleet?.edge) expect(resolved.qmp).toBeUndefined();
-        else expect(Object.keys(resolved.qmp ?? {}).length).toBeGreaterThan(0);
+        else expect(Object.keys(resolved.qmp ?? {}).length + (resolved.libvirt ?? []).length).toBeGreaterThan(0);
         return;
       }
       // Client commands: strict flag parsing runs before --help is honoured, so exit 0 means every flag parsed.

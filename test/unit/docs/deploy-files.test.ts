@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadConfigFile } from '../../../src/cli/config.js';
+import { loadConfigFile, validateConfig } from '../../../src/cli/config.js';
 import { resolveServeConfig } from '../../../src/cli/serve.js';
 import { ConfigError } from '../../../src/errors.js';
 import { TokenAuthenticator } from '../../../src/gateway/auth.js';
@@ -99,6 +99,12 @@ describe('deploy/tokens.example.json and the sha256 recipe', () => {
     expect(token).toMatch(/^[A-Za-z0-9]{30,}$/);
     const auth = TokenAuthenticator.fromJson({ tokens: [{ name: 'made', sha256: digest, scopes: ['read'] }] });
     expect(auth.authenticate(token)?.name).toBe('made');
+  });
+
+  it('the inline libvirt config of deploy.md passes the config schema', () => {
+    const inline = codeBlocks('docs/deploy.md').filter((b) => b.lang === 'json' && b.text.includes('"libvirt"'));
+    expect(inline.length).toBeGreaterThan(0);
+    for (const block of inline) expect(validateConfig(JSON.parse(block.text), 'deploy.md').libvirt?.length).toBeGreaterThan(0);
   });
 
   it('the inline tokens file of deploy.md has the shape the parser accepts', () => {

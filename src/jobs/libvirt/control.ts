@@ -19,11 +19,11 @@ import {
   LibvirtTimeoutError,
   LibvirtTooManyPendingError,
   StateError,
-} from '../errors.js';
-import type { ControlAction, ControlArgs, ControlPort, ExecuteOptions, SendCheck, Verdict, WireCommand } from '../jobs/control-port.js';
-import { acceptsComplete, checkVerb, effectiveForce, isStandbyCompleteRefusal } from '../jobs/qemu-rules.js';
-import type { JobState, JobVerb } from '../jobs/types.js';
-import { parseLibvirtJobId } from './job-ids.js';
+} from '../../errors.js';
+import type { ControlAction, ControlArgs, ControlPort, ExecuteOptions, SendCheck, Verdict, WireCommand } from '../control-port.js';
+import { acceptsComplete, checkVerb, effectiveForce, isStandbyCompleteRefusal } from '../qemu-rules.js';
+import type { JobState, JobVerb } from '../types.js';
+import { parseLibvirtJobId } from '../../libvirt/job-ids.js';
 import type { LibvirtSource } from './source.js';
 
 const UNSUPPORTED: Partial<Record<ControlAction, string>> = {

@@ -1,6 +1,6 @@
 /**
  * The libvirt job source: every domain of one libvirt connection is a VM (named by domain name),
- * followed with no change to the domain. Each running domain gets a DomainMonitor (QEMU's events
+ * followed with no change to the domain. Each running domain gets a DomainFeed (QEMU's events
  * through libvirt's passthrough) and the same job engine as a direct QMP monitor, so ready truth,
  * outcomes, debounce and incarnations are identical; this file adds what only libvirt knows:
  *
@@ -18,17 +18,17 @@
  * queue behind it, keeping the per-VM order.
  */
 import { Subject, Subscription, of, type Observable } from 'rxjs';
-import { ConfigError } from '../errors.js';
-import { capabilitiesFromVersion } from '../jobs/capabilities.js';
-import type { MonitorJobs, MonitorJobsOptions } from '../jobs/monitor-jobs.js';
-import { DEFAULT_POLL_TIMEOUT_MS } from '../jobs/poller.js';
-import { JobRegistry } from '../jobs/registry.js';
-import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot } from '../jobs/types.js';
-import { silentLogger, type Logger } from '../log.js';
-import { DomainMonitor } from './domain-monitor.js';
-import { isInternalJobId, parseLibvirtJobId } from './job-ids.js';
+import { ConfigError } from '../../errors.js';
+import { capabilitiesFromVersion } from '../capabilities.js';
+import type { MonitorJobs, MonitorJobsOptions } from '../monitor-jobs.js';
+import { DEFAULT_POLL_TIMEOUT_MS } from '../poller.js';
+import { JobRegistry } from '../registry.js';
+import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot } from '../types.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { DomainFeed } from './domain-feed.js';
+import { isInternalJobId, parseLibvirtJobId } from '../../libvirt/job-ids.js';
 import { pollDomain } from './poll.js';
-import type { DomainRef, LibvirtBlockJobEvent, LibvirtConnection, LibvirtDomainEvent, LibvirtEventWatch, LibvirtLifecycleEvent } from './types.js';
+import type { DomainRef, LibvirtBlockJobEvent, LibvirtConnection, LibvirtDomainEvent, LibvirtEventWatch, LibvirtLifecycleEvent } from '../../libvirt/types.js';
 import { VerdictBook } from './verdicts.js';
 
 export interface LibvirtSourceOptions {
@@ -45,7 +45,7 @@ export interface LibvirtSourceOptions {
 
 interface Followed {
   uuid: string;
-  monitor: DomainMonitor;
+  monitor: DomainFeed;
   /** True from the first poll of a session until one is answered. */
   reconcilePending: boolean;
 }
@@ -218,7 +218,7 @@ export class LibvirtSource implements JobSource {
     }
     let entry = this.followed.get(domain.uuid);
     if (!entry) {
-      const monitor = new DomainMonitor(domain, `${this.connection.uri} domain ${domain.name}`);
+      const monitor = new DomainFeed(domain, `${this.connection.uri} domain ${domain.name}`);
       const created: Followed = { uuid: domain.uuid, monitor, reconcilePending: true };
       entry = created;
       this.followed.set(domain.uuid, created);

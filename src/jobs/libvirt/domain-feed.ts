@@ -13,10 +13,10 @@
  * (control.ts).
  */
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { LibvirtDomainDownError } from '../errors.js';
-import type { JobFeed } from '../jobs/monitor-jobs.js';
-import type { QmpEvent, QmpRunState, QmpSession } from '../qmp/types.js';
-import type { DomainRef, LibvirtMonitorEvent, LibvirtVersion } from './types.js';
+import { LibvirtDomainDownError } from '../../errors.js';
+import type { JobFeed } from '../monitor-jobs.js';
+import type { QmpEvent, QmpRunState, QmpSession } from '../../qmp/types.js';
+import type { DomainRef, LibvirtMonitorEvent, LibvirtVersion } from '../../libvirt/types.js';
 
 /** What the monitor knows of one QEMU job from its events: the last status, in wire order. */
 export interface SeenJob {
@@ -27,7 +27,7 @@ export interface SeenJob {
 /** At most this many job ids remembered per domain (ids are reused, so this stays small in practice). */
 const MAX_SEEN_JOBS = 1_000;
 
-export class DomainMonitor implements JobFeed {
+export class DomainFeed implements JobFeed {
   private readonly stateSubject = new BehaviorSubject<QmpRunState>('connecting');
   private readonly sessionsSubject = new Subject<QmpSession>();
   private readonly eventsSubject = new Subject<QmpEvent>();

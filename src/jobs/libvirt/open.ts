@@ -2,11 +2,11 @@
  * One `--libvirt URI` of `serve`: an RPC client, the job source over it and its control port,
  * ready to combine with other sources. The caller closes it (source, then client).
  */
-import { ConfigError } from '../errors.js';
-import type { SourcePorts } from '../jobs/control-port.js';
-import type { MonitorJobsOptions } from '../jobs/monitor-jobs.js';
-import { silentLogger, type Logger } from '../log.js';
-import { LibvirtClient } from './client.js';
+import { ConfigError } from '../../errors.js';
+import type { SourcePorts } from '../control-port.js';
+import type { MonitorJobsOptions } from '../monitor-jobs.js';
+import { silentLogger, type Logger } from '../../log.js';
+import { LibvirtClient } from '../../libvirt/client.js';
 import { LibvirtControl } from './control.js';
 import { LibvirtSource } from './source.js';
 

@@ -7,9 +7,9 @@
  * Where the two differ, both are kept: `virsh blockcopy --finish` ends the mirror without a pivot,
  * which QEMU reports as completed and libvirt as canceled.
  */
-import type { JobState, LibvirtJobInfo } from '../generated/schema-types.js';
-import { kindOfBlockJobType, kindOfQemuType, parseLibvirtJobId } from './job-ids.js';
-import type { LibvirtBlockJobEvent } from './types.js';
+import type { JobState, LibvirtJobInfo } from '../../generated/schema-types.js';
+import { kindOfBlockJobType, kindOfQemuType, parseLibvirtJobId } from '../../libvirt/job-ids.js';
+import type { LibvirtBlockJobEvent } from '../../libvirt/types.js';
 
 type Verdict = NonNullable<LibvirtJobInfo['verdict']>;
 

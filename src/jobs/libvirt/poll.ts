@@ -9,18 +9,18 @@
  * started), is the status libvirt's own view: ready when the XML says so, else running. libvirt
  * reports cur = end - 1 until QEMU's READY (its shim): progress, never readiness.
  */
-import type { JobRow } from '../jobs/qmp-payloads.js';
-import type { QemuJobStatus } from '../jobs/qemu-rules.js';
-import type { PollResult } from '../jobs/poller.js';
-import type { JobState } from '../jobs/types.js';
-import type { DomainMonitor } from './domain-monitor.js';
-import { parseDisks } from './domain-xml.js';
-import { libvirtJobId, parseLibvirtJobId, QEMU_TYPE_OF } from './job-ids.js';
-import type { LibvirtConnection } from './types.js';
+import type { JobRow } from '../qmp-payloads.js';
+import type { QemuJobStatus } from '../qemu-rules.js';
+import type { PollResult } from '../poller.js';
+import type { JobState } from '../types.js';
+import type { DomainFeed } from './domain-feed.js';
+import { parseDisks } from '../../libvirt/domain-xml.js';
+import { libvirtJobId, parseLibvirtJobId, QEMU_TYPE_OF } from '../../libvirt/job-ids.js';
+import type { LibvirtConnection } from '../../libvirt/types.js';
 
 export interface DomainPollDeps {
   connection: LibvirtConnection;
-  monitor: DomainMonitor;
+  monitor: DomainFeed;
   /** The engine's current view of a job (type and progress of jobs libvirt does not list). */
   jobOf: (id: string) => JobState | undefined;
   /** True for the first answered poll of a session. */
