@@ -2,6 +2,7 @@
 // is a chardev qemu-storage-daemon accepts and serves QMP on, and the qsd-example, serve-example and
 // script-example blocks run as written (paths moved to a temp dir, port 8080 to a free one): the
 // script waits for a real speed-limited mirror to be ready, pivots it, and sees it completed.
+import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
 import { markedBlock, qmpArguments, qmpToChardev, shellCommands, shellWords } from '../unit/docs/doc-sources.js';
 import { describeBuilt, runCli } from '../utils/built-cli.js';
@@ -82,6 +83,43 @@ describeQemu('docs/deploy.md against qemu-storage-daemon', () => {
       expect(final).toMatchObject({ state: expect.stringMatching(/^(concluded|dismissed)$/), outcome: 'completed', pivoted: true });
 
       // SIGTERM drains and exits 0, as deploy.md says.
+      serve.child.kill('SIGTERM');
+      expect(await serve.exited).toBe(0);
+      await qsd.dispose();
+    });
+
+    it('the walk-through runs as written: qemu-img, the daemon, the gateway, QMP through socat, the script', { timeout: 120_000 }, async () => {
+      const dir = makeTestDir('bjg-walk-');
+      const sh = (script: string) => execFileSync('sh', ['-ec', script], { encoding: 'utf8', timeout: 60_000 });
+
+      // Images, with the doc's directories moved into the temp dir.
+      sh(relocate(markedBlock(DOC, 'walk-images').text, dir).replace(/^mkdir .*$/m, ''));
+      expect(sh(`qemu-img info --output=json ${dir}/disk0.qcow2`)).toContain('"format": "qcow2"');
+
+      const [qsdCommand] = shellCommands(markedBlock(DOC, 'walk-qsd').text);
+      const qsdWords = shellWords(relocate(qsdCommand!, dir));
+      expect(qsdWords[0]).toBe('qemu-storage-daemon');
+      const qsd = await Qsd.start({ monitors: [], extraArgs: qsdWords.slice(1) });
+
+      const [serveCommand] = shellCommands(markedBlock(DOC, 'serve-example').text);
+      const serve = runCli(shellWords(relocate(serveCommand!, dir).replace('127.0.0.1:8080', '127.0.0.1:0')).slice(1));
+      const port = /127\.0\.0\.1:(\d+)/.exec(await serve.line(/serving 1 VM\(s\) at http:\/\/127\.0\.0\.1:\d+/))![1]!;
+
+      // QMP as the doc sends it: every answer a return, and the mirror starts.
+      const answers = sh(relocate(markedBlock(DOC, 'walk-qmp').text, dir))
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith('{"return"') || line.startsWith('{"error"'));
+      expect(answers).toEqual(['{"return": {}}', '{"return": {}}', '{"return": {}}']);
+
+      const script = shellCommands(markedBlock(DOC, 'script-example').text.replaceAll('127.0.0.1:8080', `127.0.0.1:${port}`));
+      let last = '';
+      for (const command of script) {
+        const run = runCli(shellWords(command).slice(1), { BLOCKJOB_GATEWAY_TOKEN: '' });
+        expect(await run.exited, `${command}\n${run.stdout.join('\n')}\n${run.stderr.join('\n')}`).toBe(0);
+        last = run.stdout.join('\n');
+      }
+      expect(last).toMatch(/^concluded: storage1\/mirror0 mirror (concluded|dismissed) outcome=completed pivoted=true/);
+
       serve.child.kill('SIGTERM');
       expect(await serve.exited).toBe(0);
       await qsd.dispose();

@@ -41,6 +41,9 @@ export const MARKED_BLOCKS: Readonly<Record<string, string>> = {
   'qsd-example': 'test/qemu/docs-deploy.test.ts',
   'serve-example': 'test/qemu/docs-deploy.test.ts',
   'script-example': 'test/qemu/docs-deploy.test.ts',
+  'walk-images': 'test/qemu/docs-deploy.test.ts',
+  'walk-qsd': 'test/qemu/docs-deploy.test.ts',
+  'walk-qmp': 'test/qemu/docs-deploy.test.ts',
   'token-recipe': 'test/unit/docs/deploy-files.test.ts',
 };
 
