@@ -9,7 +9,7 @@ import { afterEach, expect, it } from 'vitest';
 import { registerLeftover } from '../../src/lab/index.js';
 import { CLI_ENTRY, describeBuilt, runCli } from '../utils/built-cli.js';
 import { FakeJobSource } from '../utils/fake-source.js';
-import { Leftovers } from './gateway-support.js';
+import { Leftovers } from '../utils/gateway-support.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());

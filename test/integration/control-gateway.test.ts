@@ -10,7 +10,7 @@ import { clientSubprotocols } from '../../src/protocol/codes.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 import { LogRecorder } from '../utils/log-recorder.js';
 import { waitUntil } from '../utils/job-scenarios.js';
-import { Leftovers } from './gateway-support.js';
+import { Leftovers } from '../utils/gateway-support.js';
 
 const leftovers = new Leftovers();
 let controller: JobController | undefined;

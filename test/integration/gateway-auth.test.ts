@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { clientSubprotocols, SUBPROTOCOL } from '../../src/protocol/codes.js';
 import { startGateway } from '../../src/gateway/server.js';
-import { Leftovers, TestClient } from './gateway-support.js';
+import { Leftovers, TestClient } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 
 const leftovers = new Leftovers();

@@ -6,7 +6,7 @@ import { request } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { JOBS_SNAPSHOT_SCHEMA, schemaRegistry } from '../../src/protocol/schemas.js';
-import { Leftovers } from './gateway-support.js';
+import { Leftovers } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 
 const leftovers = new Leftovers();

@@ -3,7 +3,7 @@
  * slow consumer is cut off with 4508 without hurting anyone else.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { assertChain, Leftovers } from './gateway-support.js';
+import { assertChain, Leftovers } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 
 const leftovers = new Leftovers();

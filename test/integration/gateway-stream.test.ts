@@ -3,7 +3,7 @@
  * real `ws` clients. Every message a client receives is validated against the server schemas.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { assertChain, Leftovers, type Msg, type TestClient } from './gateway-support.js';
+import { assertChain, Leftovers, type Msg, type TestClient } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 
 const leftovers = new Leftovers();

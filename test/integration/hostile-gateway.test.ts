@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import type { Logger } from '../../src/log.js';
-import { Leftovers, TestClient } from './gateway-support.js';
+import { Leftovers, TestClient } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 import { waitFor } from '../utils/wait-for.js';
 

@@ -4,7 +4,7 @@
 // script waits for a real speed-limited mirror to be ready, pivots it, and sees it completed.
 import { execFileSync } from 'node:child_process';
 import { expect, it } from 'vitest';
-import { markedBlock, qmpArguments, qmpToChardev, shellCommands, shellWords } from '../unit/docs/doc-sources.js';
+import { markedBlock, qmpArguments, qmpToChardev, shellCommands, shellWords } from '../utils/doc-sources.js';
 import { describeBuilt, runCli } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, createQcow2Image, makeTestDir, Qsd, RawQmp } from '../utils/qsd.js';

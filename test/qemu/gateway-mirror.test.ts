@@ -7,7 +7,7 @@ import { afterEach, expect, it } from 'vitest';
 import { startGateway, type RunningGateway } from '../../src/gateway/server.js';
 import { JobRegistry } from '../../src/jobs/registry.js';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
-import { assertChain, TestClient, type Msg } from '../integration/gateway-support.js';
+import { assertChain, TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd, type Qsd } from '../utils/qsd.js';
 

@@ -7,7 +7,7 @@ import { afterEach, expect, it } from 'vitest';
 import { serve } from '../../src/cli/serve.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
-import { TestClient } from '../integration/gateway-support.js';
+import { TestClient } from '../utils/gateway-support.js';
 import { INFO_SCHEMA, schemaRegistry } from '../../src/protocol/schemas.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd } from '../utils/qsd.js';

@@ -6,7 +6,7 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { startRedis, startRedisCluster } from '../../src/lab/redis.js';
-import { TestClient, type Msg } from '../integration/gateway-support.js';
+import { TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd, type Qsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';

@@ -5,7 +5,7 @@
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { startRedis, type RedisServer } from '../../src/lab/redis.js';
-import { TestClient, type Msg } from '../integration/gateway-support.js';
+import { TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeBuilt } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd } from '../utils/qsd.js';

@@ -9,7 +9,7 @@ import { cruise, type ICruiseOptions, type ICruiseResult, type IForbiddenRuleTyp
 import extractDepcruiseOptions from 'dependency-cruiser/config-utl/extract-depcruise-options';
 import extractTSConfig from 'dependency-cruiser/config-utl/extract-ts-config';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { readRepo, REPO_ROOT } from './doc-sources.js';
+import { readRepo, REPO_ROOT } from '../../utils/doc-sources.js';
 
 const CONFIG = join(REPO_ROOT, '.dependency-cruiser.cjs');
 const rules = (createRequire(import.meta.url)(CONFIG) as { forbidden: IForbiddenRuleType[] }).forbidden;

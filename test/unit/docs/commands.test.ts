@@ -18,7 +18,7 @@ import {
   shellCommands,
   shellWords,
   SHELL_LANGS,
-} from './doc-sources.js';
+} from '../../utils/doc-sources.js';
 
 /** Commands the docs show but no test runs, and why. Anything else in a shell block fails the check. */
 const NOT_RUN: Readonly<Record<string, string>> = {

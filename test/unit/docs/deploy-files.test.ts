@@ -12,7 +12,7 @@ import { ConfigError } from '../../../src/errors.js';
 import { TokenAuthenticator } from '../../../src/gateway/auth.js';
 import { startGateway } from '../../../src/gateway/server.js';
 import { JobRegistry } from '../../../src/jobs/registry.js';
-import { codeBlocks, DEPLOY_FILES, INSTALLED_PATHS, markedBlock, qmpArguments, readRepo, REPO_ROOT, shellWords } from './doc-sources.js';
+import { codeBlocks, DEPLOY_FILES, INSTALLED_PATHS, markedBlock, qmpArguments, readRepo, REPO_ROOT, shellWords } from '../../utils/doc-sources.js';
 
 const repoPath = (path: string) => `${REPO_ROOT}${path}`;
 const scratch = mkdtempSync(join(tmpdir(), 'bjg-docs-'));

@@ -9,7 +9,7 @@ import { GatewayCore } from '../../../src/gateway/core.js';
 import { createMetrics } from '../../../src/gateway/metrics.js';
 import { CLOSE_CODES } from '../../../src/protocol/codes.js';
 import { JobRegistry } from '../../../src/jobs/registry.js';
-import { code, readRepo, REPO_ROOT, tableUnder } from './doc-sources.js';
+import { code, readRepo, REPO_ROOT, tableUnder } from '../../utils/doc-sources.js';
 
 const DOC = 'docs/operations.md';
 

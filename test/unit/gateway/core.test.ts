@@ -11,7 +11,7 @@ import type { HistoryRead, StreamHistory, StreamPosition } from '../../../src/ga
 import type { FeedSink, ProgressEvent, StreamEvent, StreamFeed } from '../../../src/gateway/stream/feed.js';
 import { StreamHub } from '../../../src/gateway/stream/hub.js';
 import type { VmSnapshot } from '../../../src/jobs/types.js';
-import { assertChain, type Msg } from '../../integration/gateway-support.js';
+import { assertChain, type Msg } from '../../utils/gateway-support.js';
 import { FakeJobSource } from '../../utils/fake-source.js';
 
 class MemorySocket implements GatewaySocket {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MemoryStreamHistory } from '../../../src/gateway/history/memory.js';
+import { MemoryStreamHistory } from '../../../../src/gateway/history/memory.js';
 
 interface Entry {
   offset: number;
