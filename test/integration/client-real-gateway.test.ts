@@ -14,7 +14,7 @@ import { nodeWebSocket } from '../../src/client/node.js';
 import { browserModules, DIST_DIR } from '../../src/gateway/client-build.js';
 import { describeBuilt } from '../utils/built-cli.js';
 import { FakeJobSource } from '../utils/fake-source.js';
-import { Leftovers } from './gateway-support.js';
+import { Leftovers } from '../utils/gateway-support.js';
 
 const dashboardDir = fileURLToPath(new URL('../fixtures/dashboard/', import.meta.url));
 

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { serve } from '../../src/cli/serve.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import type { RawQmpEvent } from '../../src/lab/raw-qmp.js';
-import { TestClient, type Msg } from '../integration/gateway-support.js';
+import { TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeLibvirt } from '../utils/libvirt-gate.js';
 import { expectedEngineStates, waitUntil } from '../utils/job-scenarios.js';
 import {
