@@ -9,11 +9,12 @@ import { Resources } from './lib/resources.js';
 import type { Scenario, ScenarioName } from './lib/scenario.js';
 import { burst } from './scenarios/burst.js';
 import { fanout } from './scenarios/fanout.js';
+import { fleet } from './scenarios/fleet.js';
 import { idle } from './scenarios/idle.js';
 import { monitors } from './scenarios/monitors.js';
 import { ready } from './scenarios/ready.js';
 
-const scenarios: Record<ScenarioName, Scenario> = { ready, fanout, idle, monitors, burst };
+const scenarios: Record<ScenarioName, Scenario> = { ready, fanout, idle, monitors, burst, fleet };
 const resources = new Resources();
 
 async function cleanup(): Promise<null> {

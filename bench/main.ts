@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --quick] [-- --only NAME[,NAME]]`: runs each measurement in a fresh bench host
  * process (bench/host.ts), prints the table, writes the raw JSON to bench/results/ and, after a full
- * run of all five, docs/benchmarks.md.
+ * run of all of them, docs/benchmarks.md.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -10,11 +10,11 @@ import { benchmarksDoc, machine, textTable, type Machine } from './lib/report.js
 import { RpcChild } from './lib/rpc.js';
 import { SCENARIOS, type ScenarioName, type ScenarioResult } from './lib/scenario.js';
 
-const USAGE = `Usage: npm run bench -- [--quick] [--only ready|fanout|idle|monitors|burst[,...]]
+const USAGE = `Usage: npm run bench -- [--quick] [--only ready|fanout|idle|monitors|burst|fleet[,...]]
 
   --quick        every measurement shortened (under a minute each), for a smoke run
   --only NAMES   run only these measurements (comma-separated)
-  --no-docs      do not rewrite docs/benchmarks.md (it is rewritten only by a full run of all five)
+  --no-docs      do not rewrite docs/benchmarks.md (it is rewritten only by a full run of all of them)
   --cpu-prof     profile the gateway process (node --cpu-prof) into bench/results/profiles/
   --docs-from F  only rewrite docs/benchmarks.md from a raw results file of a full run (after editing bench/notes.md)
 `;
@@ -89,7 +89,7 @@ async function main(): Promise<number> {
   }
   if (options.docsFrom !== undefined) {
     const run = JSON.parse(readFileSync(options.docsFrom, 'utf8')) as RawRun;
-    if (run.quick || run.results.length !== SCENARIOS.length) throw new Error(`${options.docsFrom} is not a full run of all five measurements`);
+    if (run.quick || run.results.length !== SCENARIOS.length) throw new Error(`${options.docsFrom} is not a full run of all the measurements`);
     writeDocs({ ...run, rawFile: options.docsFrom });
     return 0;
   }

@@ -56,6 +56,7 @@ export type ErrorCode =
   | 'GW_ERR_CONFIG'
   | 'GW_ERR_USAGE'
   | 'GW_ERR_LAB'
+  | 'GW_ERR_FLEET_NOT_OWNER'
   | 'GW_ERR_INTERNAL'
   | 'CLIENT_ERR_CONNECT'
   | 'CLIENT_ERR_CONNECT_TIMEOUT'

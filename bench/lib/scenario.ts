@@ -2,8 +2,8 @@
 import { RpcChild } from './rpc.js';
 import type { Resources } from './resources.js';
 
-export type ScenarioName = 'ready' | 'fanout' | 'idle' | 'monitors' | 'burst';
-export const SCENARIOS: readonly ScenarioName[] = ['ready', 'fanout', 'idle', 'monitors', 'burst'];
+export type ScenarioName = 'ready' | 'fanout' | 'idle' | 'monitors' | 'burst' | 'fleet';
+export const SCENARIOS: readonly ScenarioName[] = ['ready', 'fanout', 'idle', 'monitors', 'burst', 'fleet'];
 
 export interface ScenarioContext {
   quick: boolean;

@@ -129,7 +129,7 @@ export const COMMAND_ERROR_CODES: Readonly<Record<CommandErrorCode, CommandError
   not_supported: { httpStatus: 501, meaning: "the VM's backend cannot send this verb for this job (it lacks the verb, or the job belongs to another manager such as libvirt and is only observed); nothing was sent" },
   timeout: { httpStatus: 504, meaning: 'timeoutMs passed before the answer; a verb already sent may still take effect' },
   job_ended: { httpStatus: 409, meaning: 'the job concluded (see job.outcome) before the verb could be sent' },
-  outcome_unknown: { httpStatus: 502, meaning: 'the monitor dropped while the verb was in flight; watch the stream for what happened' },
+  outcome_unknown: { httpStatus: 502, meaning: 'the monitor dropped while the verb was in flight, or (through a fleet edge) the owning host gateway did not answer in time; watch the stream for what happened' },
   vm_disconnected: { httpStatus: 503, meaning: "the VM's monitor is down and the command cannot wait for it" },
   qmp_error: { httpStatus: 502, meaning: 'QEMU refused the verb; error.qmp holds its class and desc' },
   too_many_commands: { httpStatus: 429, meaning: 'the connection already has the maximum number of commands in flight' },

@@ -1,0 +1,219 @@
+/**
+ * (6) Fleet: simulated host gateways (100 hosts x 100 VMs = 10,000 VMs, forked, the real publisher
+ * path) publish through a real redis-server to two edges (edge A in this process, edge B the CLI as
+ * its own process), each with 5,000 subscribers (forked) whose tokens and filters cover two VMs, so
+ * every transition reaches one subscriber per edge. Latency: the host's receive instant (`ts`) to
+ * the subscriber's frame. Redis CPU and commands/s from /proc and INFO; edge CPU per delivery
+ * against a single gateway (StreamHub over an in-process source) serving the same subscribers and
+ * rate in the same run; idle cost: Redis calls an edge makes for idle VMs (none expected).
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Subject, NEVER } from 'rxjs';
+import { startFleetEdge } from '../../dist/fleet/edge.js';
+import { TokenAuthenticator } from '../../dist/gateway/auth.js';
+import { startGateway } from '../../dist/gateway/server.js';
+import { makeShortTempDir } from '../../dist/lab/leftovers.js';
+import { startRedis } from '../../dist/lab/redis.js';
+import { silentLogger } from '../../dist/log.js';
+import type { JobSource, JobState, StreamInput, VmSnapshot } from '../../dist/jobs/types.js';
+import { sleep, waitFor } from '../lib/resources.js';
+import type { RpcChild } from '../lib/rpc.js';
+import { count, ms, percent, type Row, type Scenario, type ScenarioContext } from '../lib/scenario.js';
+import { CpuMeter, summarize } from '../lib/stats.js';
+import { RpcChild as Child } from '../lib/rpc.js';
+
+const HOSTS = 100;
+const VMS_PER_HOST = 100;
+const SUBSCRIBERS_PER_EDGE = 5000;
+const RATE = 2000;
+const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
+const TICKS = 100; // USER_HZ of /proc/<pid>/stat
+
+function procCpuMs(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
+}
+
+function fork(context: ScenarioContext, module: string): RpcChild {
+  const child = new Child(new URL(`../load/${module}.js`, import.meta.url));
+  context.resources.defer(`${module} process`, () => child.close());
+  return child;
+}
+
+interface Window {
+  deliveriesPerSec: number;
+  latency: ReturnType<typeof summarize>;
+}
+
+async function record(subscribers: RpcChild[], seconds: number, extra: () => void): Promise<Window & { wallMs: number }> {
+  await Promise.all(subscribers.map((s) => s.call('startRecording', { every: 4 })));
+  const started = performance.now();
+  await sleep(seconds * 1000);
+  extra();
+  const wallMs = performance.now() - started;
+  const results = await Promise.all(subscribers.map((s) => s.call<{ deliveries: number; samples: number[] }>('stopRecording')));
+  const deliveries = results.reduce((n, r) => n + r.deliveries, 0);
+  return { deliveriesPerSec: deliveries / (wallMs / 1000), latency: summarize(results.flatMap((r) => r.samples)), wallMs };
+}
+
+/** The baseline: one gateway, its own in-process source, the same VMs and rate. */
+function syntheticSource(vms: string[]): { source: JobSource; emit(vm: string, job: JobState, from: string | null): void } {
+  const changes = new Subject<StreamInput>();
+  const jobs = new Map<string, Map<string, JobState>>(vms.map((vm) => [vm, new Map()]));
+  const source: JobSource = {
+    vms: () => vms,
+    snapshot: (): VmSnapshot[] => vms.map((vm) => ({ vm, status: 'connected', jobs: [...jobs.get(vm)!.values()] })),
+    job: (vm: string, id: string) => jobs.get(vm)?.get(id),
+    changes$: changes,
+    progress$: NEVER,
+    info: () => undefined,
+    vmInfo$: NEVER,
+  } as unknown as JobSource;
+  return {
+    source,
+    emit(vm, job, from) {
+      jobs.get(vm)!.set(job.id, job);
+      changes.next({ kind: 'transition', vm, job, from: from === null ? null : { state: from as JobState['state'], ready: null }, to: { state: job.state, ready: job.ready }, source: 'event', at: Date.now() });
+    },
+  };
+}
+
+export const fleet: Scenario = async (context) => {
+  const { quick, resources, log } = context;
+  const seconds = quick ? 5 : 15;
+  const subscribersPerEdge = quick ? 1000 : SUBSCRIBERS_PER_EDGE;
+  const redis = await startRedis();
+  resources.defer('redis-server', () => redis.dispose());
+  const info = (section: string): Record<string, string> =>
+    Object.fromEntries(redis.cli('info', section).split('\r\n').filter((l) => l.includes(':')).map((l) => l.split(':') as [string, string]));
+
+  log(`fleet: ${HOSTS} simulated hosts x ${VMS_PER_HOST} VMs claiming in Redis`);
+  const hosts = fork(context, 'fleet-hosts');
+  const { vms } = await hosts.call<{ vms: string[] }>('start', { redisUrl: redis.url, hosts: HOSTS, vmsPerHost: VMS_PER_HOST }, 10 * 60_000);
+
+  // One token per subscriber and edge, each limited to two VMs.
+  const dir = makeShortTempDir('bjb-');
+  resources.defer('tokens dir', () => undefined);
+  const perEdge = (edge: string) =>
+    Array.from({ length: subscribersPerEdge }, (_, i) => {
+      const secret = `${edge}-secret-${i}`;
+      const mine = [vms[(2 * i) % vms.length]!, vms[(2 * i + 1) % vms.length]!];
+      return { token: secret, vms: mine, entry: { name: `${edge}${i}`, sha256: createHash('sha256').update(secret).digest('hex'), scopes: ['read'], vms: mine } };
+    });
+  const subsA = perEdge('a');
+  const subsB = perEdge('b');
+  const tokensFile = join(dir, 'tokens.json');
+  writeFileSync(tokensFile, JSON.stringify({ tokens: [...subsA, ...subsB].map((s) => s.entry) }));
+  const tokens = await TokenAuthenticator.fromFile(tokensFile);
+
+  log('fleet: edge A (this process) and edge B (the CLI, its own process)');
+  const edgeA = await startFleetEdge({ redis: redis.url, edgeId: 'benchA' }, { logger: silentLogger });
+  const gatewayA = await startGateway({ feed: edgeA.feed, tokens, listen: { host: '127.0.0.1', port: 0 }, defaultMetrics: false, maxConnectionsPerToken: 4 });
+  resources.defer('edge A', async () => {
+    await gatewayA.close({ graceMs: 200 });
+    await edgeA.close();
+  });
+  const child = spawn(process.execPath, [CLI, 'serve', '--redis', redis.url, '--edge', '--tokens', tokensFile, '--listen', '127.0.0.1:0', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  resources.defer('edge B', () => void child.kill('SIGTERM'));
+  const urlB = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (chunk: Buffer) => {
+      const m = /WebSocket (ws:\/\/[^)]+)\)/.exec(chunk.toString());
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`edge B exited ${code}`)));
+  });
+  await waitFor('edge A discovered every VM', () => edgeA.feed.vms().length === vms.length, 120_000);
+
+  const loadA = fork(context, 'fleet-subscribers');
+  const loadB = fork(context, 'fleet-subscribers');
+  log(`fleet: ${subscribersPerEdge} subscribers per edge`);
+  await loadA.call('connect', { url: gatewayA.wsUrl, subscribers: subsA.map(({ token, vms: v }) => ({ token, vms: v })) }, 10 * 60_000);
+  await loadB.call('connect', { url: urlB, subscribers: subsB.map(({ token, vms: v }) => ({ token, vms: v })) }, 10 * 60_000);
+
+  // Loaded window.
+  log(`fleet: ${RATE} transitions/s fleet-wide for ${seconds} s`);
+  await hosts.call('rate', { perSec: RATE });
+  await sleep(2000);
+  const cpuA = new CpuMeter();
+  const bStart = procCpuMs(child.pid!);
+  const redisStart = procCpuMs(redis.pid!);
+  const cmdStart = Number(info('stats').total_commands_processed);
+  const genStart = (await hosts.call<{ generated: number }>('stats')).generated;
+  let used = { cpuMs: 0, wallMs: 1, coreShare: 0 };
+  let bMs = 0;
+  let redisMs = 0;
+  const loaded = await record([loadA, loadB], seconds, () => {
+    used = cpuA.read();
+    bMs = procCpuMs(child.pid!) - bStart;
+    redisMs = procCpuMs(redis.pid!) - redisStart;
+  });
+  const cmdPerSec = (Number(info('stats').total_commands_processed) - cmdStart) / (loaded.wallMs / 1000);
+  const transitionsPerSec = ((await hosts.call<{ generated: number }>('stats')).generated - genStart) / (loaded.wallMs / 1000);
+  const deliveriesA = loaded.deliveriesPerSec / 2;
+
+  // Idle window: no transitions; what do the edges ask Redis for?
+  await hosts.call('rate', { perSec: 0 });
+  await sleep(1000);
+  const before = { ...edgeA.feed.counters };
+  const idleCmdStart = Number(info('stats').total_commands_processed);
+  await sleep(5000);
+  const idleCmdPerSec = (Number(info('stats').total_commands_processed) - idleCmdStart) / 5;
+  const after = edgeA.feed.counters;
+  const edgeIdleCalls = after.catchUps + after.loads + after.resyncs - (before.catchUps + before.loads + before.resyncs);
+
+  // Baseline: a single gateway with its own source, the same subscribers (edge A's tokens) and rate.
+  await loadA.call('disconnectAll');
+  const synthetic = syntheticSource(vms);
+  const single = await startGateway({ source: synthetic.source, tokens, listen: { host: '127.0.0.1', port: 0 }, defaultMetrics: false, maxConnectionsPerToken: 4 });
+  resources.defer('single gateway', () => single.close({ graceMs: 200 }));
+  await loadA.call('connect', { url: single.wsUrl, subscribers: subsA.map(({ token, vms: v }) => ({ token, vms: v })) }, 10 * 60_000);
+  const cycle: JobState['state'][] = ['created', 'running', 'ready', 'concluded'];
+  let n = 0;
+  const startedAt = performance.now();
+  const tick = setInterval(() => {
+    const due = Math.floor(((performance.now() - startedAt) / 1000) * RATE);
+    for (; n < due; n++) {
+      const vm = vms[n % vms.length]!;
+      const step = Math.floor(n / vms.length) % cycle.length;
+      const at = new Date().toISOString();
+      const job = { vm, id: `j${Math.floor(n / vms.length / cycle.length)}`, incarnation: 1, type: 'mirror', state: cycle[step]!, ready: step >= 2, progress: { current: 1, total: 1, percent: 100, rate: 0, etaSeconds: 0 }, speed: 0, autoFinalize: true, autoDismiss: true, ioStatus: 'ok', stale: false, updatedAt: at, stateSince: at, source: 'event' } as unknown as JobState;
+      synthetic.emit(vm, job, step === 0 ? null : cycle[step - 1]!);
+    }
+  }, 5);
+  resources.defer('baseline ticker', () => clearInterval(tick));
+  await sleep(2000);
+  const cpuSingle = new CpuMeter();
+  let usedSingle = { cpuMs: 0, wallMs: 1, coreShare: 0 };
+  const baseline = await record([loadA], seconds, () => (usedSingle = cpuSingle.read()));
+  clearInterval(tick);
+  
+  const usPerDeliveryA = (used.cpuMs * 1000) / (deliveriesA * (used.wallMs / 1000));
+  const usPerDeliveryB = (bMs * 1000) / (deliveriesA * (loaded.wallMs / 1000));
+  const usPerDeliverySingle = (usedSingle.cpuMs * 1000) / (baseline.deliveriesPerSec * (usedSingle.wallMs / 1000));
+  const load = loadavg()[0]!;
+  const rows: Row[] = [
+    { metric: 'fleet: machine load average (1 min) during the run', value: load.toFixed(1) },
+    { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${HOSTS} / 2 / ${count(subscribersPerEdge)}` },
+    { metric: 'fleet: transitions/s fleet-wide (measured)', value: count(transitionsPerSec) },
+    { metric: 'fleet: deliveries/s (both edges)', value: count(loaded.deliveriesPerSec) },
+    { metric: 'fleet: latency host receive -> subscriber p50', value: `${ms(loaded.latency.p50)} ms`, goal: '<= 5 ms at 2,000/s', met: loaded.latency.p50 <= 5 && transitionsPerSec >= RATE * 0.95 },
+    { metric: 'fleet: latency host receive -> subscriber p99', value: `${ms(loaded.latency.p99)} ms`, goal: '<= 25 ms at 2,000/s', met: loaded.latency.p99 <= 25 && transitionsPerSec >= RATE * 0.95 },
+    { metric: 'fleet: Redis CPU (share of one core)', value: percent(redisMs / loaded.wallMs) },
+    { metric: 'fleet: Redis commands/s (loaded)', value: count(cmdPerSec) },
+    { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}` },
+    { metric: 'fleet: edge CPU per delivery A / B vs single gateway', value: `${usPerDeliveryA.toFixed(1)} / ${usPerDeliveryB.toFixed(1)} vs ${usPerDeliverySingle.toFixed(1)} µs` },
+    { metric: 'fleet: single gateway latency p50 / p99 (same rate)', value: `${ms(baseline.latency.p50)} / ${ms(baseline.latency.p99)} ms` },
+    { metric: 'fleet: idle: Redis commands/s (all hosts\' lease renewals)', value: count(idleCmdPerSec) },
+    { metric: 'fleet: idle: Redis calls by edge A for its 10,000 idle VMs', value: count(edgeIdleCalls), goal: '0', met: edgeIdleCalls === 0 },
+  ];
+  return {
+    name: 'fleet',
+    rows,
+    raw: { load,  transitionsPerSec, loaded, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
+  };
+};
