@@ -11,10 +11,11 @@ import { burst } from './scenarios/burst.js';
 import { fanout } from './scenarios/fanout.js';
 import { fleet } from './scenarios/fleet.js';
 import { idle } from './scenarios/idle.js';
+import { libvirt } from './scenarios/libvirt.js';
 import { monitors } from './scenarios/monitors.js';
 import { ready } from './scenarios/ready.js';
 
-const scenarios: Record<ScenarioName, Scenario> = { ready, fanout, idle, monitors, burst, fleet };
+const scenarios: Record<ScenarioName, Scenario> = { ready, fanout, idle, monitors, burst, fleet, libvirt };
 const resources = new Resources();
 
 async function cleanup(): Promise<null> {

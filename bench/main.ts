@@ -10,7 +10,7 @@ import { benchmarksDoc, machine, textTable, type Machine } from './lib/report.js
 import { RpcChild } from './lib/rpc.js';
 import { SCENARIOS, type ScenarioName, type ScenarioResult } from './lib/scenario.js';
 
-const USAGE = `Usage: npm run bench -- [--quick] [--only ready|fanout|idle|monitors|burst|fleet[,...]]
+const USAGE = `Usage: npm run bench -- [--quick] [--only ready|fanout|idle|monitors|burst|fleet|libvirt[,...]]
 
   --quick        every measurement shortened (under a minute each), for a smoke run
   --only NAMES   run only these measurements (comma-separated)

@@ -2,8 +2,8 @@
 import { RpcChild } from './rpc.js';
 import type { Resources } from './resources.js';
 
-export type ScenarioName = 'ready' | 'fanout' | 'idle' | 'monitors' | 'burst' | 'fleet';
-export const SCENARIOS: readonly ScenarioName[] = ['ready', 'fanout', 'idle', 'monitors', 'burst', 'fleet'];
+export type ScenarioName = 'ready' | 'fanout' | 'idle' | 'monitors' | 'burst' | 'fleet' | 'libvirt';
+export const SCENARIOS: readonly ScenarioName[] = ['ready', 'fanout', 'idle', 'monitors', 'burst', 'fleet', 'libvirt'];
 
 export interface ScenarioContext {
   quick: boolean;

@@ -21,7 +21,7 @@ import {
   StateError,
 } from '../../errors.js';
 import type { ControlAction, ControlArgs, ControlPort, ExecuteOptions, SendCheck, Verdict, WireCommand } from '../control-port.js';
-import { acceptsComplete, checkVerb, effectiveForce, isStandbyCompleteRefusal } from '../qemu-rules.js';
+import { effectiveForce, engineVerbOf, isStandbyCompleteRefusal, mayWriteVerb } from '../qemu-rules.js';
 import type { JobState, JobVerb } from '../types.js';
 import { parseLibvirtJobId } from '../../libvirt/job-ids.js';
 import type { LibvirtSource } from './source.js';
@@ -57,12 +57,8 @@ export class LibvirtControl implements ControlPort {
     if (action === 'cancel' && args.force === true && !effectiveForce(job, false)) {
       return { ok: false, reason: 'not-supported', why: `job '${job.id}' is ${job.state}: libvirt's abort finishes a ready job without a pivot and has no force-cancel` };
     }
-    const verdict = checkVerb(action, job, capabilities, args.force ?? false);
-    if (!verdict.allowed) return { ok: false, reason: 'not-allowed', why: verdict.reason };
-    if (action === 'complete' && !acceptsComplete(job, capabilities)) {
-      return { ok: false, reason: 'not-allowed', why: `job '${job.id}' is ${job.state} (ready: ${String(job.ready)})` };
-    }
-    return { ok: true };
+    const verdict = mayWriteVerb(action, job, capabilities, args.force ?? false);
+    return verdict.allowed ? { ok: true } : { ok: false, reason: 'not-allowed', why: verdict.reason };
   }
 
   async execute(vm: string, job: JobState, action: ControlAction, args: ControlArgs, options: ExecuteOptions): Promise<Verdict> {
@@ -71,22 +67,19 @@ export class LibvirtControl implements ControlPort {
     if (!target || !parsed) return { kind: 'not-sent', why: `VM '${vm}' has no libvirt job '${job.id}'` };
     const conn = this.source.connection;
     const call = { timeoutMs: options.timeoutMs };
-    let verb: JobVerb;
+    const verb: JobVerb = engineVerbOf(action, job, args.force ?? false);
     let wire: WireCommand;
     let send: () => Promise<void>;
     switch (action) {
       case 'complete':
-        verb = 'complete';
         wire = { command: 'virDomainBlockJobAbort', arguments: { domain: vm, disk: parsed.disk, flags: ['PIVOT'] } };
         send = () => conn.blockJobAbort(target.domain, parsed.disk, { pivot: true }, call);
         break;
       case 'cancel':
-        verb = effectiveForce(job, args.force ?? false) ? 'force-cancel' : 'cancel';
         wire = { command: 'virDomainBlockJobAbort', arguments: { domain: vm, disk: parsed.disk, flags: [] } };
         send = () => conn.blockJobAbort(target.domain, parsed.disk, {}, call);
         break;
       case 'set-speed':
-        verb = 'set-speed';
         wire = { command: 'virDomainBlockJobSetSpeed', arguments: { domain: vm, disk: parsed.disk, bandwidth: args.speed ?? 0 } };
         send = () => conn.blockJobSetSpeed(target.domain, parsed.disk, args.speed ?? 0, call);
         break;
