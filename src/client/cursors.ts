@@ -3,12 +3,9 @@
  * drop anything at or below it (a replay after resume), and call `prev` != last applied a gap (the
  * client then resubscribes with `since`). Pure bookkeeping, no I/O.
  */
-import type { EventMessage, VmMessage } from '../generated/schema-types.js';
+import type { EventMessage, StreamPosition, VmMessage } from '../generated/schema-types.js';
 
-export interface StreamPosition {
-  epoch: string;
-  offset: number;
-}
+export type { StreamPosition };
 
 /** The protocol accepts at most this many `since` entries; streams beyond it simply get a snapshot. */
 export const MAX_SINCE_ENTRIES = 256;

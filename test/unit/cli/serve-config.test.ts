@@ -1,9 +1,10 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadConfigFile, mergeConfig, parseListen, parseQmpFlags, validateConfig } from '../../../src/cli/config.js';
 import { resolveServeConfig } from '../../../src/cli/serve.js';
+import { defaultProgressIntervalMs, SCHEMA_DIR } from '../../../src/protocol/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bjg-cfg-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,5 +50,12 @@ describe('serve configuration', () => {
     expect(() => parseQmpFlags(['a=unix:/x', 'a=unix:/y'])).toThrow(/twice/);
     expect(mergeConfig({ qmp: { a: 'unix:/1' }, insecure: true }, { qmp: { b: 'unix:/2' } })).toEqual({ qmp: { a: 'unix:/1', b: 'unix:/2' }, insecure: true });
     expect(() => validateConfig({ backpressure: { softBytes: 1 } }, 'x')).toThrow(/x: \/backpressure\/softBytes/);
+  });
+
+  it('the progress interval the config documents as its default is the protocol schema\'s', () => {
+    // Unset, serve passes nothing and the gateway applies msg-subscribe's default; the config
+    // schema only documents it, so the two must agree.
+    const config = JSON.parse(readFileSync(join(SCHEMA_DIR, 'config.schema.json'), 'utf8')) as { properties: { progressIntervalMs: { default: number } } };
+    expect(config.properties.progressIntervalMs.default).toBe(defaultProgressIntervalMs());
   });
 });
