@@ -4,7 +4,7 @@
  * library, so the snapshot answers at once when the job is already ready or concluded, and it resumes
  * across gateway restarts. It prints exactly one result.
  */
-import { wasReady } from '../client/gateway-client.js';
+import { wasReady } from '../client/waiters.js';
 import { ClientError, ClientJobEndedError, ClientSubscribeError, ClientTimeoutError } from '../client/errors.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { JobState } from '../generated/schema-types.js';

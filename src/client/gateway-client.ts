@@ -24,20 +24,20 @@ import type {
 } from '../generated/schema-types.js';
 import type { ReconnectPolicy } from '../backoff.js';
 import { StreamCursors, type StreamPosition } from './cursors.js';
+import { randomId, settleOnce, type CallOptions } from './calls.js';
 import { Emitter } from './emitter.js';
 import {
-  ClientAbortedError,
   ClientBusyError,
   ClientClosedError,
   ClientConnectError,
-  ClientJobEndedError,
   ClientOutcomeUnknownError,
   ClientSubscribeError,
   ClientTimeoutError,
   type ClientError,
 } from './errors.js';
-import { isEnded, JobMap } from './job-map.js';
+import { JobMap } from './job-map.js';
 import { Session, type ConnectionStatus } from './session.js';
+import { judgeWaiter, type Waiter, type WaitTarget } from './waiters.js';
 import { globalWebSocketFactory, type WebSocketFactory } from './socket.js';
 
 export interface GatewayClientOptions {
@@ -91,13 +91,6 @@ export interface GatewayClientEvents {
   error: ClientError;
 }
 
-export type WaitTarget = 'ready' | 'concluded';
-
-export interface CallOptions {
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
-
 export interface SyncedOptions extends CallOptions {
   /** Reject as soon as every URL failed once, instead of retrying until the timeout. */
   failFast?: boolean;
@@ -105,14 +98,6 @@ export interface SyncedOptions extends CallOptions {
 
 export type CommandRequest = Omit<CommandMessage, 'type' | 'id'> & { id?: string };
 type VerbOptions = Partial<Pick<CommandMessage, 'timeoutMs' | 'await' | 'id'>> & { signal?: AbortSignal };
-
-interface Waiter {
-  vm: string;
-  job: string;
-  target: WaitTarget;
-  sawReady: boolean;
-  settle(outcome: { job: JobState } | { error: ClientError }): void;
-}
 
 /** Time the client waits for a result beyond the command's own `timeoutMs` (the gateway answers by then). */
 const RESULT_GRACE_MS = 10_000;
@@ -236,7 +221,7 @@ export class GatewayClient {
   synced(options: SyncedOptions = {}): Promise<void> {
     if (this.closed) return Promise.reject(new ClientClosedError());
     if (this.isSynced && this.session.open) return Promise.resolve();
-    return this.guard(options, (resolve, reject) => {
+    return settleOnce(options, (resolve, reject) => {
       const waiter = {
         resolve,
         reject,
@@ -268,7 +253,7 @@ export class GatewayClient {
   waitFor(vm: string, job: string, target: WaitTarget, options: CallOptions = {}): Promise<JobState> {
     if (this.closed) return Promise.reject(new ClientClosedError());
     if (this.waiters.size >= (this.options.maxWaiters ?? 1024)) return Promise.reject(new ClientBusyError(`${this.waiters.size} waitFor calls already wait (maxWaiters)`));
-    return this.guard<JobState>(options, (resolve, reject) => {
+    return settleOnce<JobState>(options, (resolve, reject) => {
       const waiter: Waiter = {
         vm,
         job,
@@ -277,7 +262,7 @@ export class GatewayClient {
         settle: (outcome) => ('job' in outcome ? resolve(outcome.job) : reject(outcome.error)),
       };
       this.waiters.add(waiter);
-      if (this.isSynced) this.check(waiter);
+      if (this.isSynced) judgeWaiter(waiter, this.jobMap.get(vm, job));
       return () => this.waiters.delete(waiter);
     }, () => {
       const last = this.jobMap.get(vm, job);
@@ -300,7 +285,7 @@ export class GatewayClient {
     const message = { ...request, type: 'command', id };
     const budget = options.timeoutMs ?? (request.timeoutMs !== undefined ? request.timeoutMs + RESULT_GRACE_MS : undefined);
     const remaining = budget === undefined ? undefined : Math.max(0, budget - (Date.now() - started));
-    return this.guard<ResultMessage>(
+    return settleOnce<ResultMessage>(
       { ...options, ...(remaining !== undefined ? { timeoutMs: remaining } : {}) },
       (resolve, reject) => {
         this.pending.set(id, { resolve, reject });
@@ -378,7 +363,7 @@ export class GatewayClient {
   }
 
   private whenOpen(options: CallOptions): Promise<void> {
-    return this.guard<void>(options, (resolve, reject) => {
+    return settleOnce<void>(options, (resolve, reject) => {
       const off = this.emitter.on('status', (status) => {
         if (status.state === 'open') resolve();
         else if (status.state === 'closed') reject(status.error ?? new ClientClosedError());
@@ -504,7 +489,7 @@ export class GatewayClient {
     this.isSynced = true;
     for (const waiter of [...this.syncWaiters]) waiter.resolve();
     this.emitter.emit('synced', undefined);
-    for (const waiter of [...this.waiters]) this.check(waiter);
+    for (const waiter of [...this.waiters]) judgeWaiter(waiter, this.jobMap.get(waiter.vm, waiter.job));
   }
 
   /** An `error` message: a refused subscription stops the client unless retrying can help; a refused command is answered. */
@@ -526,83 +511,13 @@ export class GatewayClient {
     this.fail(error);
   }
 
-  // --- waitFor --------------------------------------------------------------------------------------
-
   /** `latest`: the state just seen, also when it left the map (an event with leftFilter). */
   private checkJob(vm: string, id: string, latest?: JobState): void {
     if (!this.isSynced) return;
-    for (const waiter of [...this.waiters]) if (waiter.vm === vm && waiter.job === id) this.check(waiter, latest);
+    for (const waiter of [...this.waiters]) if (waiter.vm === vm && waiter.job === id) judgeWaiter(waiter, latest ?? this.jobMap.get(vm, id));
   }
-
-  private check(waiter: Waiter, latest?: JobState): void {
-    const job = latest ?? this.jobMap.get(waiter.vm, waiter.job);
-    if (!job) return;
-    const ended = isEnded(job);
-    if (job.ready === true && !ended) waiter.sawReady = true;
-    if (waiter.target === 'ready') {
-      if (job.ready === true && !ended) waiter.settle({ job });
-      else if (ended) waiter.settle({ error: new ClientJobEndedError(job, waiter.sawReady || wasReady(job)) });
-    } else if (ended) {
-      waiter.settle({ job });
-    }
-  }
-
-  // --- helpers --------------------------------------------------------------------------------------
 
   private urlCount(): number {
     return typeof this.options.urls === 'string' ? 1 : this.options.urls.length;
   }
-
-  /**
-   * A promise that settles once: by `register`'s resolve/reject, the timeout, or the signal. The
-   * function `register` returns undoes the registration, whatever settled it.
-   */
-  private guard<T>(
-    options: CallOptions,
-    register: (resolve: (value: T) => void, reject: (error: ClientError) => void) => () => void,
-    onTimeout: () => ClientError,
-  ): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      const { signal, timeoutMs } = options;
-      if (signal?.aborted) {
-        reject(new ClientAbortedError(signal.reason));
-        return;
-      }
-      let settled = false;
-      let undo: () => void = () => {};
-      const finish = (settle: () => void) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-        undo();
-        settle();
-      };
-      const onAbort = () => finish(() => reject(new ClientAbortedError(signal?.reason)));
-      const timer = timeoutMs === undefined ? undefined : setTimeout(() => finish(() => reject(onTimeout())), timeoutMs);
-      signal?.addEventListener('abort', onAbort, { once: true });
-      undo = register(
-        (value) => finish(() => resolve(value)),
-        (error) => finish(() => reject(error)),
-      );
-      if (settled) undo();
-    });
-  }
-}
-
-/**
- * Whether a concluded job must have been ready first: a mirror or active commit only completes from
- * ready, and those are the jobs that report `pivoted`.
- */
-export function wasReady(job: JobState): boolean {
-  return job.outcome === 'completed' && job.pivoted !== undefined;
-}
-
-/** An id prefix unique enough across clients sharing a token (the gateway caches command ids per token). */
-function randomId(): string {
-  const bytes = new Uint8Array(6);
-  const crypto = (globalThis as { crypto?: { getRandomValues(a: Uint8Array): Uint8Array } }).crypto;
-  if (crypto) crypto.getRandomValues(bytes);
-  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }

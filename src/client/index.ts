@@ -2,15 +2,16 @@
  * `blockjob-gateway/client`: the public client library (browser-safe: nothing from Node). In Node 20,
  * pass `socket: nodeWebSocket` from `blockjob-gateway/client/node`. See docs/client.md.
  */
-export { GatewayClient, wasReady } from './gateway-client.js';
+export { GatewayClient } from './gateway-client.js';
+export { wasReady } from './waiters.js';
+export type { CallOptions } from './calls.js';
+export type { WaitTarget } from './waiters.js';
 export type {
-  CallOptions,
   CommandRequest,
   GatewayClientEvents,
   GatewayClientOptions,
   SnapshotEvent,
   SyncedOptions,
-  WaitTarget,
 } from './gateway-client.js';
 export type { ConnectionStatus } from './session.js';
 export { endpoint } from './session.js';
