@@ -51,7 +51,7 @@ describeQemu('docs/deploy.md against qemu-storage-daemon', () => {
       const serveWords = shellWords(relocate(serveCommand!, dir).replace('127.0.0.1:8080', '127.0.0.1:0'));
       expect(serveWords.slice(0, 2)).toEqual(['blockjob-gateway', 'serve']);
       const serve = runCli(serveWords.slice(1));
-      const listening = await serve.line(/serving 1 VM\(s\) at http:\/\/127\.0\.0\.1:\d+/);
+      const listening = await serve.line(/serving 1 (QMP )?VM\(s\) at http:\/\/127\.0\.0\.1:\d+/);
       const port = /127\.0\.0\.1:(\d+)/.exec(listening)![1]!;
       const httpBase = `http://127.0.0.1:${port}`;
       const jobs = async () => ((await (await fetch(`${httpBase}/v1/jobs`)).json()) as { vms: Array<{ vm: string; status: string; jobs: Array<Record<string, unknown>> }> }).vms;
@@ -103,7 +103,7 @@ describeQemu('docs/deploy.md against qemu-storage-daemon', () => {
 
       const [serveCommand] = shellCommands(markedBlock(DOC, 'serve-example').text);
       const serve = runCli(shellWords(relocate(serveCommand!, dir).replace('127.0.0.1:8080', '127.0.0.1:0')).slice(1));
-      const port = /127\.0\.0\.1:(\d+)/.exec(await serve.line(/serving 1 VM\(s\) at http:\/\/127\.0\.0\.1:\d+/))![1]!;
+      const port = /127\.0\.0\.1:(\d+)/.exec(await serve.line(/serving 1 (QMP )?VM\(s\) at http:\/\/127\.0\.0\.1:\d+/))![1]!;
 
       // QMP as the doc sends it: every answer a return, and the mirror starts.
       const answers = sh(relocate(markedBlock(DOC, 'walk-qmp').text, dir))
