@@ -134,8 +134,8 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     const domain = await followedDomain();
     const job = 'copy-vda-libvirt-1-format';
     const target = domain.path('copy.qcow2');
-    // 8 MiB/s: libvirt's cur = end - 1 shim lasts about 2 s before QEMU's READY.
-    await virsh(['blockcopy', domain.name, 'vda', target, '--transient-job', '--bandwidth', '8']);
+    // 4 MiB/s: libvirt's cur = end - 1 shim lasts seconds before QEMU's READY, long enough to catch on a busy machine.
+    await virsh(['blockcopy', domain.name, 'vda', target, '--transient-job', '--bandwidth', '4']);
     const created = await pushedState(domain.name, job, 'created');
     expect(created.job.libvirt).toEqual({ domainUuid: domain.uuid, disk: 'vda' });
 
