@@ -120,6 +120,8 @@ export class GatewayClient {
   private sub: string | undefined;
   private subCount = 0;
   private commandCount = 0;
+  /** Commands waiting for a connection before they can be sent (they count against maxPendingCommands). */
+  private awaitingOpen = 0;
   private isSynced = false;
   private closed = true;
   private lastStatus: ConnectionStatus = { state: 'closed' };
@@ -221,6 +223,7 @@ export class GatewayClient {
   synced(options: SyncedOptions = {}): Promise<void> {
     if (this.closed) return Promise.reject(new ClientClosedError());
     if (this.isSynced && this.session.open) return Promise.resolve();
+    if (this.syncWaiters.size >= (this.options.maxWaiters ?? 1024)) return Promise.reject(new ClientBusyError(`${this.syncWaiters.size} synced calls already wait (maxWaiters)`));
     return settleOnce(options, (resolve, reject) => {
       const waiter = {
         resolve,
@@ -278,9 +281,16 @@ export class GatewayClient {
   async command(request: CommandRequest, options: CallOptions = {}): Promise<ResultMessage> {
     if (this.closed) throw new ClientClosedError();
     const limit = this.options.maxPendingCommands ?? 64;
-    if (this.pending.size >= limit) throw new ClientBusyError(`${limit} commands already await their result (maxPendingCommands)`);
+    if (this.pending.size + this.awaitingOpen >= limit) throw new ClientBusyError(`${limit} commands already await their result (maxPendingCommands)`);
     const started = Date.now();
-    if (!this.session.open) await this.whenOpen(options);
+    if (!this.session.open) {
+      this.awaitingOpen++;
+      try {
+        await this.whenOpen(options);
+      } finally {
+        this.awaitingOpen--;
+      }
+    }
     const id = request.id ?? `${this.idPrefix}-${++this.commandCount}`;
     const message = { ...request, type: 'command', id };
     const budget = options.timeoutMs ?? (request.timeoutMs !== undefined ? request.timeoutMs + RESULT_GRACE_MS : undefined);

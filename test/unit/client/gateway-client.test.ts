@@ -277,4 +277,16 @@ describe('GatewayClient waitFor and commands', () => {
     await expect(client.resume('vm1', 'j0')).rejects.toMatchObject({ code: 'CLIENT_ERR_BUSY' });
     client.close();
   });
+
+  it('commands waiting for a connection count against the bound too, and are sent once it opens', async () => {
+    const { client, sockets } = setup({ maxPendingCommands: 1 });
+    client.start();
+    const first = client.pause('vm1', 'j0', { id: 'early' });
+    await expect(client.resume('vm1', 'j0')).rejects.toMatchObject({ code: 'CLIENT_ERR_BUSY' });
+    sockets[0]!.open();
+    await vi.waitFor(() => expect(sockets[0]!.sent.some((m) => m.id === 'early')).toBe(true));
+    sockets[0]!.serverSays({ type: 'result', id: 'early', ok: true, job: job('j0', 'paused') });
+    await expect(first).resolves.toMatchObject({ ok: true });
+    client.close();
+  });
 });
