@@ -16,12 +16,18 @@ export interface DeploymentFacts {
   describeVm?: (vm: string) => Pick<VmInfo, 'source' | 'qemu'> & Partial<Pick<VmInfo, 'libvirt'>>;
 }
 
-/** Per VM from the source's info: its backend and the version QEMU reported, null before it was reached. */
+type Version = { major: number; minor: number; micro: number };
+const versionText = (v: Version | undefined): string | null => (v ? `${v.major}.${v.minor}.${v.micro}` : null);
+
+/** Per VM from the source's info: its backend and the versions it reported, null before it was reached. */
 export function sourceVmDescriber(source: Pick<JobSource, 'info'>): NonNullable<DeploymentFacts['describeVm']> {
   return (vm) => {
     const info = source.info(vm);
-    const version = info?.qemu;
-    return { source: info?.backend ?? 'unknown', qemu: version ? `${version.major}.${version.minor}.${version.micro}` : null };
+    return {
+      source: info?.backend ?? 'unknown',
+      qemu: versionText(info?.qemu),
+      ...(info?.backend === 'libvirt' ? { libvirt: versionText(info.libvirt) } : {}),
+    };
   };
 }
 
