@@ -9,6 +9,7 @@ import { ClientError, ClientSubscribeError } from '../client/errors.js';
 import { isEnded } from '../client/job-map.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { CommandAction, JobState, ResultFailure, ResultMessage } from '../generated/schema-types.js';
+import { commandDefaults } from '../protocol/messages.js';
 import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token, usageFailure } from './remote.js';
 
 export const CONTROL_ACTIONS = ['complete', 'cancel', 'pause', 'resume'] as const;
@@ -24,7 +25,7 @@ Options:
 ${action === 'complete' ? '  --when ready|now            wait until the job is ready (default) or answer not_ready now\n' : ''}\
   --await accepted|concluded  answer when QEMU accepted the verb (default) or when the job concluded
 ${action === 'cancel' ? '  --force                     force (no completion, no pivot), even after ready\n' : ''}\
-  --timeout DURATION          give up waiting after this long (default 10m)
+  --timeout DURATION          give up waiting after this long (default ${commandDefaults().timeoutMs / 60_000}m)
   --connect-timeout DURATION  give up when the gateway does not answer for this long (default ${DEFAULT_CONNECT_TIMEOUT},
                               never more than --timeout); a refused connection fails at once
   --token TOKEN               bearer token with the control scope (default: $${TOKEN_ENV})
@@ -67,7 +68,7 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
     url = gatewayUrl(positionals, action);
     vm = requireFlag(values.vm, '--vm', action);
     job = requireFlag(values.job, '--job', action);
-    timeoutMs = parseDuration(values.timeout ?? '10m', '--timeout');
+    timeoutMs = values.timeout !== undefined ? parseDuration(values.timeout, '--timeout') : commandDefaults().timeoutMs;
     connectTimeoutMs = connectTimeout(values['connect-timeout'], timeoutMs);
     if (values.when !== undefined && values.when !== 'ready' && values.when !== 'now') throw new UsageError(`${action}: --when must be ready or now`);
     if (values.await !== undefined && values.await !== 'accepted' && values.await !== 'concluded') throw new UsageError(`${action}: --await must be accepted or concluded`);
@@ -79,10 +80,11 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
     vm,
     job,
     action: action as CommandAction,
-    timeoutMs,
-    ...(action === 'complete' ? { when: (values.when ?? 'ready') as 'ready' | 'now' } : {}),
+    timeoutMs, // always: it is also the client's own deadline for the answer
+    // Other unset fields are left to the gateway, which applies the schema's defaults.
+    ...(action === 'complete' && values.when !== undefined ? { when: values.when as 'ready' | 'now' } : {}),
     ...(values.await ? { await: values.await as 'accepted' | 'concluded' } : {}),
-    ...(action === 'cancel' ? { force: values.force === true } : {}),
+    ...(action === 'cancel' && values.force === true ? { force: true } : {}),
   };
   const started = Date.now();
   const client = cliClient(url, { token: token(values.token), filter: { vms: [vm], jobs: [job] }, connectTimeoutMs, progressIntervalMs: 0 });
