@@ -271,6 +271,14 @@ describeBrowser('dashboard in a real browser', () => {
       await page.waitForFunction(`[...document.querySelectorAll('tbody.vm-finished')].some((b) => !b.hidden)`, undefined, { timeout: WAIT_MS });
       expect(await page.locator('#toggle-finished').getAttribute('aria-expanded')).toBe('true');
 
+      // 100% copied but not ready yet is "converging", never an ETA of 0 (the page's own module).
+      const converging = await page.evaluate(`import('/view.js').then((m) => [
+        m.isConverging({ state: 'running', ready: false, progress: { current: 64, total: 64 } }),
+        m.isConverging({ state: 'ready', ready: true, progress: { current: 64, total: 64 } }),
+        m.isConverging({ state: 'running', ready: false, progress: { current: 32, total: 64 } }),
+      ])`);
+      expect(converging).toEqual([true, false, false]);
+
       // A reload starts with the gateway's recent transitions (from before the reload), not an empty list.
       const reloadedAt = Date.now();
       await page.reload();
