@@ -102,3 +102,28 @@ export function connectRedis(target: RedisTarget, options: ConnectOptions = {}):
 export function duplicateRedis(client: RedisClient): RedisClient {
   return client.duplicate();
 }
+
+/**
+ * Connect, or fail with a clear error: a refused login (wrong password, unknown user, missing ACL
+ * permission) would otherwise be retried forever. The message names the redacted URL only.
+ */
+export async function connectOrFail(client: RedisClient, target: RedisTarget, timeoutMs = 15_000): Promise<void> {
+  let onError: ((error: Error) => void) | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const refused = new Promise<never>((_, reject) => {
+    onError = (error: Error) => {
+      if (/WRONGPASS|NOAUTH|NOPERM|invalid username-password/i.test(error.message)) reject(new ConfigError(`Redis at ${target.redacted} refused the login: ${error.message}`, 'fleet.redis'));
+    };
+    client.on('error', onError);
+    timer = setTimeout(() => reject(new ConfigError(`Redis at ${target.redacted} did not answer within ${timeoutMs} ms`, 'fleet.redis')), timeoutMs);
+  });
+  try {
+    await Promise.race([client.connect(), refused]);
+  } catch (error) {
+    client.disconnect();
+    throw error;
+  } finally {
+    if (onError) client.off('error', onError);
+    clearTimeout(timer);
+  }
+}

@@ -48,6 +48,9 @@ export interface EdgeFeedOptions {
   onRedis?: (up: boolean) => void;
 }
 
+/** VMs loaded at once when the edge starts or resyncs. */
+const DISCOVER_BATCH = 500;
+
 const NO_SINK: FeedSink = { event: () => undefined, progress: () => undefined, reset: () => undefined };
 
 export class EdgeFeed implements StreamFeed {
@@ -83,7 +86,7 @@ export class EdgeFeed implements StreamFeed {
     await this.subscriber.connect();
     await this.subscriber.subscribe(...this.store.keys.notifyChannels());
     this.setRedis(true);
-    await Promise.all((await this.store.listVms()).map((vm) => this.discover(vm)));
+    await this.discoverAll(await this.store.listVms());
     this.started = true;
   }
 
@@ -204,6 +207,20 @@ export class EdgeFeed implements StreamFeed {
 
   // ---- catch-up, load, resync --------------------------------------------------------------------
 
+  /**
+   * Load many VMs, a bounded number at a time (thousands of loads at once would time out on a busy
+   * Redis), retrying the ones that failed: an idle VM would otherwise stay unknown until its next event.
+   */
+  private async discoverAll(names: readonly string[]): Promise<void> {
+    let todo = names.filter((vm) => !this.states.has(vm));
+    for (let attempt = 0; todo.length > 0 && attempt < 5 && !this.stopped; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 500 * attempt));
+      for (let i = 0; i < todo.length; i += DISCOVER_BATCH) await Promise.all(todo.slice(i, i + DISCOVER_BATCH).map((vm) => this.discover(vm)));
+      todo = todo.filter((vm) => !this.states.has(vm));
+    }
+    if (todo.length > 0) this.options.logger.warn({ vms: todo.length }, 'fleet edge: some VMs could not be loaded; they appear with their next event or the next resync');
+  }
+
   private async discover(vm: string, held: Notice[] = []): Promise<void> {
     if (this.states.has(vm) || this.loading.has(vm)) return;
     this.loading.set(vm, held);
@@ -282,8 +299,7 @@ export class EdgeFeed implements StreamFeed {
   private async resync(): Promise<void> {
     this.counters.resyncs++;
     try {
-      const names = await this.store.listVms();
-      for (const vm of names) if (!this.states.has(vm)) void this.discover(vm);
+      void this.discoverAll(await this.store.listVms());
       const heads = await this.store.heads([...this.states.keys()]);
       for (const [vm, { epoch, head }] of heads) {
         const state = this.states.get(vm)!;

@@ -4,7 +4,7 @@ import type { HistoryLimits } from '../gateway/history/types.js';
 import type { Logger } from '../log.js';
 import { hostname } from 'node:os';
 import { EdgeCommands } from './commands.js';
-import { connectRedis, duplicateRedis } from './connect.js';
+import { connectOrFail, connectRedis, duplicateRedis } from './connect.js';
 import { EdgeFeed } from './edge-feed.js';
 import { redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
@@ -26,7 +26,7 @@ export async function startFleetEdge(config: FleetConfig, options: { logger: Log
   const edgeId = config.edgeId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40)}-${process.pid}`;
   const redis = connectRedis(target, { connectionName: `bjg-edge-${edgeId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined);
-  await redis.connect();
+  await connectOrFail(redis, target);
   const subscriber = duplicateRedis(redis);
   subscriber.on('error', () => undefined);
   const store = new FleetStore(redis, config.keyPrefix);

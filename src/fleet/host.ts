@@ -4,13 +4,14 @@
  * comes; commands forwarded by edges are run by the local job controller (HostCommands).
  */
 import type { Subscription } from 'rxjs';
+import { ConfigError } from '../errors.js';
 import type { CommandHandler } from '../gateway/control/controller.js';
 import type { GatewayHealth } from '../gateway/http.js';
 import type { HistoryLimits } from '../gateway/history/types.js';
 import type { JobSource } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import { HostCommands } from './commands.js';
-import { connectRedis, duplicateRedis, type RedisClient } from './connect.js';
+import { connectOrFail, connectRedis, duplicateRedis, type RedisClient } from './connect.js';
 import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
 import { HostPublisher } from './publisher.js';
@@ -32,7 +33,12 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
   const hostId = config.hostId ?? defaultHostId();
   const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined); // reported by the publisher, without the URL's secrets
-  await redis.connect().catch((error: unknown) => log.warn({ err: error, redis: target.redacted }, 'fleet: Redis unreachable at start; serving locally, publishing when it is back'));
+  // Unreachable: serve locally and publish once it is back. A refused login is a configuration error.
+  await connectOrFail(redis, target, 5000).catch((error: unknown) => {
+    if (error instanceof ConfigError && /refused the login/.test(error.message)) throw error;
+    log.warn({ err: error, redis: target.redacted }, 'fleet: Redis unreachable at start; serving locally, publishing when it is back');
+    void redis.connect().catch(() => undefined);
+  });
   const store = new FleetStore(redis, config.keyPrefix);
   const snapshotOf = (vm: string) => source.snapshot().find((s) => s.vm === vm);
   // The publisher and the history need each other: the publisher asks the history where a stream stands.

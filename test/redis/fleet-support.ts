@@ -58,7 +58,8 @@ export interface ProcessGateway {
 
 /** The built CLI as its own process (so it can be killed with -9); resolves once it listens. */
 export async function serveProcess(args: string[], env: Record<string, string> = {}): Promise<ProcessGateway> {
-  const run = runCli(['serve', ...args, '--listen', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'json'], env);
+  // Defaults first: a test's own flags (a log level) win.
+  const run = runCli(['serve', '--listen', '127.0.0.1:0', '--log-level', 'warn', '--log-format', 'json', ...args], env);
   const line = await run.line(/serving .* at http:\/\//, 30_000);
   const url = /at (http:\/\/[^ ]+)/.exec(line)![1]!;
   const wsUrl = /WebSocket (ws:\/\/[^)]+)\)/.exec(line)![1]!;
