@@ -7,18 +7,12 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { startMirror } from '../../src/lab/jobs.js';
-import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
+import { describeBuilt, runCli } from '../utils/built-cli.js';
+import { serveCli as serve } from '../utils/cli-gateway.js';
 import { describeQemu } from '../utils/qemu-gate.js';
-import { cleanupLeftoversAfterAll, makeTestDir, startQsd, type Qsd } from '../utils/qsd.js';
+import { cleanupLeftoversAfterAll, makeTestDir, startQsd } from '../utils/qsd.js';
 
 const MiB = 1024 * 1024;
-
-async function serve(qsd: Qsd, extra: string[] = []): Promise<{ run: CliRun; ws: string; port: number }> {
-  const run = runCli(['serve', '--qmp', `vm1=${qsd.address('gw')}`, '--log-format', 'json', '--log-level', 'warn', ...extra]);
-  const line = await run.line(/serving .* \(WebSocket (ws:\/\/[^)]+)\)/);
-  const ws = /\(WebSocket (ws:\/\/[^)]+)\)/.exec(line)![1]!;
-  return { run, ws, port: Number(new URL(ws).port) };
-}
 
 describeQemu('the command line against a real gateway and QEMU', () => {
   cleanupLeftoversAfterAll();
