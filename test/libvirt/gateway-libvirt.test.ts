@@ -289,4 +289,43 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     await oracle.close();
     await domain.destroy();
   });
+
+  it('--libvirt and --qmp mixed in one gateway: the same QEMU seen both ways agrees; libvirt jobs are controlled only through libvirt', async () => {
+    const domain = await followedDomain({ extraQmp: true });
+    const stopMixed = new AbortController();
+    let mixed!: RunningGateway;
+    const exited = new Promise<number>((resolve, reject) => {
+      serve(['--libvirt', 'qemu:///system', '--qmp', `direct=unix:${domain.qmpSocket}`, '--listen', '127.0.0.1:0', '--log-level', 'silent', '--log-format', 'json'], {
+        signal: stopMixed.signal,
+        out: () => {},
+        onListening: (g) => (mixed = g),
+      }).then(resolve, reject);
+    });
+    try {
+      await waitUntil('the mixed gateway listening', () => mixed);
+      const client = await TestClient.connect(mixed.wsUrl);
+      // No VM filter: the libvirt VMs are not known yet when it subscribes (they arrive live).
+      client.send({ type: 'subscribe', id: 's', sub: 'm' });
+      const connected = (vm: string) => (all: Msg[]) => all.some((m) => (m.type === 'synced' || (m.type === 'vm' && m.status === 'connected')) && m.vm === vm);
+      await client.until((all) => connected('direct')(all) && connected(domain.name)(all), 30_000);
+      const job = 'copy-vda-libvirt-1-format';
+      await virsh(['blockcopy', domain.name, 'vda', domain.path('copy.qcow2'), '--transient-job', '--bandwidth', '1']);
+      const running = (vm: string) => (all: Msg[]) => all.some((m) => m.type === 'event' && m.vm === vm && m.job.id === job && m.transition.to === 'running');
+      await client.until((all) => running('direct')(all) && running(domain.name)(all), 30_000);
+      client.send({ type: 'command', id: 'd1', vm: 'direct', job, action: 'cancel' });
+      await client.until((all) => all.some((m) => m.type === 'result' && m.id === 'd1'), 30_000);
+      expect(client.messages.find((m) => m.type === 'result' && m.id === 'd1')).toMatchObject({ ok: false, error: { code: 'not_supported' } });
+      client.send({ type: 'command', id: 'l1', vm: domain.name, job, action: 'cancel', await: 'concluded', timeoutMs: 60_000 });
+      await client.until((all) => all.some((m) => m.type === 'result' && m.id === 'l1'), 60_000);
+      expect(client.messages.find((m) => m.type === 'result' && m.id === 'l1')).toMatchObject({ ok: true, job: { outcome: 'cancelled' } });
+      const states = (vm: string) => client.messages.filter((m) => m.type === 'event' && m.vm === vm && m.job.id === job).map((m) => m.transition.to);
+      await client.until(() => states('direct').includes('dismissed') && states(domain.name).includes('dismissed'), 30_000);
+      expect(states('direct')).toEqual(states(domain.name));
+      client.ws.terminate();
+    } finally {
+      stopMixed.abort();
+      await exited;
+    }
+    await domain.destroy();
+  });
 });
