@@ -6,16 +6,8 @@
 import { cleanupLeftovers } from '../dist/lab/leftovers.js';
 import { serveRpc } from './lib/rpc.js';
 import { Resources } from './lib/resources.js';
-import type { Scenario, ScenarioName } from './lib/scenario.js';
-import { burst } from './scenarios/burst.js';
-import { fanout } from './scenarios/fanout.js';
-import { fleet } from './scenarios/fleet.js';
-import { idle } from './scenarios/idle.js';
-import { libvirt } from './scenarios/libvirt.js';
-import { monitors } from './scenarios/monitors.js';
-import { ready } from './scenarios/ready.js';
+import { SCENARIOS } from './scenarios/index.js';
 
-const scenarios: Record<ScenarioName, Scenario> = { ready, fanout, idle, monitors, burst, fleet, libvirt };
 const resources = new Resources();
 
 async function cleanup(): Promise<null> {
@@ -25,8 +17,8 @@ async function cleanup(): Promise<null> {
 }
 
 serveRpc({
-  async run({ name, quick }: { name: ScenarioName; quick: boolean }) {
-    const scenario = scenarios[name];
+  async run({ name, quick }: { name: string; quick: boolean }) {
+    const scenario = SCENARIOS[name];
     if (!scenario) throw new Error(`unknown scenario ${name}`);
     try {
       return await scenario({ quick, resources, log: (message) => process.stderr.write(`  ${message}\n`) });

@@ -1,20 +1,23 @@
 /**
  * `npm run bench [-- --quick] [-- --only NAME[,NAME]]`: runs each measurement in a fresh bench host
  * process (bench/host.ts), prints the table, writes the raw JSON to bench/results/ and, after a full
- * run of all of them, docs/benchmarks.md.
+ * run of all of them, docs/benchmarks.md with the sweeps drawn as SVG charts in docs/bench/.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { benchmarksDoc, machine, textTable, type Machine } from './lib/report.js';
+import { renderCharts } from './lib/charts.js';
+import { benchmarksDoc, loadNote, machine, textTable, type Machine } from './lib/report.js';
 import { RpcChild } from './lib/rpc.js';
-import { SCENARIOS, type ScenarioName, type ScenarioResult } from './lib/scenario.js';
+import type { ScenarioResult } from './lib/scenario.js';
+import { SCENARIO_NAMES } from './scenarios/index.js';
 
-const USAGE = `Usage: npm run bench -- [--quick] [--only ready|fanout|idle|monitors|burst|fleet|libvirt[,...]]
+const USAGE = `Usage: npm run bench -- [--quick] [--only ${SCENARIO_NAMES.join('|')}[,...]]
 
-  --quick        every measurement shortened (under a minute each), for a smoke run
+  --quick        every measurement shortened (the whole quick run under two minutes), for a smoke run
   --only NAMES   run only these measurements (comma-separated)
   --no-docs      do not rewrite docs/benchmarks.md (it is rewritten only by a full run of all of them)
+  --docs         rewrite docs/benchmarks.md even from a run of only some measurements (the doc names the command)
   --cpu-prof     profile the gateway process (node --cpu-prof) into bench/results/profiles/
   --docs-from F  only rewrite docs/benchmarks.md from a raw results file of a full run (after editing bench/notes.md)
 `;
@@ -23,8 +26,9 @@ const ROOT = new URL('../', import.meta.url);
 
 interface Options {
   quick: boolean;
-  only: ScenarioName[];
+  only: string[];
   docs: boolean;
+  forceDocs: boolean;
   cpuProf: boolean;
   docsFrom?: string;
 }
@@ -32,13 +36,13 @@ interface Options {
 function parseCommandLine(argv: string[]): Options | 'help' {
   const { values } = parseArgs({
     args: argv,
-    options: { quick: { type: 'boolean' }, only: { type: 'string' }, 'no-docs': { type: 'boolean' }, 'cpu-prof': { type: 'boolean' }, 'docs-from': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { quick: { type: 'boolean' }, only: { type: 'string' }, 'no-docs': { type: 'boolean' }, docs: { type: 'boolean' }, 'cpu-prof': { type: 'boolean' }, 'docs-from': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   if (values.help) return 'help';
-  const only = values.only === undefined ? [...SCENARIOS] : values.only.split(',').map((name) => name.trim());
-  const unknown = only.filter((name) => !SCENARIOS.includes(name as ScenarioName));
-  if (unknown.length > 0) throw new Error(`unknown measurement ${unknown.join(', ')}: choose from ${SCENARIOS.join(', ')}`);
-  return { quick: values.quick ?? false, only: only as ScenarioName[], docs: !values['no-docs'], cpuProf: values['cpu-prof'] ?? false, ...(values['docs-from'] !== undefined ? { docsFrom: values['docs-from'] } : {}) };
+  const only = values.only === undefined ? [...SCENARIO_NAMES] : values.only.split(',').map((name) => name.trim());
+  const unknown = only.filter((name) => !SCENARIO_NAMES.includes(name));
+  if (unknown.length > 0) throw new Error(`unknown measurement ${unknown.join(', ')}: choose from ${SCENARIO_NAMES.join(', ')}`);
+  return { quick: values.quick ?? false, only, docs: !values['no-docs'], forceDocs: values.docs ?? false, cpuProf: values['cpu-prof'] ?? false, ...(values['docs-from'] !== undefined ? { docsFrom: values['docs-from'] } : {}) };
 }
 
 /** What bench/results/<timestamp>.json holds. */
@@ -47,23 +51,36 @@ interface RawRun {
   command: string;
   machine: Machine;
   quick: boolean;
+  /** Load average at the start (a loaded machine inflates every wall-clock figure). */
+  load: string;
   results: ScenarioResult[];
   failures: string[];
 }
 
 /** docs/benchmarks.md: the table and machine of a full run, then the hand-written reading in bench/notes.md. */
-function writeDocs(run: RawRun & { rawFile: string }): void {
+async function writeDocs(run: RawRun & { rawFile: string }): Promise<void> {
   const notesFile = new URL('bench/notes.md', ROOT);
   const notes = existsSync(notesFile) ? readFileSync(notesFile, 'utf8') : '';
+  const chartDir = new URL('docs/bench/', ROOT);
+  mkdirSync(chartDir, { recursive: true });
+  const charts = await renderCharts(run.results.flatMap((result) => result.series ?? []));
+  for (const chart of charts) writeFileSync(new URL(`${chart.file}.svg`, chartDir), chart.svg);
   const target = new URL('docs/benchmarks.md', ROOT);
-  writeFileSync(target, benchmarksDoc({ results: run.results, machine: run.machine, command: run.command, date: run.started, rawFile: run.rawFile, notes }));
+  writeFileSync(
+    target,
+    benchmarksDoc({
+      results: run.results, machine: run.machine, command: run.command, date: run.started, rawFile: run.rawFile, notes,
+      charts: charts.map((chart) => ({ path: `bench/${chart.file}.svg`, title: chart.title })),
+      load: run.load ?? 'not recorded',
+    }),
+  );
   process.stdout.write(`${fileURLToPath(target)} updated\n`);
 }
 
 let current: RpcChild | undefined;
 let interrupted = false;
 
-async function runScenario(name: ScenarioName, options: Options): Promise<ScenarioResult> {
+async function runScenario(name: string, options: Options): Promise<ScenarioResult> {
   const profile = options.cpuProf ? ['--cpu-prof', `--cpu-prof-dir=${fileURLToPath(new URL('bench/results/profiles/', ROOT))}`, `--cpu-prof-name=${name}-host.cpuprofile`] : [];
   const host = new RpcChild(new URL('./host.js', import.meta.url), [], ['--expose-gc', ...profile]);
   current = host;
@@ -89,8 +106,8 @@ async function main(): Promise<number> {
   }
   if (options.docsFrom !== undefined) {
     const run = JSON.parse(readFileSync(options.docsFrom, 'utf8')) as RawRun;
-    if (run.quick || run.results.length !== SCENARIOS.length) throw new Error(`${options.docsFrom} is not a full run of all the measurements`);
-    writeDocs({ ...run, rawFile: options.docsFrom });
+    if (run.quick || (run.results.length !== SCENARIO_NAMES.length && !options.forceDocs)) throw new Error(`${options.docsFrom} is not a full run of every measurement (add --docs to use it anyway)`);
+    await writeDocs({ ...run, rawFile: options.docsFrom });
     return 0;
   }
   // Ctrl-C reaches every process of the group; the hosts clean up, this one waits for them.
@@ -101,6 +118,8 @@ async function main(): Promise<number> {
   });
 
   const started = new Date();
+  const load = loadNote();
+  process.stderr.write(`bench: ${load}\n`);
   const results: ScenarioResult[] = [];
   const failures: string[] = [];
   for (const name of options.only) {
@@ -126,14 +145,13 @@ async function main(): Promise<number> {
   const resultsDir = new URL('bench/results/', ROOT);
   mkdirSync(resultsDir, { recursive: true });
   const rawFile = `bench/results/${stamp}.json`;
-  const command = `npm run bench${options.quick ? ' -- --quick' : ''}${options.only.length < SCENARIOS.length ? ` -- --only ${options.only.join(',')}` : ''}`;
-  const run: RawRun = { started: started.toISOString(), command, machine: machine(), quick: options.quick, results, failures };
+  const command = `npm run bench${options.quick ? ' -- --quick' : ''}${options.only.length < SCENARIO_NAMES.length ? ` -- --only ${options.only.join(',')}` : ''}`;
+  const run: RawRun = { started: started.toISOString(), command, machine: machine(), quick: options.quick, load, results, failures };
   writeFileSync(new URL(rawFile, ROOT), `${JSON.stringify(run, null, 2)}\n`);
   process.stdout.write(`\nraw results: ${rawFile}\n`);
 
-  if (options.docs && !options.quick && !options.cpuProf && failures.length === 0 && results.length === SCENARIOS.length) {
-    writeDocs({ ...run, rawFile });
-  }
+  const complete = results.length === SCENARIO_NAMES.length || options.forceDocs;
+  if (options.docs && !options.quick && !options.cpuProf && failures.length === 0 && complete) await writeDocs({ ...run, rawFile });
   return failures.length > 0 ? 1 : 0;
 }
 

@@ -1,9 +1,6 @@
-/** What every scenario gets and returns. */
+/** What every scenario gets and returns. The list of scenarios lives in bench/scenarios/index.ts. */
 import { RpcChild } from './rpc.js';
 import type { Resources } from './resources.js';
-
-export type ScenarioName = 'ready' | 'fanout' | 'idle' | 'monitors' | 'burst' | 'fleet' | 'libvirt';
-export const SCENARIOS: readonly ScenarioName[] = ['ready', 'fanout', 'idle', 'monitors', 'burst', 'fleet', 'libvirt'];
 
 export interface ScenarioContext {
   quick: boolean;
@@ -11,24 +8,41 @@ export interface ScenarioContext {
   log(message: string): void;
 }
 
-/** One line of the table: a measured value, and the goal it is read against where the issue sets one. */
+/** One line of the table: a measured value, its sample count, and the goal it is read against where the issue sets one. */
 export interface Row {
   metric: string;
   value: string;
+  /** How many samples the value summarizes (mirrors, bursts, windows, runs, connections...), with their unit. */
+  samples: string;
   goal?: string;
   met?: boolean;
 }
 
+/** One curve of a sweep: y at each x, for a chart in docs/benchmarks.md (bench/lib/charts.ts). */
+export interface Series {
+  /** File name of the chart (docs/bench/<chart>.svg); several series may share a chart. */
+  chart: string;
+  /** Title of the chart (the same for every series of a chart). */
+  title: string;
+  x: string;
+  y: string;
+  /** Legend entry. */
+  name: string;
+  points: Array<{ x: number; y: number }>;
+}
+
 export interface ScenarioResult {
-  name: ScenarioName;
+  name: string;
   rows: Row[];
+  /** Sweeps: how the cost grows with the work (subscribers, monitors, jobs). */
+  series?: Series[];
   raw: Record<string, unknown>;
 }
 
 export type Scenario = (context: ScenarioContext) => Promise<ScenarioResult>;
 
 /** Forks a load generator of bench/load/ and registers its shutdown. */
-export function forkLoad(context: ScenarioContext, module: 'subscribers' | 'simulator'): RpcChild {
+export function forkLoad(context: ScenarioContext, module: 'subscribers' | 'simulator' | 'qemu-lab'): RpcChild {
   const child = new RpcChild(new URL(`../load/${module}.js`, import.meta.url));
   context.resources.defer(`${module} process`, () => child.close());
   return child;

@@ -129,8 +129,30 @@ function timeSnapshot(url: string): Promise<{ ms: number; states: number }> {
   });
 }
 
+/** The ready scenario's subscriber: the receive time of the first frame saying each job is ready. */
+const readyAt = new Map<string, number>();
+let readySocket: WebSocket | undefined;
+
+function watchReady(url: string): Promise<null> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, { perMessageDeflate: false });
+    readySocket = socket;
+    socket.once('error', reject);
+    socket.on('message', (data) => {
+      const recv = wallNow();
+      const message = JSON.parse(data.toString());
+      if (message.type === 'welcome') socket.send(JSON.stringify({ type: 'subscribe', id: '1', sub: 'ready', progress: { intervalMs: 0 } }));
+      else if (message.type === 'synced') resolve(null);
+      else if (message.type === 'event' && message.job.ready === true && !readyAt.has(message.job.id)) readyAt.set(message.job.id, recv);
+    });
+  });
+}
+
 serveRpc({
   connect,
+  /** One subscriber to everything that records when each job's ready arrives; resolves once synced. */
+  watchReady: ({ url }: { url: string }) => watchReady(url),
+  readyTimes: () => Object.fromEntries(readyAt),
   async snapshotTimes({ url, repeats }: { url: string; repeats: number }) {
     const results = [];
     for (let i = 0; i < repeats; i++) results.push(await timeSnapshot(url));
@@ -173,6 +195,7 @@ serveRpc({
     return null;
   },
   close() {
+    readySocket?.terminate();
     for (const s of subscribers.splice(0)) s.socket.terminate();
     return null;
   },

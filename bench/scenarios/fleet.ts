@@ -197,19 +197,19 @@ export const fleet: Scenario = async (context) => {
   const usPerDeliverySingle = (usedSingle.cpuMs * 1000) / (baseline.deliveriesPerSec * (usedSingle.wallMs / 1000));
   const load = loadavg()[0]!;
   const rows: Row[] = [
-    { metric: 'fleet: machine load average (1 min) during the run', value: load.toFixed(1) },
-    { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${HOSTS} / 2 / ${count(subscribersPerEdge)}` },
-    { metric: 'fleet: transitions/s fleet-wide (measured)', value: count(transitionsPerSec) },
-    { metric: 'fleet: deliveries/s (both edges)', value: count(loaded.deliveriesPerSec) },
-    { metric: 'fleet: latency host receive -> subscriber p50', value: `${ms(loaded.latency.p50)} ms`, goal: '<= 5 ms at 2,000/s', met: loaded.latency.p50 <= 5 && transitionsPerSec >= RATE * 0.95 },
-    { metric: 'fleet: latency host receive -> subscriber p99', value: `${ms(loaded.latency.p99)} ms`, goal: '<= 25 ms at 2,000/s', met: loaded.latency.p99 <= 25 && transitionsPerSec >= RATE * 0.95 },
-    { metric: 'fleet: Redis CPU (share of one core)', value: percent(redisMs / loaded.wallMs) },
-    { metric: 'fleet: Redis commands/s (loaded)', value: count(cmdPerSec) },
-    { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}` },
-    { metric: 'fleet: edge CPU per delivery A / B vs single gateway', value: `${usPerDeliveryA.toFixed(1)} / ${usPerDeliveryB.toFixed(1)} vs ${usPerDeliverySingle.toFixed(1)} µs` },
-    { metric: 'fleet: single gateway latency p50 / p99 (same rate)', value: `${ms(baseline.latency.p50)} / ${ms(baseline.latency.p99)} ms` },
-    { metric: 'fleet: idle: Redis commands/s (all hosts\' lease renewals)', value: count(idleCmdPerSec) },
-    { metric: 'fleet: idle: Redis calls by edge A for its 10,000 idle VMs', value: count(edgeIdleCalls), goal: '0', met: edgeIdleCalls === 0 },
+    { metric: 'fleet: machine load average (1 min) during the run', value: load.toFixed(1), samples: '1 reading' },
+    { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${HOSTS} / 2 / ${count(subscribersPerEdge)}`, samples: '1 reading' },
+    { metric: 'fleet: transitions/s fleet-wide (measured)', value: count(transitionsPerSec), samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: deliveries/s (both edges)', value: count(loaded.deliveriesPerSec), samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: latency host receive -> subscriber p50', value: `${ms(loaded.latency.p50)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 5 ms at 2,000/s', met: loaded.latency.p50 <= 5 && transitionsPerSec >= RATE * 0.95 },
+    { metric: 'fleet: latency host receive -> subscriber p99', value: `${ms(loaded.latency.p99)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 25 ms at 2,000/s', met: loaded.latency.p99 <= 25 && transitionsPerSec >= RATE * 0.95 },
+    { metric: 'fleet: Redis CPU (share of one core)', value: percent(redisMs / loaded.wallMs), samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: Redis commands/s (loaded)', value: count(cmdPerSec), samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}`, samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: edge CPU per delivery A / B vs single gateway', value: `${usPerDeliveryA.toFixed(1)} / ${usPerDeliveryB.toFixed(1)} vs ${usPerDeliverySingle.toFixed(1)} µs`, samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: single gateway latency p50 / p99 (same rate)', value: `${ms(baseline.latency.p50)} / ${ms(baseline.latency.p99)} ms`, samples: `${count(baseline.latency.count)} latency samples in ${seconds} s` },
+    { metric: 'fleet: idle: Redis commands/s (all hosts\' lease renewals)', value: count(idleCmdPerSec), samples: '1 window of 5 s' },
+    { metric: 'fleet: idle: Redis calls by edge A for its 10,000 idle VMs', value: count(edgeIdleCalls), samples: '1 window of 5 s', goal: '0', met: edgeIdleCalls === 0 },
   ];
   return {
     name: 'fleet',

@@ -115,10 +115,10 @@ export const libvirt: Scenario = async ({ quick, resources, log }) => {
   return {
     name: 'libvirt',
     rows: [
-      { metric: `push via libvirt: QEMU ready -> subscriber (${viaLibvirt.count} copies)`, value: line(viaLibvirt) },
-      { metric: 'push via a direct QMP monitor (same domain)', value: line(viaDirect) },
-      { metric: 'libvirt - direct at p50', value: `${ms(gap)} ms`, goal: '<= 2 ms', met: gap <= 2 },
-      { metric: 'virsh blockjob --wait way (0.5 s poll, cur == end)', value: line(virshPoll) },
+      { metric: `push via libvirt: QEMU ready -> subscriber (${viaLibvirt.count} copies)`, value: line(viaLibvirt), samples: `${samples.length} copies` },
+      { metric: 'push via a direct QMP monitor (same domain)', value: line(viaDirect), samples: `${samples.length} copies` },
+      { metric: 'libvirt - direct at p50', value: `${ms(gap)} ms`, samples: `${samples.length} copies`, goal: '<= 2 ms', met: gap <= 2 },
+      { metric: 'virsh blockjob --wait way (0.5 s poll, cur == end)', value: line(virshPoll), samples: `${samples.length} copies` },
     ],
     raw: { samples, viaLibvirt, viaDirect, virshPoll, gapP50: gap, pollIntervalMs: POLL_INTERVAL_MS, bandwidthMiB: BANDWIDTH_MIB },
   };

@@ -1,74 +1,155 @@
 /**
- * (4) Many monitors: 1,000 simulated VMs (forked), one monitor each, all followed by the gateway.
- * Gateway CPU with every job idle and with a few active jobs, the QMP commands per second the
- * gateway spends on polling, and the time until all 1,000 are connected again after every
- * monitor drops its client at the same instant.
+ * (4) Many monitors: simulated VMs (forked), one monitor each, all followed by the gateway, swept
+ * 100 -> 5,000. At each step a fresh simulator and gateway: gateway CPU and the QMP commands per
+ * second it spends on polling with every job idle. At 1,000 also: with a few active jobs, and the
+ * time until all are connected again after every monitor drops its client at the same instant.
+ * Then liveness: a real qemu-storage-daemon (in the forked QEMU lab) is frozen with SIGSTOP and the
+ * clock runs until the gateway reports its VM disconnected (unresponsive).
  */
 import { startBenchGateway } from '../lib/gateway.js';
-import { sleep, waitFor } from '../lib/resources.js';
-import { count, forkLoad, percent, type Row, type Scenario } from '../lib/scenario.js';
+import { Resources, sleep, waitFor } from '../lib/resources.js';
+import { count, forkLoad, percent, type Row, type Scenario, type ScenarioContext, type Series } from '../lib/scenario.js';
 import { CpuMeter } from '../lib/stats.js';
 
-const VMS = 1000;
+const HEADLINE_VMS = 1000;
 const ACTIVE_JOBS = 10;
 const MiB = 1024 * 1024;
 
+interface Window {
+  coreShare: number;
+  commandsPerSec: number;
+  byCommand: Record<string, number>;
+  seconds: number;
+}
+
+type Probe = Awaited<ReturnType<typeof startBenchGateway>>;
+
+async function measure(probe: Probe, windowSec: number): Promise<Window> {
+  const commands = probe.qmpCommands();
+  const byName = probe.qmpCommandsByName();
+  const cpu = new CpuMeter();
+  await sleep(windowSec * 1000);
+  const used = cpu.read();
+  const seconds = used.wallMs / 1000;
+  const byCommand = Object.fromEntries(
+    Object.entries(probe.qmpCommandsByName()).map(([name, total]) => [name, Number(((total - (byName[name] ?? 0)) / seconds).toFixed(2))]),
+  );
+  return { coreShare: used.coreShare, commandsPerSec: (probe.qmpCommands() - commands) / seconds, byCommand, seconds };
+}
+
+interface Step {
+  vms: number;
+  connectSeconds: number;
+  idle: Window;
+  active?: Window;
+  reconnectSeconds?: number;
+}
+
+async function step(context: ScenarioContext, vms: number, windowSec: number, full: boolean): Promise<Step> {
+  const resources = new Resources();
+  try {
+    const sim = forkLoad({ ...context, resources }, 'simulator');
+    const { addresses } = await sim.call<{ addresses: Record<string, string> }>('start', { vms, tickMs: 50 });
+    const t0 = performance.now();
+    const probe = await startBenchGateway(resources, addresses);
+    await waitFor(`all ${vms} monitors connected`, () => probe.connectedVms() === vms, 180_000, 100);
+    const connectSeconds = (performance.now() - t0) / 1000;
+    context.log(`monitors: ${count(vms)} connected in ${connectSeconds.toFixed(1)} s`);
+    await sleep(2000);
+    const idle = await measure(probe, windowSec);
+    context.log(`monitors: ${count(vms)} idle: ${percent(idle.coreShare)} of a core, ${idle.commandsPerSec.toFixed(1)} QMP commands/s`);
+    if (!full) return { vms, connectSeconds, idle };
+
+    // A few active jobs: mirrors at 1 MiB/s over 64 MiB run for the whole window.
+    await sim.call('startJobs', { vms: ACTIVE_JOBS, perVm: 1, job: { idPrefix: 'active', type: 'mirror', speed: MiB } });
+    await waitFor(`${ACTIVE_JOBS} active jobs in the gateway`, () => probe.registry.snapshot().filter((vm) => vm.jobs.some((job) => job.state === 'running')).length >= ACTIVE_JOBS, 30_000);
+    await sleep(1000);
+    const active = await measure(probe, windowSec);
+    context.log(`monitors: ${ACTIVE_JOBS} active jobs: ${percent(active.coreShare)} of a core, ${active.commandsPerSec.toFixed(1)} QMP commands/s ${JSON.stringify(active.byCommand)}`);
+
+    // Every monitor drops its client at once; time until the gateway has all of them back.
+    const dropped = new Set<string>();
+    const back = new Set<string>();
+    const subscription = probe.registry.changes$.subscribe((change) => {
+      if (change.kind !== 'vm') return;
+      if (change.status === 'disconnected') dropped.add(change.vm);
+      else if (change.status === 'connected' && dropped.has(change.vm)) back.add(change.vm);
+    });
+    resources.defer('reconnect probe', () => subscription.unsubscribe());
+    const dropAt = performance.now();
+    await sim.call('dropAll');
+    await waitFor(`all ${vms} monitors back after the drop`, () => back.size === vms, 180_000, 20);
+    const reconnectSeconds = (performance.now() - dropAt) / 1000;
+    context.log(`monitors: all ${count(vms)} back in ${reconnectSeconds.toFixed(2)} s`);
+    return { vms, connectSeconds, idle, active, reconnectSeconds };
+  } finally {
+    await resources.closeAll();
+  }
+}
+
+/** A real QEMU frozen with SIGSTOP (its socket stays open): seconds until the gateway says so. */
+async function hungDetection(context: ScenarioContext): Promise<number> {
+  const resources = new Resources();
+  try {
+    const lab = forkLoad({ ...context, resources }, 'qemu-lab');
+    const { address } = await lab.call<{ address: string }>('start', { monitors: ['gw'] });
+    const probe = await startBenchGateway(resources, { vm1: address });
+    await waitFor('the QEMU monitor connected', () => probe.connectedVms() === 1, 60_000);
+    await sleep(1000);
+    let downAt: number | undefined;
+    const subscription = probe.registry.changes$.subscribe((change) => {
+      if (change.kind === 'vm' && change.status !== 'connected' && downAt === undefined) downAt = performance.now();
+    });
+    resources.defer('hang probe', () => subscription.unsubscribe());
+    const frozenAt = performance.now();
+    await lab.call('freeze');
+    await waitFor('the gateway to report the frozen QEMU', () => downAt !== undefined, 180_000, 50);
+    await lab.call('thaw');
+    return (downAt! - frozenAt) / 1000;
+  } finally {
+    await resources.closeAll();
+  }
+}
+
 export const monitors: Scenario = async (context) => {
-  const { quick, resources, log } = context;
+  const { quick } = context;
   // At least one idle-poll period (10 s) per window, or the idle safety-net polls are missed.
-  const windowSec = quick ? 12 : 30;
-  const sim = forkLoad(context, 'simulator');
-  const { addresses } = await sim.call<{ addresses: Record<string, string> }>('start', { vms: VMS, tickMs: 50 });
-  const t0 = performance.now();
-  const probe = await startBenchGateway(resources, addresses);
-  await waitFor(`all ${VMS} monitors connected`, () => probe.connectedVms() === VMS, 120_000, 100);
-  const connectSeconds = (performance.now() - t0) / 1000;
-  log(`monitors: ${VMS} connected in ${connectSeconds.toFixed(1)} s`);
-  await sleep(2000);
+  const windowSec = quick ? 10 : 30;
+  const sizes = quick ? [300] : [100, HEADLINE_VMS, 2500, 5000];
+  const steps: Step[] = [];
+  for (const vms of sizes) steps.push(await step(context, vms, windowSec, vms === HEADLINE_VMS && !quick));
+  const hungSeconds = quick ? undefined : await hungDetection(context);
+  if (hungSeconds !== undefined) context.log(`monitors: a frozen QEMU reported after ${hungSeconds.toFixed(1)} s`);
 
-  const measure = async (): Promise<{ coreShare: number; commandsPerSec: number; byCommand: Record<string, number> }> => {
-    const commands = probe.qmpCommands();
-    const byName = probe.qmpCommandsByName();
-    const cpu = new CpuMeter();
-    await sleep(windowSec * 1000);
-    const used = cpu.read();
-    const seconds = used.wallMs / 1000;
-    const byCommand = Object.fromEntries(
-      Object.entries(probe.qmpCommandsByName()).map(([name, total]) => [name, Number(((total - (byName[name] ?? 0)) / seconds).toFixed(2))]),
-    );
-    return { coreShare: used.coreShare, commandsPerSec: (probe.qmpCommands() - commands) / seconds, byCommand };
-  };
-  const idle = await measure();
-  log(`monitors: idle ${percent(idle.coreShare)} of a core, ${idle.commandsPerSec.toFixed(1)} QMP commands/s`);
-
-  // A few active jobs: mirrors at 1 MiB/s over 64 MiB run for the whole window.
-  await sim.call('startJobs', { vms: ACTIVE_JOBS, perVm: 1, job: { idPrefix: 'active', type: 'mirror', speed: MiB } });
-  await waitFor(`${ACTIVE_JOBS} active jobs in the gateway`, () => probe.registry.snapshot().filter((vm) => vm.jobs.some((job) => job.state === 'running')).length >= ACTIVE_JOBS, 30_000);
-  await sleep(1000);
-  const active = await measure();
-  log(`monitors: ${ACTIVE_JOBS} active jobs: ${percent(active.coreShare)} of a core, ${active.commandsPerSec.toFixed(1)} QMP commands/s ${JSON.stringify(active.byCommand)}`);
-
-  // Every monitor drops its client at once; time until the gateway has all of them back.
-  const dropped = new Set<string>();
-  const back = new Set<string>();
-  const subscription = probe.registry.changes$.subscribe((change) => {
-    if (change.kind !== 'vm') return;
-    if (change.status === 'disconnected') dropped.add(change.vm);
-    else if (change.status === 'connected' && dropped.has(change.vm)) back.add(change.vm);
-  });
-  resources.defer('reconnect probe', () => subscription.unsubscribe());
-  const dropAt = performance.now();
-  await sim.call('dropAll');
-  await waitFor(`all ${VMS} monitors back after the drop`, () => back.size === VMS, 180_000, 20);
-  const reconnectSeconds = (performance.now() - dropAt) / 1000;
-  log(`monitors: all ${VMS} back in ${reconnectSeconds.toFixed(2)} s`);
-
+  const headline = steps.find((s) => s.vms === HEADLINE_VMS) ?? steps[0]!;
+  const window = `1 window of ${windowSec} s`;
   const rows: Row[] = [
-    { metric: `${count(VMS)} idle monitors: gateway CPU`, value: `${percent(idle.coreShare)} of one core`, goal: '< 5%', met: idle.coreShare < 0.05 },
-    { metric: `${count(VMS)} idle monitors: QMP commands/s spent on polling`, value: idle.commandsPerSec.toFixed(1) },
-    { metric: `${ACTIVE_JOBS} active jobs among them: gateway CPU, QMP commands/s`, value: `${percent(active.coreShare)} of one core, ${active.commandsPerSec.toFixed(1)}/s` },
-    { metric: `all ${count(VMS)} monitors drop at once: time until all reconnected`, value: `${reconnectSeconds.toFixed(2)} s` },
-    { metric: `initial connect of ${count(VMS)} monitors`, value: `${connectSeconds.toFixed(2)} s` },
+    ...steps.map((s) => ({
+      metric: `${count(s.vms)} idle monitors: gateway CPU, QMP commands/s spent on polling`,
+      value: `${percent(s.idle.coreShare)} of one core, ${s.idle.commandsPerSec.toFixed(1)}/s`,
+      samples: window,
+      ...(s.vms === HEADLINE_VMS ? { goal: '<= 1% of a core', met: s.idle.coreShare <= 0.01 } : {}),
+    })),
+    ...(headline.active
+      ? [{ metric: `${ACTIVE_JOBS} active jobs among ${count(headline.vms)}: gateway CPU, QMP commands/s`, value: `${percent(headline.active.coreShare)} of one core, ${headline.active.commandsPerSec.toFixed(1)}/s`, samples: window }]
+      : []),
+    ...(headline.reconnectSeconds !== undefined
+      ? [{ metric: `all ${count(headline.vms)} monitors drop at once: time until all reconnected`, value: `${headline.reconnectSeconds.toFixed(2)} s`, samples: '1 drop' }]
+      : []),
+    { metric: `initial connect of ${count(headline.vms)} monitors`, value: `${headline.connectSeconds.toFixed(2)} s`, samples: '1 start' },
+    ...(hungSeconds !== undefined
+      ? [{ metric: 'a hung QEMU (SIGSTOP, socket open): time until the gateway reports its VM disconnected', value: `${hungSeconds.toFixed(1)} s`, samples: '1 freeze' }]
+      : []),
   ];
-  return { name: 'monitors', rows, raw: { vms: VMS, activeJobs: ACTIVE_JOBS, windowSec, idle, active, reconnectSeconds, connectSeconds } };
+  const series: Series[] = [
+    {
+      chart: 'monitors-cpu', title: 'Idle monitors: gateway CPU vs monitors', x: 'monitors', y: '% of one core', name: 'gateway CPU',
+      points: steps.map((s) => ({ x: s.vms, y: s.idle.coreShare * 100 })),
+    },
+    {
+      chart: 'monitors-commands', title: 'Idle monitors: QMP commands/s vs monitors', x: 'monitors', y: 'commands/s', name: 'safety-net polling',
+      points: steps.map((s) => ({ x: s.vms, y: s.idle.commandsPerSec })),
+    },
+  ];
+  return { name: 'monitors', rows, series, raw: { sizes, activeJobs: ACTIVE_JOBS, windowSec, steps, hungSeconds } };
 };
