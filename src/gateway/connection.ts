@@ -15,7 +15,11 @@ import type { Principal } from './auth.js';
 
 /** What the core needs from a transport. */
 export interface GatewaySocket {
-  send(text: string): void;
+  /** A text frame: a string, or its UTF-8 bytes (one Buffer may go to many sockets; never modified). */
+  send(data: string | Buffer): void;
+  /** Optional: hold writes until uncork (calls nest), so several frames leave in one write. */
+  cork?(): void;
+  uncork?(): void;
   /** Bytes queued but not yet written to the network. */
   readonly bufferedAmount: number;
   close(code: number, reason: string): void;
@@ -44,7 +48,7 @@ export interface InboundLimits {
 }
 
 export interface ConnectionStats {
-  sent(type: string, text: string): void;
+  sent(type: string, bytes: number): void;
   conflated(): void;
 }
 
@@ -53,6 +57,7 @@ export class Connection {
   closed = false;
 
   private softSince: number | undefined;
+  private corks = 0;
   private readonly conflatedProgress = new Map<string, string>();
   private watchTimer: NodeJS.Timeout | undefined;
   private readonly soft: number;
@@ -95,11 +100,25 @@ export class Connection {
   }
 
   /** A reply or snapshot message: always sent (bounded by what the client asked for). */
-  send(type: string, text: string): void {
+  send(type: string, data: string | Buffer): void {
     if (this.closed) return;
-    this.socket.send(text);
-    this.stats.sent(type, text);
+    this.socket.send(data);
+    // A shared frame's length is known: only strings are measured.
+    this.stats.sent(type, typeof data === 'string' ? Buffer.byteLength(data) : data.length);
     this.watch();
+  }
+
+  cork(): void {
+    if (this.closed) return;
+    this.corks++;
+    this.socket.cork?.();
+  }
+
+  /** Pairs with cork, also when the connection closed in between (the transport counts them). */
+  uncork(): void {
+    if (this.corks === 0) return;
+    this.corks--;
+    this.socket.uncork?.();
   }
 
   /** The answer to a refused request (`sub`: the subscription it concerns). */
@@ -109,9 +128,9 @@ export class Connection {
   }
 
   /** A live stream message: never dropped; a client too far behind is closed with 4508 instead. */
-  sendStream(type: string, text: string): void {
+  sendStream(type: string, data: string | Buffer): void {
     if (this.closeIfOverHardMark()) return;
-    this.send(type, text);
+    this.send(type, data);
   }
 
   /**

@@ -2,17 +2,30 @@
  * Fan-out: every stream event and progress update the feed delivers goes to every subscription,
  * in feed order, from one bounded queue.
  *
- * The feed hands events over synchronously; they queue here, and the pump yields to the event loop
- * every `chunk` subscriptions so QMP handling is never starved. A subscription added while an event
- * is being fanned out is visited too, and skips it by its cursor (its cut already covers it). When
- * the queue is full, stream events are not dropped: every subscriber is told to resume instead.
+ * The feed hands events over synchronously; they queue here. The pump works in passes: a pass takes
+ * the items queued when it starts and visits every subscription once, handing it all of them in feed
+ * order with its connection corked (several frames, one write); items queued meanwhile wait for the
+ * next pass. Each stream event is encoded once per group of identical frames (stream/frames.ts).
+ * The pump yields to the event loop every `chunk` deliveries so QMP handling is never starved. A
+ * subscription added during a pass is visited too, and skips what its cut already covers by its
+ * cursor. When the queue is full, stream events are not dropped: every subscriber is told to resume.
  */
 import { performance } from 'node:perf_hooks';
 import type { ClientSubscription } from './subscription.js';
 import type { GatewayStats } from './stats.js';
 import type { FeedSink, ProgressEvent, StreamEvent } from './stream/feed.js';
+import { EncodedFrames } from './stream/frames.js';
 
-type QueueItem = { kind: 'stream'; event: StreamEvent } | { kind: 'progress'; event: ProgressEvent };
+type QueueItem = { kind: 'stream'; event: StreamEvent; frames?: EncodedFrames } | { kind: 'progress'; event: ProgressEvent };
+
+/** Items one pass takes: enough to merge a burst of frames per write, few enough that one subscription's share stays small against `chunk`. */
+const MAX_PASS_ITEMS = 64;
+
+/** The items one pass hands to every subscription, and where it is in the audience. */
+interface Pass {
+  items: QueueItem[];
+  cursor: Iterator<ClientSubscription>;
+}
 
 export interface FanOutOptions {
   /** Subscriptions visited per slice before yielding to the event loop. */
@@ -33,7 +46,7 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   /** Subscriptions with a stream where the filter skipped events since their last message. */
   private readonly behind = new Set<ClientSubscription>();
   private readonly queue: QueueItem[] = [];
-  private cursor: Iterator<ClientSubscription> | undefined;
+  private pass: Pass | undefined;
   private dispatching = false;
   private bookmarkTimer: NodeJS.Timeout | undefined;
 
@@ -75,9 +88,9 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
 
   /** Forget what is queued for `vm` (its stream was reset: those offsets belong to a dead epoch). */
   purge(vm: string): void {
-    const head = this.queue[0];
     const kept = this.queue.filter((item) => item.event.vm !== vm);
-    if (head && kept[0] !== head) this.cursor = undefined;
+    // The pass's items stay at the head of the queue, in order: the pass goes on without the purged ones.
+    if (this.pass) this.pass.items = this.pass.items.filter((item) => item.event.vm !== vm);
     this.queue.splice(0, this.queue.length, ...kept);
   }
 
@@ -86,7 +99,7 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
       if (item.kind === 'progress') return;
       const queued = this.queue.length;
       this.queue.length = 0;
-      this.cursor = undefined;
+      this.pass = undefined;
       this.options.overflow(queued);
     }
     this.queue.push(item);
@@ -98,24 +111,38 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
 
     let budget = this.options.chunk;
     while (this.queue.length > 0) {
-      const item = this.queue[0]!;
-      this.cursor ??= this.audience.values();
-      for (let next = this.cursor.next(); !next.done; next = this.cursor.next()) {
+      const pass = (this.pass ??= this.startPass());
+      for (let next = pass.cursor.next(); !next.done; next = pass.cursor.next()) {
         const sub = next.value;
-        if (item.kind === 'progress') sub.offerProgress(item.event);
-        else if (sub.offer(item.event)) this.behind.add(sub);
-        if (--budget <= 0) {
+        const items = pass.items;
+        const cork = items.length > 1;
+        if (cork) sub.output.cork();
+        for (const item of items) {
+          if (item.kind === 'progress') sub.offerProgress(item.event);
+          else if (sub.offer(item.event, item.frames)) this.behind.add(sub);
+        }
+        if (cork) sub.output.uncork();
+        budget -= items.length;
+        if (budget <= 0) {
           setImmediate(() => this.pump());
           return;
         }
       }
-      this.cursor = undefined;
-      this.queue.shift();
-      if (item.kind === 'stream' && item.event.qmpReceivedMono !== undefined && this.audience.size > 0) {
-        this.stats.deliveryLag((performance.now() - item.event.qmpReceivedMono) / 1000);
+      this.pass = undefined;
+      this.queue.splice(0, pass.items.length);
+      if (this.audience.size === 0) continue;
+      const now = performance.now();
+      for (const item of pass.items) {
+        if (item.kind === 'stream' && item.event.qmpReceivedMono !== undefined) this.stats.deliveryLag((now - item.event.qmpReceivedMono) / 1000);
       }
     }
     this.dispatching = false;
+  }
+
+  private startPass(): Pass {
+    const items = this.queue.slice(0, MAX_PASS_ITEMS);
+    for (const item of items) if (item.kind === 'stream') item.frames ??= new EncodedFrames(item.event);
+    return { items, cursor: this.audience.values() };
   }
 
   private sweepBookmarks(): void {

@@ -12,11 +12,11 @@ export class GatewayStats {
   /** Set by the metrics layer: observe one delivery lag (QMP receive to fan-out done), in seconds. */
   onDeliveryLag: ((seconds: number) => void) | undefined;
 
-  sent(type: string, text: string): void {
+  sent(type: string, bytes: number): void {
     let counter = this.sentByType.get(type);
     if (!counter) this.sentByType.set(type, (counter = { messages: 0, bytes: 0 }));
     counter.messages++;
-    counter.bytes += Buffer.byteLength(text);
+    counter.bytes += bytes;
   }
 
   conflated(): void {

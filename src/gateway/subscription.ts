@@ -13,13 +13,17 @@ import { CloseCode } from '../protocol/codes.js';
 import { canRead, type Principal } from './auth.js';
 import type { StreamPosition } from './history/types.js';
 import type { JobKeys, ProgressEvent, StreamEvent } from './stream/feed.js';
+import { frameText, type EncodedFrames } from './stream/frames.js';
 
 /** What a subscription writes to: its connection (connection.ts), seen through what it needs. */
 export interface SubscriberOutput {
   readonly principal: Principal;
   readonly closed: boolean;
-  send(type: string, text: string): void;
-  sendStream(type: string, text: string): void;
+  send(type: string, data: string | Buffer): void;
+  sendStream(type: string, data: string | Buffer): void;
+  /** Hold writes until uncork, so several frames to this client leave in one write. */
+  cork(): void;
+  uncork(): void;
   sendProgress(key: string, text: string): void;
   dropProgress(prefix: string): void;
   close(code: number, reason: string): void;
@@ -125,9 +129,13 @@ export class ClientSubscription {
 
   // ---- live (driven by fanout.ts) ---------------------------------------------------------------
 
-  /** A live stream event. True when the filter skipped it, so the stream may need a bookmark. */
-  offer(event: StreamEvent): boolean {
-    return this.deliver(event, true);
+  /**
+   * A live stream event. True when the filter skipped it, so the stream may need a bookmark.
+   * `frames`: the event's shared encodings (fan-out passes one per event, so identical frames are
+   * encoded once).
+   */
+  offer(event: StreamEvent, frames?: EncodedFrames): boolean {
+    return this.deliver(event, true, frames);
   }
 
   /** A live progress update. */
@@ -166,7 +174,7 @@ export class ClientSubscription {
 
   // ---- internals --------------------------------------------------------------------------------
 
-  private deliver(event: StreamEvent, live: boolean): boolean {
+  private deliver(event: StreamEvent, live: boolean, frames?: EncodedFrames): boolean {
     if (!this.coversVm(event.vm)) return false;
     if (this.catchingUp && live) {
       // Bounded like the fan-out queue: a pending cut never outlives one history round trip.
@@ -182,10 +190,10 @@ export class ClientSubscription {
       return true;
     }
     const prev = this.markSent(event.vm, event.offset);
-    const body = match === 'left' ? `${event.body.slice(0, -1)},"leftFilter":true}` : event.body;
-    const text = `${event.prefix}${this.subJson},"prev":${prev}${body}`;
-    if (live) this.output.sendStream(event.kind, text);
-    else this.output.send(event.kind, text);
+    const left = match === 'left';
+    const frame = frames ? frames.frame(this.subJson, prev, left) : frameText(event, this.subJson, prev, left);
+    if (live) this.output.sendStream(event.kind, frame);
+    else this.output.send(event.kind, frame);
     return false;
   }
 

@@ -95,7 +95,11 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
       alive.set(ws, true);
       const hooks = core.opened(
         {
-          send: (text) => ws.send(text),
+          // A Buffer is a shared, already encoded text frame (stream/frames.ts).
+          send: (data) => ws.send(data, { binary: false }),
+          // The upgraded TCP socket under ws: corked across a fan-out pass, its frames leave in one write.
+          cork: () => socket.cork(),
+          uncork: () => socket.uncork(),
           get bufferedAmount() {
             return ws.bufferedAmount;
           },

@@ -1,0 +1,144 @@
+/**
+ * Fan-out batching (issue 14): events queued together leave in one corked write per connection, each
+ * frame is encoded once per group of subscriptions that get identical bytes, and sent bytes are
+ * counted from the shared frame. The guarantees stay as PROTOCOL.md states them: per-stream order,
+ * `prev` chains, nothing lost, slow consumers closed with 4508.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { ANONYMOUS } from '../../../src/gateway/auth.js';
+import { GatewayCore, type ConnectionHooks, type GatewaySocket } from '../../../src/gateway/core.js';
+import { CloseCode } from '../../../src/protocol/codes.js';
+import { assertChain, type Msg } from '../../utils/gateway-support.js';
+import { FakeJobSource } from '../../utils/fake-source.js';
+
+/** A socket that records each write: a frame sent uncorked is a write of one, corked frames leave together at the last uncork. */
+class CorkSocket implements GatewaySocket {
+  readonly writes: Array<Array<string | Buffer>> = [];
+  readonly raw: Array<string | Buffer> = [];
+  bufferedAmount = 0;
+  grow = 0;
+  corked = 0;
+  closed: number | undefined;
+  private held: Array<string | Buffer> = [];
+  send(data: string | Buffer): void {
+    this.raw.push(data);
+    this.bufferedAmount += this.grow;
+    if (this.corked > 0) this.held.push(data);
+    else this.writes.push([data]);
+  }
+  cork(): void {
+    this.corked++;
+  }
+  uncork(): void {
+    if (--this.corked === 0 && this.held.length > 0) this.writes.push(this.held.splice(0));
+  }
+  close(code: number): void {
+    this.closed = code;
+  }
+  get messages(): Msg[] {
+    return this.raw.map((data) => JSON.parse(data.toString()) as Msg);
+  }
+  events(): Msg[] {
+    return this.messages.filter((m) => m.type === 'event');
+  }
+}
+
+const cores: GatewayCore[] = [];
+afterEach(() => {
+  for (const core of cores.splice(0)) {
+    core.drain();
+    core.stop();
+  }
+});
+
+async function makeCore(source: FakeJobSource, options: Partial<ConstructorParameters<typeof GatewayCore>[0]> = {}) {
+  const core = new GatewayCore({ source, ...options });
+  cores.push(core);
+  await core.start();
+  return core;
+}
+
+function connect(core: GatewayCore, body: Msg): { socket: CorkSocket; hooks: ConnectionHooks } {
+  const socket = new CorkSocket();
+  const hooks = core.opened(socket, { principal: ANONYMOUS });
+  hooks.message(JSON.stringify({ type: 'subscribe', id: 'r', ...body }));
+  return { socket, hooks };
+}
+
+describe('fan-out batching', () => {
+  it('sends events queued together to each connection in one corked write, in order, with intact prev chains', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const core = await makeCore(source, { fanoutChunk: 100 });
+    const clients = Array.from({ length: 300 }, () => connect(core, { sub: 'a' }));
+    const before = clients.map((c) => c.socket.writes.length);
+
+    // The first event starts a pass at once; the next four queue behind it and go as one pass.
+    for (const state of ['running', 'paused', 'running', 'ready', 'concluded'] as const) source.transition('vm1', 'j0', state);
+
+    await expect.poll(() => clients.every((c) => c.socket.events().length === 5)).toBe(true);
+    clients.forEach((c, i) => {
+      expect(c.socket.events().map((m) => m.offset)).toEqual([1, 2, 3, 4, 5]);
+      assertChain(c.socket.messages, 'vm1', 0);
+      const writes = c.socket.writes.slice(before[i]);
+      expect(writes.map((w) => w.length)).toEqual([1, 4]);
+      expect(c.socket.corked).toBe(0);
+    });
+  });
+
+  it('encodes a frame once per group of identical bytes and counts bytes from it', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const core = await makeCore(source);
+    const same = [connect(core, { sub: 'a' }), connect(core, { sub: 'a' }), connect(core, { sub: 'a' })];
+    const otherName = connect(core, { sub: 'b' });
+    const onlyJ0 = connect(core, { sub: 'a', filter: { jobs: ['j0'] } });
+    const runningOnly = connect(core, { sub: 'a', filter: { states: ['running'] } });
+    const all = [...same, otherName, onlyJ0, runningOnly];
+    const mark = all.map((c) => c.socket.raw.length);
+    const stats = () => ({ ...(core.stats.sentByType.get('event') ?? { messages: 0, bytes: 0 }) });
+    const bytesBefore = stats();
+
+    source.transition('vm1', 'j1', 'running'); // 1: onlyJ0 skips it, so its prev differs from here on
+    source.transition('vm1', 'j0', 'running'); // 2
+    source.transition('vm1', 'j0', 'ready'); // 3: leaves runningOnly's filter (sent flagged leftFilter)
+    await expect.poll(() => same.every((c) => c.socket.events().length === 3)).toBe(true);
+
+    const framesOf = (c: (typeof all)[number]) => c.socket.raw.slice(mark[all.indexOf(c)]).filter((d) => d.toString().startsWith('{"type":"event"'));
+    const [a, b, c] = same.map(framesOf);
+    for (let i = 0; i < 3; i++) {
+      expect(Buffer.isBuffer(a![i])).toBe(true);
+      expect(b![i]).toBe(a![i]); // the very same Buffer: encoded once
+      expect(c![i]).toBe(a![i]);
+      expect(framesOf(otherName)[i]).not.toBe(a![i]);
+      expect(JSON.parse(framesOf(otherName)[i]!.toString())).toEqual({ ...JSON.parse(a![i]!.toString()), sub: 'b' });
+    }
+    // Same sub name, other prev: its own bytes, and the prev it must carry.
+    const j0 = framesOf(onlyJ0).map((d) => JSON.parse(d.toString()) as Msg);
+    expect(j0.map((m) => [m.offset, m.prev])).toEqual([[2, 0], [3, 2]]);
+    expect(framesOf(onlyJ0)[0]).not.toBe(a![1]);
+    expect(framesOf(onlyJ0)[1]).toBe(a![2]); // prevs agree again: the same bytes, shared
+    const left = framesOf(runningOnly).map((d) => JSON.parse(d.toString()) as Msg);
+    expect(left.map((m) => [m.offset, m.prev, m.leftFilter])).toEqual([[1, 0, undefined], [2, 1, undefined], [3, 2, true]]);
+    for (const client of all) assertChain(client.socket.messages, 'vm1', 0);
+
+    const sent = all.flatMap(framesOf);
+    const after = stats();
+    expect(after.messages - bytesBefore.messages).toBe(sent.length);
+    expect(after.bytes - bytesBefore.bytes).toBe(sent.reduce((sum, d) => sum + Buffer.byteLength(d), 0));
+  });
+
+  it('still closes a slow consumer with 4508 in the middle of a corked batch, and leaves it uncorked', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const core = await makeCore(source, { backpressure: { softBytes: 1000, hardBytes: 2000 } });
+    const slow = connect(core, { sub: 'a' });
+    const fast = connect(core, { sub: 'a' });
+    slow.socket.grow = 900; // every frame adds 900 unread bytes
+    source.transition('vm1', 'j0', 'running');
+    for (const state of ['paused', 'running', 'ready', 'concluded'] as const) source.transition('vm1', 'j0', state);
+    await expect.poll(() => fast.socket.events().length).toBe(5);
+    expect(slow.socket.closed).toBe(CloseCode.SlowConsumer);
+    expect(slow.socket.corked).toBe(0);
+    // What it got before the close is a gapless prefix.
+    expect(slow.socket.events().map((m) => m.offset)).toEqual([1, 2, 3].slice(0, slow.socket.events().length));
+    assertChain(fast.socket.messages, 'vm1', 0);
+  });
+});
