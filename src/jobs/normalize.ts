@@ -82,7 +82,7 @@ export interface ReduceContext {
  * Why a change may be held back: `start` (created, which a failed start turns into null at once)
  * or `internal-pause` (paused/standby nobody asked for: a drain blips these for milliseconds).
  */
-export type HoldKind = 'start' | 'internal-pause';
+export type HoldKind = 'start' | 'internal-pause' | 'unrequested-resume';
 
 export interface JobChange {
   from: TransitionKey | null;
@@ -358,7 +358,7 @@ function enterPause(d: Draft, reason: PauseReason, status?: 'paused' | 'standby'
 function leavePause(d: Draft): void {
   if (d.job.state !== 'paused' && d.job.state !== 'standby') return;
   delete d.job.pauseReason;
-  d.pauseRequested = false;
+  // A user pause stays asked for until a resume verb (applyVerb): see holdOf's unrequested resume.
   if (d.ioErrorStop) {
     d.ioErrorStop = false;
     if (d.job.ioStatus !== undefined) d.job.ioStatus = 'ok';
@@ -481,7 +481,14 @@ function holdOf(from: TransitionKey | null, to: TransitionKey, d: Draft): { hold
   const unaskedPause =
     (to.state === 'paused' || to.state === 'standby') && to.pauseReason === 'user' && !d.pauseRequested &&
     (from.state === 'running' || from.state === 'ready');
-  return unaskedPause ? { hold: 'internal-pause' } : {};
+  if (unaskedPause) return { hold: 'internal-pause' };
+  // A user-paused job that runs again although nobody resumed it: QEMU flickers running between two
+  // pause points while a drain ends (paused > running > paused within ms), or another client resumed it.
+  // (QEMU also resumes a paused job to cancel it: that running, on its way to aborting, is real.)
+  const unrequestedResume =
+    (from.state === 'paused' || from.state === 'standby') && from.pauseReason === 'user' && d.pauseRequested &&
+    d.endVerb !== 'cancel' && d.endVerb !== 'force-cancel' && (to.state === 'running' || to.state === 'ready');
+  return unrequestedResume ? { hold: 'unrequested-resume' } : {};
 }
 
 const DETAIL_FIELDS = ['state', 'ready', 'outcome', 'pauseReason', 'pivoted', 'error', 'ioStatus', 'speed', 'type', 'autoFinalize', 'autoDismiss', 'stale'] as const;

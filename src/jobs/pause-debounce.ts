@@ -9,6 +9,10 @@
  *   the job), it is emitted when the time is up. If anything else happens to the job meanwhile
  *   (aborting, concluded, an error pause...), the held pause is dropped and the new change is
  *   emitted at once, from the state before the pause.
+ * - `unrequested-resume`: a user-paused job running again although no client resumed it. QEMU
+ *   flickers paused -> running -> paused while a drain ends under a user pause; held like a pause
+ *   nobody asked for (dropped if the job pauses again, emitted when the time is up: another QMP
+ *   client resumed it).
  * - `start`: a job's first appearance in `created`. A start that fails (permission conflict) is a
  *   created -> null pair (§6.16), and no subscriber should hear of a job that never started. Held
  *   for `startHoldMs`; the next change of the job releases it at once (created, then the change),
@@ -58,7 +62,7 @@ export function holdTransientChanges<T extends HoldableChange>(options: HoldOpti
       };
 
       const pass = (item: T): void => {
-        if (item.hold === 'internal-pause' && internalPauseMs > 0) hold(item, internalPauseMs);
+        if ((item.hold === 'internal-pause' || item.hold === 'unrequested-resume') && internalPauseMs > 0) hold(item, internalPauseMs);
         else if (item.hold === 'start' && startHoldMs > 0) hold(item, startHoldMs);
         else subscriber.next(item);
       };
@@ -75,7 +79,7 @@ export function holdTransientChanges<T extends HoldableChange>(options: HoldOpti
             subscriber.next(before);
             return pass(item);
           }
-          // A held pause: either the blip ends, or a real change replaces it, from the state before the pause.
+          // A held pause (or unrequested resume): either the blip ends, or a real change replaces it, from the state before it.
           if (before.from !== null && sameKey(before.from, item.to)) return;
           subscriber.next({ ...item, from: before.from });
         },

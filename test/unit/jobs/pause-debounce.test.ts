@@ -29,6 +29,8 @@ const values = {
   n: change('a', created, dismissed),
   R: change('a', created, running),
   q: change('b', null, running),
+  u: change('a', paused, running, 'unrequested-resume'),
+  P: change('a', running, paused),
 };
 
 function run(source: string, expected: string, internalPauseMs = 10): void {
@@ -49,6 +51,11 @@ describe('holdTransientChanges', () => {
 
   it('a pause that persists is emitted when the hold time is up', () => {
     run('r-p-----------b|', 'r-----------p-b|');
+  });
+
+  it('a user-paused job that flickers running and pauses again emits neither; a lasting unrequested resume is emitted late', () => {
+    run('u--P---|', '-------|');
+    run('u-----------|', '----------u-|');
   });
 
   it('anything else during the hold drops the pause and is emitted at once, from before the pause', () => {
