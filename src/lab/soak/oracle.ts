@@ -9,6 +9,8 @@
 import { RawQmp, type RawQmpEvent } from '../raw-qmp.js';
 
 const PAUSE_RETURN: Partial<Record<string, string>> = { paused: 'running', standby: 'ready' };
+/** The engine's hold of a pause nobody asked for (pause-debounce.ts DEFAULT_INTERNAL_PAUSE_MS, the gateway's default). */
+const HOLD_MS = 300;
 
 export class SoakOracle {
   private raw: RawQmp | undefined;
@@ -57,44 +59,72 @@ export class SoakOracle {
   }
 }
 
-/**
- * The pause statuses a user pause caused. A pause sent at `sent` and answered at `answered` is the
- * last paused/standby QEMU reported in between (QEMU reports it before its reply; `slackMs` allows
- * for the two sockets being read in either order). A drain blip just before it is not it.
- */
-export function askedPauses(events: readonly RawQmpEvent[], pauses: readonly { sent: number; answered: number }[], slackMs = 200): Set<number> {
-  const asked = new Set<number>();
-  for (const { sent, answered } of pauses) {
-    let last: RawQmpEvent | undefined;
-    for (const event of events) {
-      if (event.event !== 'JOB_STATUS_CHANGE' || !PAUSE_RETURN[String(event.data.status)]) continue;
-      if (event.receivedAt >= sent && event.receivedAt <= answered + slackMs) last = event;
-    }
-    if (last) asked.add(last.seq);
-  }
-  return asked;
+/** What the soak sent for one job through the gateway, with local send times (ms). */
+export interface SentVerbs {
+  pauses: number[];
+  resumes: number[];
+  cancels: number[];
 }
 
-/** The states the gateway must push for one incarnation (see the module comment); `asked`: see askedPauses. */
-export function expectedStates(events: readonly RawQmpEvent[], asked: ReadonlySet<number>): string[] {
+/**
+ * The states the gateway must push for one incarnation. Rules, as QEMU's own events show them:
+ * - A user pause is the first paused/standby QEMU reports after the pause was sent (QEMU answers
+ *   job-pause at once; the job pauses at its next pause point, which a rate-limited job may reach
+ *   a second later).
+ * - A pause nobody asked for that QEMU undoes right after (the next status returns to where the job
+ *   was) is a drain blip: neither is pushed. A pause that persists is pushed.
+ * - Under a user pause, a running/ready that no resume or cancel explains, followed by the pause
+ *   again, is QEMU flickering between pause points: neither is pushed.
+ * - BLOCK_JOB_ERROR with action stop makes the following pause asked for.
+ */
+export function expectedStates(events: readonly RawQmpEvent[], sent: SentVerbs): string[] {
   const expected: string[] = [];
+  const pauses = [...sent.pauses].sort((a, b) => a - b);
   let errorStop = false;
-  let held: string | undefined;
+  let userPaused = false;
+  let held: { status: string; kind: 'blip' | 'flicker'; at: number } | undefined;
+  // A cancel sent any time before resumes a paused job on its way to aborting; a resume sent after the pause explains a running.
+  const explainedResume = (pauseSent: number, to: number): boolean =>
+    sent.cancels.some((at) => at <= to + 50) || sent.resumes.some((at) => at >= pauseSent && at <= to + 50);
+  let pausedAt = 0;
   for (const event of events) {
     if (event.event === 'BLOCK_JOB_ERROR' && event.data.action === 'stop') errorStop = true;
     if (event.event !== 'JOB_STATUS_CHANGE') continue;
     const status = String(event.data.status);
+    const isPause = PAUSE_RETURN[status] !== undefined;
     if (held !== undefined) {
       const previous = held;
       held = undefined;
-      if (PAUSE_RETURN[previous] === status) continue;
-      expected.push(previous);
+      if (event.receivedAt - previous.at > HOLD_MS) {
+        // It lasted: the engine's hold ran out and pushed it.
+        expected.push(previous.status);
+        if (previous.kind === 'flicker') userPaused = false;
+      } else {
+        if (previous.kind === 'blip' && PAUSE_RETURN[previous.status] === status) continue;
+        if (previous.kind === 'flicker' && isPause) continue; // paused again: still the same user pause
+        // Something else happened within the hold: the held status is dropped, the new one follows.
+        if (previous.kind === 'flicker') userPaused = false;
+      }
     }
-    if (PAUSE_RETURN[status] && !errorStop && !asked.has(event.seq)) held = status;
-    else expected.push(status === 'null' ? 'dismissed' : status);
+    if (isPause) {
+      const asked = errorStop || (pauses.length > 0 && pauses[0]! <= event.receivedAt);
+      if (asked && !errorStop) pausedAt = pauses.shift()!;
+      else if (asked) pausedAt = event.receivedAt;
+      if (asked || userPaused) {
+        userPaused = true;
+        expected.push(status);
+      } else {
+        held = { status, kind: 'blip', at: event.receivedAt };
+      }
+    } else if (userPaused && (status === 'running' || status === 'ready') && !explainedResume(pausedAt, event.receivedAt)) {
+      held = { status, kind: 'flicker', at: event.receivedAt };
+    } else {
+      userPaused = false;
+      expected.push(status === 'null' ? 'dismissed' : status);
+    }
     errorStop = false;
   }
-  if (held !== undefined) expected.push(held);
+  if (held !== undefined) expected.push(held.status);
   return expected;
 }
 

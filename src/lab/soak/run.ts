@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { startBackup, startCommit, startMirror, startStream, type LabJob } from '../jobs.js';
 import { startQsd, type Qsd } from '../qsd.js';
 import { GatewayProcess, freePort, type Sample } from './gateway-process.js';
-import { askedPauses, expectedOutcome, expectedStates, isSubsequence, SoakOracle } from './oracle.js';
+import { expectedOutcome, expectedStates, isSubsequence, SoakOracle, type SentVerbs } from './oracle.js';
 import { planJob, type JobPlan } from './plan.js';
 import { PushedJobs } from './pushed.js';
 import { Random } from './random.js';
@@ -75,6 +75,7 @@ interface VmLab {
   /** Jobs running on it now (killed with the daemon). */
   live: Set<JobRun>;
   killedAt: number[];
+  kills: number;
 }
 
 interface JobRun {
@@ -86,8 +87,8 @@ interface JobRun {
   /** Gateway life when it started; a kill since makes the stream a subsequence. */
   life: number;
   qemuKilled: boolean;
-  /** User pauses sent through the gateway: when sent, when answered. */
-  pauses: { sent: number; answered: number }[];
+  /** User pauses, resumes and cancels sent through the gateway (send times). */
+  sent: SentVerbs;
   labJob?: LabJob;
 }
 
@@ -117,7 +118,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const qsd = await startQsd({ monitors: ['gw', 'oracle'] });
     const oracle = new SoakOracle();
     await oracle.connect(qsd.path('oracle'));
-    labs.push({ vm, qsd, oracle, live: new Set(), killedAt: [] });
+    labs.push({ vm, qsd, oracle, live: new Set(), killedAt: [], kills: 0 });
   }
   const gateway = new GatewayProcess(await freePort(), Object.fromEntries(labs.map((l) => [l.vm, l.qsd.address('gw')])));
   const pushed = new PushedJobs();
@@ -190,6 +191,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
         for (const run of vm2.live) if (run.labJob) run.qemuKilled = true;
         vmConnected.set(vm2.vm, false);
         vm2.killedAt.push(Date.now());
+        vm2.kills++;
         await vm2.qsd.kill();
         report.qemuKills++;
         await vm2.qsd.restart({ reAddNodes: false });
@@ -202,6 +204,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
   const command = async (run: JobRun, fields: Record<string, unknown>): Promise<Record<string, any> | undefined> => {
     for (let attempt = 0; attempt < 3; attempt++) {
       await main.whenConnected();
+      if (fields.action === 'resume') run.sent.resumes.push(Date.now());
+      if (fields.action === 'cancel') run.sent.cancels.push(Date.now());
       report.commands++;
       try {
         return await main.command({ vm: run.lab.vm, job: run.plan.id, ...fields });
@@ -282,9 +286,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const where = plan.pause;
       tasks.push(when(run, (job) => job.state === where, `pushed ${where} for the pause`).then(async (job) => {
         if (!job) return;
-        const sent = Date.now();
+        run.sent.pauses.push(Date.now());
         const paused = await command(run, { action: 'pause' });
-        run.pauses.push({ sent, answered: Date.now() });
         if (!paused?.ok) return; // the job moved on meanwhile (verb refused): nothing was paused
         await when(run, (j) => j.state === 'paused' || j.state === 'standby', 'the user pause');
         await sleep(chaosRng.int(50, 400));
@@ -368,7 +371,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       return;
     }
     const events = lab.oracle.events(plan.id, run.oracleMark);
-    const expected = expectedStates(events, askedPauses(events, run.pauses));
+    const expected = expectedStates(events, run.sent);
     report.transitionsCompared += expected.length;
     if (interrupted) {
       report.interrupted++;
@@ -376,7 +379,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     } else if (states.join('>') !== expected.join('>')) {
       const t0 = run.startedAt;
       const qemu = events.map((e) => `${e.event === 'JOB_STATUS_CHANGE' ? e.data.status : e.event}@${e.receivedAt % 100_000}`).join(' ');
-      const pauses = run.pauses.map((p) => `${p.sent % 100_000}-${p.answered % 100_000}`).join(',');
+      const pauses = `pause@${run.sent.pauses.map((t) => t % 100_000).join(',')} resume@${run.sent.resumes.map((t) => t % 100_000).join(',')} cancel@${run.sent.cancels.map((t) => t % 100_000).join(',')}`;
       const trail = segments.flatMap((s) => s.trail).join(' ');
       mismatch(run, `pushed ${states.join('>')} but QEMU went ${expected.join('>')} (QEMU: ${qemu}; pauses ${pauses}; pushed: ${trail})`);
     }
@@ -412,19 +415,20 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     // Id reuse: a finished job's id, now and then.
     const id = freeIds[lab.vm]!.length > 0 && rng.chance(0.3) ? freeIds[lab.vm]!.splice(rng.int(0, freeIds[lab.vm]!.length - 1), 1)[0]! : `j${key}`;
     const plan = planJob(rng, id, key);
-    const run: JobRun = { plan, lab, startedAt: Date.now(), oracleMark: lab.oracle.mark(id), pushedMark: pushed.mark(lab.vm, id), life: pushed.life, qemuKilled: false, pauses: [] };
+    const run: JobRun = { plan, lab, startedAt: Date.now(), oracleMark: lab.oracle.mark(id), pushedMark: pushed.mark(lab.vm, id), life: pushed.life, qemuKilled: false, sent: { pauses: [], resumes: [], cancels: [] } };
     report.jobs++;
     report.byKind[plan.kind] = (report.byKind[plan.kind] ?? 0) + 1;
     report.byEnding[plan.ending] = (report.byEnding[plan.ending] ?? 0) + 1;
     lab.live.add(run);
     try {
+      const killsBefore = lab.kills;
       try {
         const unseen = (): boolean => gatewayDown || vmConnected.get(lab.vm) === false;
         if (unseen()) run.life = -1;
         await startJob(run);
         if (unseen()) run.life = -1;
       } catch (error) {
-        if (run.qemuKilled || !lab.qsd.running) return; // the daemon died under the start
+        if (run.qemuKilled || !lab.qsd.running || lab.kills !== killsBefore) return; // the daemon died under the start
         throw error;
       }
       await driveJob(run);
