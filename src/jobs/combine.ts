@@ -97,6 +97,10 @@ class Combined implements JobSource, ControlPort {
     return this.owners.get(vm)?.source.announced?.(vm, id) ?? false;
   }
 
+  settle(vm: string, timeoutMs: number): Promise<void> {
+    return this.owners.get(vm)?.source.settle?.(vm, timeoutMs) ?? Promise.resolve();
+  }
+
   info(vm: string): VmInfo | undefined {
     return this.owners.get(vm)?.source.info(vm);
   }

@@ -271,6 +271,18 @@ export class MonitorJobs {
     return record !== undefined && record.present && this.published.get(id)?.incarnation !== record.job.incarnation;
   }
 
+  /**
+   * Resolves once every event QEMU sent before now has been applied: one QMP round trip (QEMU
+   * writes events emitted before a command's reply ahead of it, and they are dispatched in order).
+   * A client that started a job on its own monitor and then names it here may be faster than the
+   * JOB_STATUS_CHANGE on ours; after this, the job is at least `announced`. Never rejects.
+   */
+  async settle(timeoutMs: number): Promise<void> {
+    const feed = this.feed;
+    if (!isQmpMonitor(feed) || feed.state !== 'ready') return;
+    await feed.execute('query-jobs', undefined, { timeoutMs }).catch(() => undefined);
+  }
+
   /** A client is about to send `verb` for job `id`. */
   noteVerb(id: string, verb: JobVerb): void {
     this.apply(id, { kind: 'verb', verb, at: this.now() });

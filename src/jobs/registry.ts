@@ -127,6 +127,10 @@ export class JobRegistry implements JobSource {
     return this.entries.get(vm)?.engine.announced(id) ?? false;
   }
 
+  settle(vm: string, timeoutMs: number): Promise<void> {
+    return this.entries.get(vm)?.engine.settle(timeoutMs) ?? Promise.resolve();
+  }
+
   /** The VM's engine: for a control port of another backend, which must tell it of each verb (noteVerb). */
   engine(vm: string): MonitorJobs | undefined {
     return this.entries.get(vm)?.engine;

@@ -143,6 +143,12 @@ export interface JobSource {
    * a hold leave this out.
    */
   announced?(vm: string, id: string): boolean;
+  /**
+   * Resolves once the source has taken in everything its backend reported before now (e.g. one
+   * round trip on the monitor), so a job a client started a moment ago is at least `announced`.
+   * Never rejects; sources that cannot lag behind leave this out.
+   */
+  settle?(vm: string, timeoutMs: number): Promise<void>;
   readonly changes$: Observable<StreamInput>;
   readonly progress$: Observable<ProgressUpdate>;
   /** The VM's info now (counters current), or undefined for a VM the source does not follow. */

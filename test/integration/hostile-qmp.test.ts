@@ -93,6 +93,36 @@ describe('a pivot asked for right after QEMU announced the job (defect 8)', () =
     }
   });
 
+  it('finds a job whose start events reach our monitor after the command (one round trip settles it)', async () => {
+    const { rig } = await rigWithSilence({ identifyHoldMs: 250 });
+    const controller = makeJobController({ source: rig.registry, control: rig.registry.control, logger: silentLogger });
+    try {
+      // The client started the job on its own monitor; on ours, QEMU's events are still in flight:
+      // they arrive ahead of the reply to the next command the gateway sends.
+      let started = false;
+      const original = rig.peer.handler!;
+      rig.peer.handler = (execute, args, id, peer) => {
+        if (execute === 'query-jobs' && !started) {
+          started = true;
+          rig.jobs.push(jobRow('n', 'running'));
+          rig.blockJobs.push(blockRow('n', 'running'));
+          peer.emitEvent('JOB_STATUS_CHANGE', { id: 'n', status: 'created' });
+          peer.emitEvent('JOB_STATUS_CHANGE', { id: 'n', status: 'running' });
+        }
+        return original(execute, args, id, peer);
+      };
+      const answer = controller.handle(command('c1', 'n', 'complete', { when: 'ready', timeoutMs: 20_000 }), context());
+      await rig.waitFor('published', () => rig.registry.job('vm1', 'n') !== undefined);
+      rig.jobs.splice(0, 1, jobRow('n', 'ready'));
+      rig.blockJobs.splice(0, 1, blockRow('n', 'ready'));
+      rig.emit('JOB_STATUS_CHANGE', { id: 'n', status: 'ready' });
+      rig.emit('BLOCK_JOB_READY', { device: 'n', type: 'mirror', len: 10, offset: 10, speed: 0 });
+      expect(await answer).toMatchObject({ ok: true });
+    } finally {
+      controller.close();
+    }
+  });
+
   it('still answers unknown_job at once for a job nobody announced', async () => {
     const { rig } = await rigWithSilence();
     const controller = makeJobController({ source: rig.registry, control: rig.registry.control, logger: silentLogger });

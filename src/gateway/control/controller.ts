@@ -173,7 +173,13 @@ class Controller implements JobController {
     if (!this.source.vms().includes(message.vm)) return failed(message.id, 'unknown_vm', `no VM named '${message.vm}'`);
     // A job QEMU announced a moment ago may still be held by the engine (its type unknown yet):
     // wait for it rather than refuse a pivot asked for right after the start.
-    const watch = await JobWatch.whenPublished(this.source, message.vm, message.job, context.signal, Math.min(ANNOUNCED_WAIT_MS, message.timeoutMs ?? ANNOUNCED_WAIT_MS));
+    const waitMs = Math.min(ANNOUNCED_WAIT_MS, message.timeoutMs ?? ANNOUNCED_WAIT_MS);
+    let watch = await JobWatch.whenPublished(this.source, message.vm, message.job, context.signal, waitMs);
+    if (watch === undefined && this.source.settle) {
+      // The client may have started the job on its own monitor a moment ago, ahead of our events.
+      await this.source.settle(message.vm, waitMs);
+      watch = await JobWatch.whenPublished(this.source, message.vm, message.job, context.signal, waitMs);
+    }
     if (watch === undefined) return failed(message.id, 'unknown_job', `VM '${message.vm}' has no job '${message.job}'`);
     const touch = this.control.mayTouch(message.vm, watch.job);
     if (!touch.ok) {
