@@ -25,6 +25,8 @@ interface Window {
   framesPerSec: number;
   latency: Summary;
   deliveries: number;
+  /** The window's real length (longer than asked on a loaded machine). */
+  wallSeconds: number;
   coreShare: number;
   cpuMicrosPerDelivery: number;
   closedSubscribers: number;
@@ -53,6 +55,7 @@ async function recordWindow(subscribers: RpcChild, n: number, seconds: number, l
     framesPerSec: deliveriesPerSec / n,
     latency: summarize(latencies),
     deliveries: recording.deliveries,
+    wallSeconds: used.wallMs / 1000,
     coreShare: used.coreShare,
     cpuMicrosPerDelivery: recording.deliveries > 0 ? (used.cpuMs * 1000) / recording.deliveries : Number.NaN,
     closedSubscribers: recording.closes,
@@ -155,7 +158,7 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
 
   const describe = (w: Window) =>
     `${count(w.deliveriesPerSec)}/s, p50 ${ms(w.latency.p50)} / p99 ${ms(w.latency.p99)} ms, ${percent(w.coreShare)} of a core (${w.cpuMicrosPerDelivery.toFixed(1)} µs/delivery)`;
-  const samples = (w: Window) => `${count(w.deliveries)} deliveries in ${seconds} s, ${count(w.latency.count)} latency samples`;
+  const samples = (w: Window) => `${count(w.deliveries)} deliveries in ${w.wallSeconds.toFixed(1)} s, ${count(w.latency.count)} latency samples`;
   const rows: Row[] = runs.flatMap(({ n, gateway, bare, barePerClient, frameBytes }) => {
     const ratio = bare.cpuMicrosPerDelivery / gateway.cpuMicrosPerDelivery;
     const floor = n >= 1000 ? 0.9 : 0.8;

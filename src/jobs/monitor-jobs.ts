@@ -160,7 +160,7 @@ export class MonitorJobs {
     this.info$ = this.book.info$;
     unresponsiveThreshold(options); // a bad setting fails here, not when polling starts
     const monitor = isQmpMonitor(feed) ? feed : undefined;
-    const poll = options.poll ?? (monitor && ((caps: MonitorCapabilities) => pollMonitor(monitor, caps, this.pollTimeoutMs)));
+    const poll = options.poll ?? (monitor && ((caps: MonitorCapabilities) => pollMonitor(monitor, caps, this.pollTimeoutMs, this.records.size === 0)));
     const detect = options.detectCapabilities ?? (monitor && ((version: MonitorCapabilities['version']) => detectCapabilities(monitor, version, this.pollTimeoutMs)));
     if (!poll || !detect) throw new ConfigError('a job feed that is not a QMP monitor needs the poll and detectCapabilities options', vm);
     this.poll = poll;

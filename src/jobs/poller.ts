@@ -12,7 +12,7 @@
  * the poll itself is the probe.
  *
  * `pollMonitor` is the poll itself: `query-block-jobs` plus `query-jobs` (3.0+), pipelined, merged
- * by id. The result carries the earlier reply's `seq`: events with a smaller seq happened before
+ * by id (on a VM with no known job, `query-jobs` alone while it is empty). The result carries the earlier reply's `seq`: events with a smaller seq happened before
  * the snapshot, and a job whose last event is newer than it is judged by its events, not the poll.
  */
 import {
@@ -127,9 +127,24 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
   );
 }
 
-/** Polls one monitor: query-block-jobs, plus query-jobs where it exists. */
-export async function pollMonitor(monitor: QmpMonitor, caps: MonitorCapabilities, timeoutMs: number): Promise<PollResult> {
+/**
+ * Polls one monitor: query-block-jobs, plus query-jobs where it exists, pipelined.
+ *
+ * `nothingKnown` (the engine knows no job on this VM): the idle safety-net poll asks query-jobs alone
+ * and stops there when it is empty, since every block job is also a job in query-jobs (3.0+); only
+ * a job it reveals costs the second query. Half the commands on an idle fleet, and QEMU still has
+ * to answer one command per poll, so a hung QEMU is detected just as soon.
+ */
+export async function pollMonitor(monitor: QmpMonitor, caps: MonitorCapabilities, timeoutMs: number, nothingKnown = false): Promise<PollResult> {
   const options = { timeoutMs };
+  if (nothingKnown && caps.queryJobs) {
+    const jobReply = await monitor.executeWithMeta('query-jobs', undefined, options);
+    const jobRows = parseJobRows(jobReply.value);
+    if (jobRows.length === 0) return { rows: [], seq: jobReply.seq, receivedAt: jobReply.receivedAt, session: jobReply.session };
+    const blockReply = await monitor.executeWithMeta('query-block-jobs', undefined, options);
+    // The earlier reply's seq, as below: events after it win over this poll.
+    return { rows: mergeJobRows(parseBlockJobRows(blockReply.value), jobRows), seq: jobReply.seq, receivedAt: jobReply.receivedAt, session: jobReply.session };
+  }
   const [blockReply, jobReply] = await Promise.all([
     monitor.executeWithMeta('query-block-jobs', undefined, options),
     caps.queryJobs ? monitor.executeWithMeta('query-jobs', undefined, options) : undefined,
