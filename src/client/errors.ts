@@ -36,6 +36,21 @@ export class ClientRefusedError extends ClientError {
   }
 }
 
+/**
+ * The gateway closed with 1000 (normal closure). Our gateway never does that on its own, so something
+ * between (a proxy) or a foreign server ended the session; the policy says stop, which is not a refusal.
+ */
+export class ClientEndedError extends ClientError {
+  override name = 'ClientEndedError';
+  readonly closeCode = 1000;
+  constructor(
+    readonly url: string,
+    readonly reason: string,
+  ) {
+    super('CLIENT_ERR_ENDED', `the connection to ${url} was closed normally (1000${reason ? ` ${reason}` : ''}) by the other side; the client stopped`);
+  }
+}
+
 export class ClientSubscribeError extends ClientError {
   override name = 'ClientSubscribeError';
   constructor(
@@ -83,6 +98,17 @@ export class ClientBusyError extends ClientError {
   override name = 'ClientBusyError';
   constructor(message: string) {
     super('CLIENT_ERR_BUSY', message);
+  }
+}
+
+/** A VM's snapshot passed `maxSnapshotJobsPerVm` while it was staged; a reconnect would bring the same one. */
+export class ClientSnapshotTooLargeError extends ClientError {
+  override name = 'ClientSnapshotTooLargeError';
+  constructor(
+    readonly vm: string,
+    readonly limit: number,
+  ) {
+    super('CLIENT_ERR_SNAPSHOT_TOO_LARGE', `the snapshot of VM ${vm} has more than ${limit} jobs (maxSnapshotJobsPerVm); the client stopped`);
   }
 }
 

@@ -31,6 +31,7 @@ import {
   ClientClosedError,
   ClientConnectError,
   ClientOutcomeUnknownError,
+  ClientSnapshotTooLargeError,
   ClientSubscribeError,
   ClientTimeoutError,
   type ClientError,
@@ -61,6 +62,8 @@ export interface GatewayClientOptions {
   maxWaiters?: number;
   /** Concluded and dismissed jobs the live map keeps per VM (oldest go first). @default 100 */
   maxFinishedJobsPerVm?: number;
+  /** Jobs one VM's snapshot may hold while it is staged until `synced`; past it the client stops. @default 10000 */
+  maxSnapshotJobsPerVm?: number;
   /** Aborting it closes the client. */
   signal?: AbortSignal;
   /** Where an exception thrown by an event listener goes. @default console.error */
@@ -441,10 +444,19 @@ export class GatewayClient {
         this.emitter.emit('message', message);
         if (this.unsynced.size === 0) this.caughtUp();
         return;
-      case 'state':
-        this.staging.get(message.vm)?.push(message.job);
+      case 'state': {
+        const staged = this.staging.get(message.vm);
+        const limit = this.options.maxSnapshotJobsPerVm ?? 10_000;
+        if (staged && staged.length >= limit) {
+          const error = new ClientSnapshotTooLargeError(message.vm, limit);
+          this.session.close(error);
+          this.fail(error);
+          return;
+        }
+        staged?.push(message.job);
         this.emitter.emit('message', message);
         return;
+      }
       case 'synced': {
         this.cursors.set(message.vm, message);
         if (message.status) this.vmStatus.set(message.vm, message.status);

@@ -5,9 +5,9 @@
  * silent network with application pings. It knows nothing of subscriptions; GatewayClient does.
  */
 import type { ServerMessage, WelcomeMessage } from '../generated/schema-types.js';
-import { clientSubprotocols, closeAction, WS_PATH } from '../protocol/codes.js';
+import { clientSubprotocols, closeAction, CloseCode, WS_PATH } from '../protocol/codes.js';
 import { reconnectDelayMs, resolveReconnectPolicy, type ReconnectPolicy } from '../backoff.js';
-import { ClientConnectError, ClientRefusedError, type ClientError } from './errors.js';
+import { ClientConnectError, ClientEndedError, ClientRefusedError, type ClientError } from './errors.js';
 import { describeCause, type WebSocketFactory, type WebSocketLike } from './socket.js';
 
 export type ConnectionStatus =
@@ -156,7 +156,7 @@ export class Session {
       const action = closeAction(ev.code);
       if (action === 'fix-client' || action === 'stop' || action === 'refresh-token-and-reconnect') {
         this.stopped = true;
-        const error = new ClientRefusedError(url, ev.code, ev.reason);
+        const error = ev.code === CloseCode.Normal ? new ClientEndedError(url, ev.reason) : new ClientRefusedError(url, ev.code, ev.reason);
         this.on.status({ state: 'closed', error });
         this.on.fatal(error);
         return;

@@ -174,6 +174,41 @@ describe('GatewayClient connections', () => {
     expect(client.status).toMatchObject({ state: 'closed', error: { code: 'CLIENT_ERR_REFUSED' } });
   });
 
+  it('stops on a normal closure (1000) from the other side with its own code, not as a refusal', async () => {
+    const { client, sockets } = setup();
+    client.start();
+    sockets[0]!.open();
+    const synced = client.synced();
+    sockets[0]!.close(1000, 'bye');
+    const error = await synced.then(() => undefined, (e: unknown) => e);
+    expect(error).toMatchObject({ name: 'ClientEndedError', code: 'CLIENT_ERR_ENDED', closeCode: 1000, reason: 'bye' });
+    expect((error as Error).message).not.toMatch(/refused/);
+    expect(client.status).toMatchObject({ state: 'closed', error: { code: 'CLIENT_ERR_ENDED' } });
+    expect(sockets).toHaveLength(1);
+  });
+
+  it('bounds the staged snapshot: past maxSnapshotJobsPerVm it stops with a typed error instead of growing', async () => {
+    const { client, sockets } = setup({ maxSnapshotJobsPerVm: 2 });
+    client.start();
+    sockets[0]!.open();
+    const synced = client.synced();
+    sockets[0]!.snapshot([job('a'), job('b'), job('c')]);
+    await expect(synced).rejects.toMatchObject({ name: 'ClientSnapshotTooLargeError', code: 'CLIENT_ERR_SNAPSHOT_TOO_LARGE', vm: 'vm1', limit: 2 });
+    expect(client.status).toMatchObject({ state: 'closed', error: { code: 'CLIENT_ERR_SNAPSHOT_TOO_LARGE' } });
+    expect(client.jobs('vm1')).toEqual([]);
+  });
+
+  it('takes a snapshot of exactly maxSnapshotJobsPerVm jobs', async () => {
+    const { client, sockets } = setup({ maxSnapshotJobsPerVm: 2 });
+    client.start();
+    sockets[0]!.open();
+    const synced = client.synced();
+    sockets[0]!.snapshot([job('a'), job('b')]);
+    await synced;
+    expect(client.jobs('vm1').map((j) => j.id).sort()).toEqual(['a', 'b']);
+    client.close();
+  });
+
   it('fails over to the next URL at once, and synced({failFast}) rejects with the cause once every URL failed', async () => {
     const { client, sockets } = setup({ urls: ['ws://a:1', 'ws://b:2'] });
     client.start();
