@@ -66,6 +66,8 @@ export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'sche
   logger?: Logger;
   /** What follows this VM, for its info. @default 'qmp' */
   backend?: BackendKind;
+  /** libvirt's version, for a VM followed through libvirt (read whenever its info is built). */
+  libvirtVersion?: () => { major: number; minor: number; micro: number } | undefined;
   /**
    * Lists the VM's jobs (query-jobs / query-block-jobs, or another source's equivalent): the safety
    * net behind the events, and the reconcile after every new session. Required for a feed that is
@@ -156,6 +158,7 @@ export class MonitorJobs {
     this.book = new VmInfoBook(vm, options.backend ?? 'qmp', () => ({
       commandsSent: feed.commandsSent ?? 0,
       qemu: this.caps?.version ?? feed.session?.greeting.version.qemu,
+      libvirt: options.libvirtVersion?.(),
     }));
     this.info$ = this.book.info$;
     unresponsiveThreshold(options); // a bad setting fails here, not when polling starts

@@ -22,7 +22,7 @@ export class VmInfoBook {
     private readonly vm: string,
     private readonly backend: BackendKind,
     /** What the backend knows now: commands written, QEMU's version once told. */
-    private readonly facts: () => { commandsSent: number; qemu: Version | undefined },
+    private readonly facts: () => { commandsSent: number; qemu: Version | undefined; libvirt?: Version | undefined },
   ) {}
 
   get status(): VmStatus {
@@ -47,10 +47,11 @@ export class VmInfoBook {
   }
 
   info(): VmInfo {
-    const { commandsSent, qemu } = this.facts();
+    const { commandsSent, qemu, libvirt } = this.facts();
     const info: VmInfo = { vm: this.vm, status: this.current, backend: this.backend, commandsSent, problems: { ...this.problems } };
     if (this.current !== 'connected' && this.reason !== undefined) info.reason = this.reason;
     if (qemu) info.qemu = { major: qemu.major, minor: qemu.minor, micro: qemu.micro };
+    if (libvirt) info.libvirt = { major: libvirt.major, minor: libvirt.minor, micro: libvirt.micro };
     if (this.lastProblem) info.lastProblem = this.lastProblem;
     return info;
   }

@@ -138,6 +138,9 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     await virsh(['blockcopy', domain.name, 'vda', target, '--transient-job', '--bandwidth', '4']);
     const created = await pushedState(domain.name, job, 'created');
     expect(created.job.libvirt).toEqual({ domainUuid: domain.uuid, disk: 'vda' });
+    // /v1/info names both versions of a libvirt VM: QEMU's and libvirt's own.
+    const info = (await (await fetch(`${gateway.url}/v1/info`, { headers: { Authorization: `Bearer ${OPS}` } })).json()) as { vms: Array<Record<string, unknown>> };
+    expect(info.vms.find((vm) => vm.vm === domain.name)).toMatchObject({ source: 'libvirt', qemu: expect.stringMatching(/^\d+\.\d+\.\d+$/), libvirt: expect.stringMatching(/^\d+\.\d+\.\d+$/) });
 
     const refused = await command(viewer, { vm: domain.name, job, action: 'complete', when: 'ready' });
     expect(refused).toMatchObject({ ok: false, error: { code: 'forbidden' } });

@@ -226,6 +226,7 @@ export class LibvirtSource implements JobSource {
       const version = session.hypervisorVersion;
       this.registry.add(domain.name, monitor, {
         backend: 'libvirt',
+        libvirtVersion: () => this.connection.session?.libVersion,
         detectCapabilities: () => of({ capabilities: capabilitiesFromVersion({ major: version.major, minor: version.minor, micro: version.micro }), from: 'version' as const }),
         poll: async () => {
           const result = await pollDomain({
