@@ -2,14 +2,12 @@
 // <tbody> per VM, a bounded timeline. All text goes through textContent: nothing from the wire is
 // ever parsed as HTML.
 import { formatBytes, formatClock, formatDuration, formatPercent, formatRate } from './format.js';
+import { isEnded, VERB_STATES } from './lib/client/index.js';
 
 const COLUMNS = 10;
-const ACTIVE = new Set(['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending', 'aborting']);
-const CAN = {
-  cancel: new Set(['created', 'running', 'paused', 'ready', 'standby', 'waiting', 'pending']),
-  pause: new Set(['created', 'running', 'ready']),
-  resume: new Set(['paused', 'standby']),
-};
+/** A paused job (standby = a paused ready one) offers Resume, a running one Pause; QEMU accepts both in either. */
+const PAUSED = new Set(['paused', 'standby']);
+const offers = (verb, state) => VERB_STATES[verb].includes(state) && (verb === 'pause' ? !PAUSED.has(state) : verb === 'resume' ? PAUSED.has(state) : true);
 
 /** Why a rate can exceed the speed limit (issue: 17.6 MiB/s beside limit 4.0 MiB/s). */
 const RATE_VS_LIMIT =
@@ -24,7 +22,7 @@ export function isConverging(job) {
 }
 
 export function isActive(job) {
-  return ACTIVE.has(job.state);
+  return !isEnded(job);
 }
 
 function el(tag, className, text) {
@@ -295,9 +293,9 @@ function updateRow(row, job, store) {
   const completable = isActive(job) && (job.type === 'mirror' || job.ready === true) && !['waiting', 'pending', 'aborting'].includes(job.state);
   toggle(row.buttons.complete, completable, busy);
   row.buttons.complete.title = job.ready ? 'Pivot to the target now' : 'Completes as soon as QEMU says ready (never before)';
-  toggle(row.buttons.pause, CAN.pause.has(job.state), busy);
-  toggle(row.buttons.resume, CAN.resume.has(job.state), busy);
-  toggle(row.buttons.cancel, CAN.cancel.has(job.state), busy);
+  toggle(row.buttons.pause, offers('pause', job.state), busy);
+  toggle(row.buttons.resume, offers('resume', job.state), busy);
+  toggle(row.buttons.cancel, offers('cancel', job.state), busy);
 }
 
 function toggle(button, visible, busy) {

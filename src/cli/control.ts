@@ -6,7 +6,7 @@
  */
 import type { GatewayClient } from '../client/gateway-client.js';
 import { ClientError, ClientSubscribeError } from '../client/errors.js';
-import { isEnded } from '../client/job-map.js';
+import { isEnded } from '../protocol/job-rules.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { CommandAction, JobState, ResultFailure, ResultMessage } from '../generated/schema-types.js';
 import { commandDefaults } from '../protocol/messages.js';

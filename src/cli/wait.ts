@@ -8,6 +8,7 @@ import { wasReady } from '../client/waiters.js';
 import { ClientError, ClientJobEndedError, ClientSubscribeError, ClientTimeoutError } from '../client/errors.js';
 import { GatewayError, UsageError } from '../errors.js';
 import type { JobState } from '../generated/schema-types.js';
+import { isEnded } from '../protocol/job-rules.js';
 import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token, usageFailure, USAGE_EXIT } from './remote.js';
 
 /** Usage errors exit 2 like every command; a timeout exits 124, as timeout(1) does. */
@@ -52,7 +53,7 @@ interface Verdict {
  * the job was seen ready before it ended (the client library tracks it).
  */
 export function judge(job: JobState, target: Target, sawReady = false): Verdict | undefined {
-  const ended = job.state === 'concluded' || job.state === 'dismissed';
+  const ended = isEnded(job);
   if (target === 'ready') {
     if (job.ready === true && !ended) return { code: WAIT_EXIT.reached, message: `ready: ${describeJob(job)}` };
     if (!ended) return undefined;

@@ -16,7 +16,7 @@ export type {
 export type { ConnectionStatus } from './session.js';
 export { endpoint } from './session.js';
 export type { StreamPosition } from './cursors.js';
-export { isEnded } from './job-map.js';
+export { isEnded, VERB_STATES } from '../protocol/job-rules.js';
 export { describeCause, type WebSocketFactory, type WebSocketLike } from './socket.js';
 export * from './errors.js';
 export type {

@@ -4,10 +4,7 @@
  * forgets them too, after its retention), so memory stays bounded however long the client runs.
  */
 import type { JobProgress, JobState } from '../generated/schema-types.js';
-
-export function isEnded(job: Pick<JobState, 'state'>): boolean {
-  return job.state === 'concluded' || job.state === 'dismissed';
-}
+import { isEnded } from '../protocol/job-rules.js';
 
 export class JobMap {
   private readonly byVm = new Map<string, Map<string, JobState>>();

@@ -5,7 +5,7 @@
  */
 import type { JobState } from '../generated/schema-types.js';
 import { ClientJobEndedError, type ClientError } from './errors.js';
-import { isEnded } from './job-map.js';
+import { isEnded } from '../protocol/job-rules.js';
 
 export type WaitTarget = 'ready' | 'concluded';
 

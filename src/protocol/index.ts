@@ -4,6 +4,7 @@
  * readable description; all three share the schema files.
  */
 export * from './codes.js';
+export * from './job-rules.js';
 export * from './messages.js';
 export * from './validate.js';
 export { MAX_ERROR_DETAILS } from './error-details.js';
