@@ -73,53 +73,57 @@ export interface SentVerbs {
  *   a second later).
  * - A pause nobody asked for that QEMU undoes right after (the next status returns to where the job
  *   was) is a drain blip: neither is pushed. A pause that persists is pushed.
- * - Under a user pause, a running/ready that no resume or cancel explains, followed by the pause
- *   again, is QEMU flickering between pause points: neither is pushed.
+ * - Under a user pause (asked, and no resume sent since), a running/ready that no resume or cancel
+ *   explains is held like the engine holds it: dropped if the pause comes back or another status
+ *   follows within the hold, pushed if it lasts. Cause precedes effect on one clock: a verb explains
+ *   only what QEMU reported after it was sent.
  * - BLOCK_JOB_ERROR with action stop makes the following pause asked for.
  */
 export function expectedStates(events: readonly RawQmpEvent[], sent: SentVerbs): string[] {
   const expected: string[] = [];
   const pauses = [...sent.pauses].sort((a, b) => a - b);
+  const resumes = [...sent.resumes].sort((a, b) => a - b);
+  const firstCancel = Math.min(...sent.cancels);
   let errorStop = false;
+  /** A user (or error) pause is in force: asked for, and no resume consumed since (the engine's pauseRequested). */
   let userPaused = false;
   let held: { status: string; kind: 'blip' | 'flicker'; at: number } | undefined;
-  // A cancel sent any time before resumes a paused job on its way to aborting; a resume sent after the pause explains a running.
-  const explainedResume = (pauseSent: number, to: number): boolean =>
-    sent.cancels.some((at) => at <= to + 50) || sent.resumes.some((at) => at >= pauseSent && at <= to + 50);
-  let pausedAt = 0;
   for (const event of events) {
     if (event.event === 'BLOCK_JOB_ERROR' && event.data.action === 'stop') errorStop = true;
     if (event.event !== 'JOB_STATUS_CHANGE') continue;
     const status = String(event.data.status);
+    const at = event.receivedAt;
     const isPause = PAUSE_RETURN[status] !== undefined;
     if (held !== undefined) {
       const previous = held;
       held = undefined;
-      if (event.receivedAt - previous.at > HOLD_MS) {
-        // It lasted: the engine's hold ran out and pushed it.
-        expected.push(previous.status);
-        if (previous.kind === 'flicker') userPaused = false;
+      if (at - previous.at > HOLD_MS) {
+        expected.push(previous.status); // it lasted: the engine's hold ran out and pushed it
       } else {
         if (previous.kind === 'blip' && PAUSE_RETURN[previous.status] === status) continue;
         if (previous.kind === 'flicker' && isPause) continue; // paused again: still the same user pause
-        // Something else happened within the hold: the held status is dropped, the new one follows.
-        if (previous.kind === 'flicker') userPaused = false;
+        // Something else within the hold: the held status is dropped, the new one follows.
       }
     }
     if (isPause) {
-      const asked = errorStop || (pauses.length > 0 && pauses[0]! <= event.receivedAt);
-      if (asked && !errorStop) pausedAt = pauses.shift()!;
-      else if (asked) pausedAt = event.receivedAt;
-      if (asked || userPaused) {
-        userPaused = true;
-        expected.push(status);
-      } else {
-        held = { status, kind: 'blip', at: event.receivedAt };
+      // The first pause after a pause was sent is that pause (the engine attributes it the same way);
+      // an error stop also answers any pause sent before it.
+      const askedNow = pauses.length > 0 && pauses[0]! <= at;
+      while (pauses.length > 0 && pauses[0]! <= at) pauses.shift();
+      if (askedNow || errorStop) userPaused = true;
+      if (userPaused) expected.push(status);
+      else held = { status, kind: 'blip', at };
+    } else if (status === 'running' || status === 'ready') {
+      const resumed = resumes.length > 0 && resumes[0]! <= at;
+      if (resumed) {
+        resumes.shift();
+        userPaused = false;
       }
-    } else if (userPaused && (status === 'running' || status === 'ready') && !explainedResume(pausedAt, event.receivedAt)) {
-      held = { status, kind: 'flicker', at: event.receivedAt };
+      const lastPushed = expected[expected.length - 1];
+      const leavingPause = lastPushed === 'paused' || lastPushed === 'standby';
+      if (leavingPause && userPaused && !resumed && !(firstCancel <= at)) held = { status, kind: 'flicker', at };
+      else expected.push(status);
     } else {
-      userPaused = false;
       expected.push(status === 'null' ? 'dismissed' : status);
     }
     errorStop = false;

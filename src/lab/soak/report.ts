@@ -47,7 +47,7 @@ export function summarize(report: SoakReport): { text: string; ok: boolean } {
     `  endings: ${JSON.stringify(report.byEnding)}`,
     `  transitions compared with QEMU's own: ${report.transitionsCompared}; outcomes checked: ${report.outcomesChecked}; mismatches: ${report.mismatches.length}`,
     `  complete on a pushed ready: ${report.completeOnReady.sent} sent, ${report.completeOnReady.failed} failed; complete right after start: ${report.completeEarly.ok}/${report.completeEarly.sent} ok`,
-    `  commands through the gateway: ${report.commands}; jobs cut by a gateway kill (judged as subsequences): ${report.interrupted}; jobs killed with their daemon: ${report.qemuKilledJobs}; rescued: ${report.rescued}; driver steps overtaken: ${report.stuckWaits}`,
+    `  commands through the gateway: ${report.commands}; jobs cut by a gateway kill (judged as subsequences): ${report.interrupted}; jobs killed with their daemon: ${report.qemuKilledJobs}; rescued: ${report.rescued}; driver steps overtaken: ${report.stuckWaits}; pause attribution differs (user pause next to a drain blip, all else equal): ${report.pauseAttributionDiffers}`,
     `  chaos: ${report.gatewayKills} gateway SIGKILL+restart, ${report.qemuKills} qemu-storage-daemon SIGKILL+restart; final SIGTERM drained in ${report.sigtermDrainMs} ms`,
     `  main subscriber: ${main.numbered} numbered messages, ${main.gaps} gaps, ${main.duplicates} duplicates, ${main.resumes} resumes (${main.lostResumes} lost)`,
     `  reconnecting subscriber: ${resumer.numbered} numbered messages, ${resumer.gaps} gaps, ${resumer.duplicates} duplicates, ${resumer.resumes} resumes (${resumer.lostResumes} lost)`,
