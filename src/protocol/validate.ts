@@ -55,9 +55,23 @@ export function parseClientMessage(text: string): ParseResult {
   return validateClientMessage(value);
 }
 
+/**
+ * Inbound messages that passed validateClientMessage, by identity: a handler behind a parser (the
+ * WebSocket and HTTP entrances) checks this instead of validating a second time, while a message built
+ * elsewhere (the demo driver, a fleet host's Redis stream, a copy) is a new object and gets validated.
+ */
+const validatedMessages = new WeakSet<object>();
+
 /** Validate an already parsed inbound message. Never throws. */
 export function validateClientMessage(value: unknown): ParseResult {
-  return validateAgainstUnion<ClientMessage>(value, CLIENT_MESSAGE_SCHEMA, 'client');
+  const result = validateAgainstUnion<ClientMessage>(value, CLIENT_MESSAGE_SCHEMA, 'client');
+  if (result.ok) validatedMessages.add(result.message);
+  return result;
+}
+
+/** This very object passed validateClientMessage (see validatedMessages). */
+export function wasValidated(message: object): boolean {
+  return validatedMessages.has(message);
 }
 
 /** Validate an outbound message (tests, dev mode): the server must never send what the schemas forbid. */

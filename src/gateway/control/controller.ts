@@ -17,7 +17,7 @@ import type { ControlArgs, ControlPort, SendCheck, Verdict } from '../../jobs/co
 import { mayBecomeReady } from '../../jobs/qemu-rules.js';
 import type { JobSource, JobState } from '../../jobs/types.js';
 import type { Logger } from '../../log.js';
-import { validateClientMessage } from '../../protocol/validate.js';
+import { validateClientMessage, wasValidated } from '../../protocol/validate.js';
 import { commandDefaults } from '../../protocol/messages.js';
 import { canControl, type Principal } from '../auth.js';
 import { CommandBudget, isStopReason, type StopReason } from './budget.js';
@@ -371,10 +371,12 @@ export function authorize(message: CommandMessage, principal: Principal | undefi
 }
 
 /**
- * A command that reaches the handler without passing a parser (the demo's driver, a library
- * caller) is checked against msg-command.schema.json, its single source, cross-field rules included.
+ * A command that reaches the handler without passing a parser (the demo's driver, a fleet host's
+ * stream, a library caller) is checked against msg-command.schema.json, its single source, cross-field
+ * rules included; one the WebSocket or HTTP parser validated is not checked twice.
  */
 function validate(message: CommandMessage): ResultFailure | undefined {
+  if (wasValidated(message)) return undefined;
   const checked = validateClientMessage(message);
   if (checked.ok) return undefined;
   return failed(message.id, 'invalid_message', checked.error.message, { details: checked.error.details });

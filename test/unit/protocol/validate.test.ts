@@ -14,6 +14,7 @@ import {
   SERVER_MESSAGE_SCHEMA,
   serverMessageTypes,
   validateServerMessage,
+  wasValidated,
   type ErrorDetail,
 } from '../../../src/protocol/index.js';
 import type { JobState } from '../../../src/generated/schema-types.js';
@@ -196,6 +197,19 @@ describe('parseClientMessage', () => {
     const result = parseClientMessage(`{"type":"ping","id":"1",${'"x"'.repeat(30000)}`);
     expect(result.ok).toBe(false);
     if (!result.ok) expect(validateServerMessage(answerToRefusal(result)).ok).toBe(true);
+  });
+});
+
+describe('wasValidated', () => {
+  it('knows exactly the objects that passed validation, so a handler behind a parser skips a second check', () => {
+    const parsed = parseClientMessage('{"type":"command","id":"c1","vm":"vm1","job":"j","action":"pause"}');
+    if (!parsed.ok) throw new Error('expected a valid command');
+    expect(wasValidated(parsed.message)).toBe(true);
+    expect(wasValidated({ ...parsed.message })).toBe(false);
+    const refused = parseClientMessage('{"type":"command","id":"c2","vm":"vm1","job":"j","action":"set-speed"}');
+    expect(refused.ok).toBe(false);
+    const http = parseHttpCommand({ vm: 'vm1', job: 'j', action: 'pause' }, '', 'h1');
+    expect(http.ok && wasValidated(http.message)).toBe(true);
   });
 });
 
