@@ -160,12 +160,8 @@ function timelineEntry(message) {
 }
 
 /** Fill "Recent transitions" from the gateway's history, once per page load. */
-async function showRecentTransitions() {
-  const token = sessionStorage.getItem(TOKEN_KEY) ?? undefined;
-  const url = new URL('/v1/ws', location.href);
-  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const protocols = token ? ['blockjob-gateway.v1', `bearer.${token}`] : ['blockjob-gateway.v1'];
-  const replayed = await loadRecentTransitions({ url, protocols });
+async function showRecentTransitions(welcome) {
+  const replayed = await loadRecentTransitions({ welcome, urls: location.origin, token: readToken });
   replayed.sort((a, b) => Date.parse(b.ts) - Date.parse(a.ts));
   for (const message of replayed) timeline.add(timelineEntry(message), { older: true });
 }
@@ -230,14 +226,20 @@ const on = {
 /** Progress at most this often per job. */
 const PROGRESS_INTERVAL_MS = 500;
 
+const readToken = () => sessionStorage.getItem(TOKEN_KEY) ?? undefined;
 const client = new GatewayClient({
   urls: location.origin,
-  token: () => sessionStorage.getItem(TOKEN_KEY) ?? undefined,
+  token: readToken,
   progressIntervalMs: PROGRESS_INTERVAL_MS,
   maxFinishedJobsPerVm: MAX_FINISHED_PER_VM,
 });
 // The store keeps its own copies (it adds display fields); the client's map stays the client's.
 client.on('welcome', on.welcome);
+// The first welcome says where each VM stream stands: the history reads back from there.
+const offWelcome = client.on('welcome', (welcome) => {
+  offWelcome();
+  void showRecentTransitions(welcome);
+});
 client.on('snapshot', ({ vm, jobs, status }) => on.snapshot(vm, jobs.map((job) => ({ ...job })), status));
 client.on('transition', (message) => on.transition({ ...message, job: { ...message.job } }));
 client.on('vm', on.vm);
@@ -391,7 +393,6 @@ async function showSimulationBadge() {
 
 takeTokenFromFragment();
 void showSimulationBadge();
-void showRecentTransitions();
 client.start();
 
 // For tests and curious operators: the live store, read-only by convention.

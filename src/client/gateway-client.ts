@@ -62,6 +62,8 @@ export interface GatewayClientOptions {
   maxWaiters?: number;
   /** Concluded and dismissed jobs the live map keeps per VM (oldest go first). @default 100 */
   maxFinishedJobsPerVm?: number;
+  /** Resume these VM streams from these positions on the first subscribe (their history is replayed). @default none: a snapshot */
+  since?: Record<string, StreamPosition>;
   /** Jobs one VM's snapshot may hold while it is staged until `synced`; past it the client stops. @default 10000 */
   maxSnapshotJobsPerVm?: number;
   /** Aborting it closes the client. */
@@ -139,6 +141,7 @@ export class GatewayClient {
     const token = options.token;
     this.emitter = new Emitter<GatewayClientEvents>(options.onListenerError ?? ((error, event) => console.error(`blockjob-gateway client: a '${String(event)}' listener threw`, error)));
     this.jobMap = new JobMap(options.maxFinishedJobsPerVm ?? 100);
+    for (const [vm, position] of Object.entries(options.since ?? {})) this.cursors.set(vm, position);
     this.session = new Session(
       {
         urls,

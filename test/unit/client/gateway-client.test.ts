@@ -209,6 +209,23 @@ describe('GatewayClient connections', () => {
     client.close();
   });
 
+  it('resumes from the positions given as `since` on its first subscribe and applies the replay', async () => {
+    const { client, sockets } = setup({ since: { vm1: { epoch: 'e1', offset: 2 } } });
+    const transitions: unknown[] = [];
+    client.on('transition', (m) => transitions.push(m.offset));
+    client.start();
+    sockets[0]!.open();
+    const sub = sockets[0]!.lastSubscribe();
+    expect(sub.since).toEqual({ vm1: { epoch: 'e1', offset: 2 } });
+    sockets[0]!.serverSays({ type: 'subscribed', id: sub.sub, sub: sub.sub, streams: { vm1: { mode: 'resume', epoch: 'e1', offset: 4 } } });
+    sockets[0]!.serverSays(event(sub.sub, 3, 2));
+    sockets[0]!.serverSays(event(sub.sub, 4, 3));
+    sockets[0]!.serverSays({ type: 'synced', sub: sub.sub, vm: 'vm1', epoch: 'e1', offset: 4, status: 'connected' });
+    await client.synced();
+    expect(transitions).toEqual([3, 4]);
+    client.close();
+  });
+
   it('fails over to the next URL at once, and synced({failFast}) rejects with the cause once every URL failed', async () => {
     const { client, sockets } = setup({ urls: ['ws://a:1', 'ws://b:2'] });
     client.start();
