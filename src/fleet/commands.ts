@@ -14,11 +14,12 @@ import { authorize, type CommandContext, type CommandHandler } from '../gateway/
 import { failed, type CommandResult } from '../gateway/control/results.js';
 import type { Principal, Scope } from '../gateway/auth.js';
 import type { Logger } from '../log.js';
+import { commandDefaults } from '../protocol/messages.js';
 import type { RedisClient } from './connect.js';
 import type { FleetStore } from './store.js';
 
-/** Budget of a command that names none (the controller's default). */
-const DEFAULT_TIMEOUT_MS = 600_000;
+/** Budget of a command that names none: the schema's default, as the controller uses it. */
+const DEFAULT_TIMEOUT_MS = commandDefaults().timeoutMs;
 /** Time a result needs to travel back after the host's budget ran out. */
 const REPLY_GRACE_MS = 2000;
 
