@@ -19,7 +19,8 @@ const USAGE = `Usage: npm run bench -- [--quick] [--only ${SCENARIO_NAMES.join('
   --no-docs      do not rewrite docs/benchmarks.md (it is rewritten only by a full run of all of them)
   --docs         rewrite docs/benchmarks.md even from a run of only some measurements (the doc names the command)
   --cpu-prof     profile the gateway process (node --cpu-prof) into bench/results/profiles/
-  --docs-from F  only rewrite docs/benchmarks.md from a raw results file of a full run (after editing bench/notes.md)
+  --docs-from F  only rewrite docs/benchmarks.md from a raw results file of a full run (after editing bench/notes.md);
+                 F may list several files (comma-separated), e.g. one per --only run: their results are joined
 `;
 
 const ROOT = new URL('../', import.meta.url);
@@ -105,7 +106,16 @@ async function main(): Promise<number> {
     return 0;
   }
   if (options.docsFrom !== undefined) {
-    const run = JSON.parse(readFileSync(options.docsFrom, 'utf8')) as RawRun;
+    const runs = options.docsFrom.split(',').map((file) => JSON.parse(readFileSync(file.trim(), 'utf8')) as RawRun);
+    const run: RawRun = {
+      ...runs[0]!,
+      command: runs.map((r) => r.command).join('; '),
+      started: runs.map((r) => r.started).join(' .. '),
+      load: runs.map((r) => r.load).join('; '),
+      quick: runs.some((r) => r.quick),
+      results: runs.flatMap((r) => r.results),
+      failures: runs.flatMap((r) => r.failures),
+    };
     if (run.quick || (run.results.length !== SCENARIO_NAMES.length && !options.forceDocs)) throw new Error(`${options.docsFrom} is not a full run of every measurement (add --docs to use it anyway)`);
     await writeDocs({ ...run, rawFile: options.docsFrom });
     return 0;
