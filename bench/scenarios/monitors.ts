@@ -55,6 +55,9 @@ async function step(context: ScenarioContext, vms: number, windowSec: number, fu
     await waitFor(`all ${vms} monitors connected`, () => probe.connectedVms() === vms, 180_000, 100);
     const connectSeconds = (performance.now() - t0) / 1000;
     context.log(`monitors: ${count(vms)} connected in ${connectSeconds.toFixed(1)} s`);
+    // Connected is not settled: each monitor still reads QEMU's schema (capabilities) before its first
+    // poll. Wait for every first poll, so the idle window measures idling, not connecting.
+    await waitFor(`every monitor's first poll`, () => (probe.qmpCommandsByName()['query-jobs'] ?? 0) >= vms, 180_000, 100);
     await sleep(2000);
     const idle = await measure(probe, windowSec);
     context.log(`monitors: ${count(vms)} idle: ${percent(idle.coreShare)} of a core, ${idle.commandsPerSec.toFixed(1)} QMP commands/s`);
