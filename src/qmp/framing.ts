@@ -21,6 +21,12 @@ import { QmpProtocolError } from '../errors.js';
 /** A default generous enough for `query-qmp-schema` (~200 KiB on 7.2) and huge `query-named-block-nodes`. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Nesting QMP never needs (query-qmp-schema nests a handful of levels). JSON.parse of megabytes of
+ * `[[[[...` costs hundreds of MB; such a value is reported and skipped (scanned, not stored).
+ */
+export const DEFAULT_MAX_DEPTH = 64;
+
 /** How much of an offending message an error keeps as evidence. */
 const EVIDENCE_CHARS = 256;
 
@@ -46,6 +52,8 @@ const enum Value {
 export interface JsonFramerOptions {
   /** A value longer than this (in bytes) is a protocol error and is skipped. @default 4 MiB */
   maxMessageBytes?: number;
+  /** A value nested deeper than this is a protocol error and is skipped. @default 64 */
+  maxDepth?: number;
 }
 
 export type FramedMessage = Record<string, unknown>;
@@ -59,6 +67,9 @@ export type FramedMessage = Record<string, unknown>;
  */
 export class JsonObjectFramer {
   readonly maxMessageBytes: number;
+  readonly maxDepth: number;
+  /** scan() found the value nested too deep: push() reports it (callbacks may reset). */
+  private tooDeep = false;
 
   private value = Value.None;
   private depth = 0;
@@ -83,6 +94,7 @@ export class JsonObjectFramer {
       throw new RangeError(`maxMessageBytes must be an integer >= 2, got ${max}`);
     }
     this.maxMessageBytes = max;
+    this.maxDepth = options.maxDepth ?? DEFAULT_MAX_DEPTH;
   }
 
   /** Bytes held for an unfinished value (never more than maxMessageBytes). */
@@ -136,6 +148,14 @@ export class JsonObjectFramer {
       }
 
       const end = this.scan(chunk, i);
+      if (this.tooDeep) {
+        this.tooDeep = false;
+        const head = leadingBytes([...this.pieces, chunk.subarray(start, end < 0 ? length : end)], EVIDENCE_CHARS * 4);
+        this.pieces = [];
+        this.pieceBytes = 0;
+        this.onError(new QmpProtocolError(`message nested deeper than ${this.maxDepth} levels`, evidence(head.toString('utf8'))));
+        if (this.generation !== generation) return;
+      }
       if (end < 0) break; // the value continues in the next chunk
       i = end;
       this.complete(chunk, start, end);
@@ -166,7 +186,10 @@ export class JsonObjectFramer {
           } else if (byte === QUOTE) {
             inString = true;
           } else if (byte === OPEN_BRACE || byte === OPEN_BRACKET) {
-            depth++;
+            if (++depth > this.maxDepth && !this.discarding) {
+              this.discarding = true;
+              this.tooDeep = true;
+            }
           } else if ((byte === CLOSE_BRACE || byte === CLOSE_BRACKET) && --depth === 0) {
             return i + 1;
           }
@@ -260,6 +283,7 @@ export class JsonObjectFramer {
     this.pieces = [];
     this.pieceBytes = 0;
     this.discarding = false;
+    this.tooDeep = false;
   }
 }
 

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { LabError } from '../../errors.js';
 import { registerLeftover } from '../leftovers.js';
 
-const CLI = fileURLToPath(new URL('../../cli/main.js', import.meta.url));
+/** The built CLI, from src/lab/soak (vitest) and dist/lab/soak (npm run soak) alike. */
+const CLI = fileURLToPath(new URL('../../../dist/cli/main.js', import.meta.url));
 
 export interface Sample {
   /** ms since the run started */

@@ -295,9 +295,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
       const where = plan.pause;
       tasks.push(when(run, (job) => job.state === where, `pushed ${where} for the pause`).then(async (job) => {
         if (!job) return;
-        run.sent.pauses.push(Date.now());
+        const sentAt = Date.now();
+        run.sent.pauses.push(sentAt);
         const paused = await command(run, { action: 'pause' });
-        if (!paused?.ok) return; // the job moved on meanwhile (verb refused): nothing was paused
+        if (!paused?.ok) {
+          // Refused (e.g. already error-paused, or past running): nothing was paused by it.
+          run.sent.pauses.splice(run.sent.pauses.indexOf(sentAt), 1);
+          return;
+        }
         await when(run, (j) => j.state === 'paused' || j.state === 'standby', 'the user pause');
         await sleep(chaosRng.int(50, 400));
         await command(run, { action: 'resume' });
