@@ -18,7 +18,7 @@
  * QEMU's events and sessions from elsewhere (libvirt's event passthrough). A feed that cannot run
  * QMP commands comes with its own `poll` and `detectCapabilities` (e.g. libvirt's block job info).
  */
-import { BehaviorSubject, Subject, Subscription, asyncScheduler, concat, defer, EMPTY, from, interval, map, merge, of, switchMap, type Observable, type ObservableInput, type SchedulerLike } from 'rxjs';
+import { BehaviorSubject, Subject, Subscription, asyncScheduler, concat, defer, EMPTY, filter, firstValueFrom, from, interval, map, merge, of, switchMap, timeout, type Observable, type ObservableInput, type SchedulerLike } from 'rxjs';
 import { ConfigError, QmpTimeoutError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { QmpMonitor, QmpSession, QmpEvent } from '../qmp/types.js';
@@ -278,9 +278,15 @@ export class MonitorJobs {
    * Resolves once every event QEMU sent before now has been applied: one QMP round trip (QEMU
    * writes events emitted before a command's reply ahead of it, and they are dispatched in order).
    * A client that started a job on its own monitor and then names it here may be faster than the
-   * JOB_STATUS_CHANGE on ours; after this, the job is at least `announced`. Never rejects.
+   * JOB_STATUS_CHANGE on ours; after this, the job is at least `announced`. A VM not yet reconciled
+   * is waited for first (at most timeoutMs). Never rejects.
    */
   async settle(timeoutMs: number): Promise<void> {
+    // Not reconciled yet (the gateway just started, the monitor just came back): its job list says
+    // nothing about what QEMU runs, so wait for the first reconcile before the round trip.
+    if (this.book.status !== 'connected') {
+      await firstValueFrom(this.info$.pipe(filter((info) => info.status === 'connected'), timeout({ first: timeoutMs }))).catch(() => undefined);
+    }
     const feed = this.feed;
     if (!isQmpMonitor(feed) || feed.state !== 'ready') return;
     await feed.execute('query-jobs', undefined, { timeoutMs }).catch(() => undefined);

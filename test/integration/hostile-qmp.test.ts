@@ -123,6 +123,25 @@ describe('a pivot asked for right after QEMU announced the job (defect 8)', () =
     }
   });
 
+  it('a VM not reconciled yet is waited for before a job it does not list counts as unknown', async () => {
+    const { rig, state } = await rigWithSilence({ pollTimeoutMs: 300, unresponsiveAfterPolls: 2, idlePollMs: 300 });
+    state.answering = false;
+    await rig.waitFor('vm disconnected', () => rig.registry.snapshot()[0]!.status === 'disconnected');
+    // QEMU runs a job whose events the gateway never saw; QEMU answers polls again only in 7 s.
+    rig.jobs.push(jobRow('late', 'running'));
+    rig.blockJobs.push(blockRow('late', 'running'));
+    const resume = setTimeout(() => (state.answering = true), 7_000);
+    const controller = makeJobController({ source: rig.registry, control: rig.registry.control, logger: silentLogger });
+    try {
+      const answer = await controller.handle(command('c1', 'late', 'pause', { timeoutMs: 30_000 }), context());
+      expect(answer, JSON.stringify(answer)).not.toMatchObject({ error: { code: 'unknown_job' } });
+      expect(rig.peer.received.some((c) => c.execute === 'job-pause' && c.arguments?.id === 'late')).toBe(true);
+    } finally {
+      clearTimeout(resume);
+      controller.close();
+    }
+  });
+
   it('still answers unknown_job at once for a job nobody announced', async () => {
     const { rig } = await rigWithSilence();
     const controller = makeJobController({ source: rig.registry, control: rig.registry.control, logger: silentLogger });

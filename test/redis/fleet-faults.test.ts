@@ -110,7 +110,8 @@ describeRedis('fleet faults', () => {
         expect(resumed.streams.vm1).toMatchObject({ mode: 'recovered', epoch: before.epoch });
         // The job's true end, through the edge: pivot it and see it complete.
         e.send({ type: 'command', id: 'c', vm: 'vm1', job: 'm', action: 'complete', when: 'ready', await: 'concluded', timeoutMs: 60_000 });
-        expect(await e.next((m) => m.type === 'result' && m.id === 'c', 70_000)).toMatchObject({ ok: true, job: { outcome: 'completed', pivoted: true } });
+        const pivot = await e.next((m) => m.type === 'result' && m.id === 'c', 70_000);
+        expect(pivot, JSON.stringify(pivot)).toMatchObject({ ok: true, job: { outcome: 'completed', pivoted: true } });
         await h2.until((all) => all.some((m) => m.type === 'event' && m.job.id === 'm' && m.job.state === 'concluded'), 30_000);
         // One epoch throughout, offsets contiguous on the edge across the restart.
         const onEdge = streamMessages(e, 'vm1');

@@ -79,6 +79,8 @@ const DEFAULTS = {
 
 /** Longest wait for an announced job to be published: above the engine's identify and start holds (250 + 300 ms by default). */
 const ANNOUNCED_WAIT_MS = 2_000;
+/** Longest wait for a VM's first reconcile before a job it does not list counts as unknown. */
+const SETTLE_WAIT_MS = 10_000;
 
 /** How often a waiting complete re-checks facts that change without a transition (stale, monitor up). */
 const RECHECK_MS = 250;
@@ -176,8 +178,9 @@ class Controller implements JobController {
     const waitMs = Math.min(ANNOUNCED_WAIT_MS, message.timeoutMs ?? ANNOUNCED_WAIT_MS);
     let watch = await JobWatch.whenPublished(this.source, message.vm, message.job, context.signal, waitMs);
     if (watch === undefined && this.source.settle) {
-      // The client may have started the job on its own monitor a moment ago, ahead of our events.
-      await this.source.settle(message.vm, waitMs);
+      // The client may have started the job on its own monitor a moment ago, ahead of our events;
+      // or the VM is not reconciled yet (a gateway just started), and its job list proves nothing.
+      await this.source.settle(message.vm, Math.min(SETTLE_WAIT_MS, message.timeoutMs ?? SETTLE_WAIT_MS));
       watch = await JobWatch.whenPublished(this.source, message.vm, message.job, context.signal, waitMs);
     }
     if (watch === undefined) return failed(message.id, 'unknown_job', `VM '${message.vm}' has no job '${message.job}'`);
