@@ -1,24 +1,10 @@
-/**
- * Gate for suites that need a real redis-server (and redis-cli for the cluster). Outside CI a
- * missing tool skips the suite with a telling name (global-setup prints the banner once); in CI
- * (CI=true) it is one failing test, because a green run that silently skipped Redis proves nothing.
- */
-import { describe, it } from 'vitest';
-import { inCi, redisAvailable, redisMissingBanner } from './redis-banner.js';
+/** Gate for suites that need a real redis-server (and redis-cli for the cluster); the rule: gate.ts. */
 import { redisTools } from '../../src/lab/redis.js';
+import { describeNeeding } from './gate.js';
+import { redisAvailable, redisMissingBanner } from './redis-banner.js';
 
 export { redisAvailable, redisMissingBanner };
 
 export function describeRedis(name: string, fn: () => void): void {
-  if (redisAvailable) {
-    describe(name, fn);
-  } else if (inCi) {
-    describe(name, () => {
-      it('needs redis-server, which is missing on this CI machine', () => {
-        throw new Error(redisMissingBanner());
-      });
-    });
-  } else {
-    describe.skip(`${name} [skipped: needs ${redisTools().missingPackages.join(' and ')}]`, fn);
-  }
+  describeNeeding({ available: redisAvailable, what: 'redis-server', missing: () => redisTools().missingPackages.join(' and '), banner: redisMissingBanner }, name, fn);
 }
