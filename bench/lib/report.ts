@@ -41,7 +41,8 @@ export function textTable(results: readonly ScenarioResult[]): string {
 }
 
 export function markdownTable(results: readonly ScenarioResult[]): string {
-  const escape = (text: string) => text.replace(/\|/g, '\\|');
+  // Raw files written before rows named their samples have none: an empty cell, not a crash.
+  const escape = (text: string | undefined) => (text ?? '').replace(/\|/g, '\\|');
   const lines = ['| scenario | metric | value | samples | goal |', '|---|---|---|---|---|'];
   for (const result of results) {
     for (const row of result.rows) lines.push(`| ${result.name} | ${escape(row.metric)} | ${escape(row.value)} | ${escape(row.samples)} | ${escape(goalCell(row))} |`);
