@@ -18,6 +18,8 @@ export interface ReconnectPolicy {
   multiplier?: number;
   /** Relative spread: the delay is scaled by a random factor in [1 - jitter, 1 + jitter]. @default 0.2 */
   jitter?: number;
+  /** A session must stay up this long before the failure streak is forgotten. @default 10_000 */
+  healthyAfterMs?: number;
 }
 
 export type ResolvedReconnectPolicy = Required<ReconnectPolicy>;
@@ -28,6 +30,7 @@ export const DEFAULT_RECONNECT_POLICY: ResolvedReconnectPolicy = Object.freeze({
   maxDelayMs: 10_000,
   multiplier: 2,
   jitter: 0.2,
+  healthyAfterMs: 10_000,
 });
 
 export function resolveReconnectPolicy(policy: ReconnectPolicy = {}): ResolvedReconnectPolicy {
@@ -39,6 +42,7 @@ export function resolveReconnectPolicy(policy: ReconnectPolicy = {}): ResolvedRe
   check(Number.isFinite(resolved.maxDelayMs) && resolved.maxDelayMs >= resolved.initialDelayMs, 'maxDelayMs', '>= initialDelayMs');
   check(Number.isFinite(resolved.multiplier) && resolved.multiplier >= 1, 'multiplier', 'a number >= 1');
   check(Number.isFinite(resolved.jitter) && resolved.jitter >= 0 && resolved.jitter <= 1, 'jitter', 'in [0, 1]');
+  check(Number.isFinite(resolved.healthyAfterMs) && resolved.healthyAfterMs >= 0, 'healthyAfterMs', 'a number >= 0');
   return resolved;
 }
 
@@ -48,6 +52,47 @@ export function reconnectDelayMs(attempt: number, policy: ResolvedReconnectPolic
   const capped = Math.min(policy.maxDelayMs, exponential);
   const spread = 1 + policy.jitter * (2 * random() - 1);
   return Math.max(0, Math.round(capped * spread));
+}
+
+/**
+ * The failure streak of one daemon connection, and the delays it earns. Call `sessionUp()` when a
+ * session is negotiated and `nextDelayMs()` after every loss or failed attempt: the streak is
+ * forgotten only when the session that just ended had stayed up `healthyAfterMs`.
+ */
+export class ReconnectBackoff {
+  private failures = 0;
+  private sessionSince: number | undefined;
+
+  constructor(
+    readonly policy: ResolvedReconnectPolicy,
+    private readonly now: () => number = Date.now,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** Failed attempts (and short-lived sessions) since the last healthy session. */
+  get streak(): number {
+    return this.failures;
+  }
+
+  /** The streak the next loss will count, judged now: 0 while the current session has proved healthy. */
+  get streakIfLostNow(): number {
+    return this.healthy() ? 0 : this.failures;
+  }
+
+  sessionUp(): void {
+    this.sessionSince = this.now();
+  }
+
+  /** A loss or failed attempt: the delay before the next attempt (the streak grows by one). */
+  nextDelayMs(): number {
+    if (this.healthy()) this.failures = 0;
+    this.sessionSince = undefined;
+    return reconnectDelayMs(this.failures++, this.policy, this.random);
+  }
+
+  private healthy(): boolean {
+    return this.sessionSince !== undefined && this.now() - this.sessionSince >= this.policy.healthyAfterMs;
+  }
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

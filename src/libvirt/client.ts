@@ -20,7 +20,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
-import { reconnectDelayMs } from '../backoff.js';
+import { ReconnectBackoff } from '../backoff.js';
 import {
   LibvirtAuthError,
   LibvirtClosedError,
@@ -120,13 +120,15 @@ export class LibvirtClient implements LibvirtConnection {
   private sessionCount = 0;
   private inboundSeq = 0;
   private sentCalls = 0;
-  private failedAttempts = 0;
+  /** Failed attempts and short-lived sessions since the last healthy one: the next delay. */
+  private readonly backoff: ReconnectBackoff;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly watches: WatchRegistry;
 
   constructor(options: LibvirtClientOptions = {}) {
     this.options = resolveClientOptions(options);
+    this.backoff = new ReconnectBackoff(this.options.reconnect);
     ({ name: this.name, uri: this.uri, readOnly: this.readOnly, socketPath: this.socketPath, log: this.log } = this.options);
     this.watches = new WatchRegistry({
       register: (watch) => this.registerWatch(watch),
@@ -393,7 +395,7 @@ export class LibvirtClient implements LibvirtConnection {
         watches,
       });
       this.currentSession = session;
-      this.failedAttempts = 0;
+      this.backoff.sessionUp();
       this.log.info(
         { libvirt: this.name, session: session.number, libvirtVersion: fmt(libVersion), hypervisor: fmt(hypervisorVersion), keepalive },
         'session ready',
@@ -451,8 +453,8 @@ export class LibvirtClient implements LibvirtConnection {
     if (this.state === 'closed') return;
     this.setState('disconnected');
     if (this.state !== 'disconnected' || !this.options.reconnect.enabled) return; // a subscriber closed or restarted us
-    const delayMs = reconnectDelayMs(this.failedAttempts++, this.options.reconnect);
-    this.log.debug({ libvirt: this.name, delayMs, attempt: this.failedAttempts }, 'reconnect scheduled');
+    const delayMs = this.backoff.nextDelayMs();
+    this.log.debug({ libvirt: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.state === 'disconnected') this.connectNow();

@@ -31,7 +31,7 @@ import {
   StateError,
 } from '../errors.js';
 import { formatQmpAddress, parseQmpAddress } from './address.js';
-import { reconnectDelayMs, resolveReconnectPolicy, type ReconnectPolicy, type ResolvedReconnectPolicy } from '../backoff.js';
+import { ReconnectBackoff, resolveReconnectPolicy, type ReconnectPolicy } from '../backoff.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
 import { silentLogger, type Logger } from '../log.js';
 import { classifyMessage, greetingsMatch, isPlainObject, type InboundMessage } from './messages.js';
@@ -84,7 +84,6 @@ interface ResolvedOptions {
   negotiateTimeoutMs: number;
   defaultTimeoutMs: number;
   maxMessageBytes: number;
-  reconnect: ResolvedReconnectPolicy;
   maxPendingCommands: number;
 }
 
@@ -150,8 +149,8 @@ export class QmpClient implements QmpMonitor {
   private commandCount = 0;
   private readonly pending = new Map<string, PendingCommand>();
   private reconnectTimer: NodeJS.Timeout | undefined;
-  /** Failed attempts since the last good session: the backoff exponent. */
-  private failedAttempts = 0;
+  /** Failed attempts and short-lived sessions since the last healthy session: the delay before the next attempt. */
+  private readonly backoff: ReconnectBackoff;
   private closing: Promise<void> | undefined;
 
   constructor(options: QmpClientOptions) {
@@ -166,9 +165,9 @@ export class QmpClient implements QmpMonitor {
       negotiateTimeoutMs: positive(options, 'negotiateTimeoutMs', 5_000),
       defaultTimeoutMs: positive(options, 'defaultTimeoutMs', 10_000),
       maxMessageBytes: positive(options, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES),
-      reconnect: resolveReconnectPolicy(options.reconnect),
       maxPendingCommands: positive(options, 'maxPendingCommands', 256),
     };
+    this.backoff = new ReconnectBackoff(resolveReconnectPolicy(options.reconnect));
   }
 
   get state(): QmpRunState {
@@ -382,17 +381,16 @@ export class QmpClient implements QmpMonitor {
    * then a summary each time the streak doubles (2, 4, 8, ... failed attempts), the rest at debug.
    */
   private logProblem(fields: Record<string, unknown>, message: string): void {
-    const streak = this.failedAttempts + 1;
+    const streak = this.backoff.streakIfLostNow + 1;
     if (streak === 1) this.log.warn(fields, message);
     else if ((streak & (streak - 1)) === 0) this.log.warn({ ...fields, failedAttempts: streak }, 'monitor still down; retrying (logged again when the failures double)');
     else this.log.debug({ ...fields, failedAttempts: streak }, message);
   }
 
   private scheduleReconnect(): void {
-    const policy = this.options.reconnect;
-    if (!policy.enabled) return;
-    const delayMs = reconnectDelayMs(this.failedAttempts++, policy);
-    this.log.debug({ monitor: this.name, delayMs, attempt: this.failedAttempts }, 'reconnect scheduled');
+    if (!this.backoff.policy.enabled) return;
+    const delayMs = this.backoff.nextDelayMs();
+    this.log.debug({ monitor: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
       if (this.state === 'disconnected') this.connectNow();
@@ -470,8 +468,8 @@ export class QmpClient implements QmpMonitor {
     });
     this.currentSession = session;
     this.lastSession = session;
-    const failedBefore = this.failedAttempts;
-    this.failedAttempts = 0;
+    const failedBefore = this.backoff.streak;
+    this.backoff.sessionUp();
     const { major, minor, micro } = greeting.version.qemu;
     this.log.info(
       {

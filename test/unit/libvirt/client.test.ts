@@ -198,6 +198,23 @@ describe('LibvirtClient calls', () => {
     expect(sessions[1]!.watches).toEqual({ registered: [1, 2], failed: [] });
   });
 
+  it('keeps backing off a daemon that negotiates and then hangs up (issue 15)', async () => {
+    // Before, every negotiated session reset the streak, so such a daemon was retried at initialDelayMs forever.
+    const { peer, sessions } = await connected(undefined, { reconnect: { initialDelayMs: 20, maxDelayMs: 10_000, jitter: 0, healthyAfterMs: 5_000 } }, false);
+    const readyAt: number[] = [];
+    const cut = (): void => {
+      readyAt.push(Date.now());
+      setImmediate(() => peer.hangUp());
+    };
+    if (sessions.length > 0) cut();
+    const subscription = clients.at(-1)!.sessions$.subscribe(cut);
+    await until(() => readyAt.length >= 6, 'six sessions', 20_000);
+    subscription.unsubscribe();
+    const gaps = readyAt.slice(1).map((at, i) => at - readyAt[i]!);
+    expect(gaps[3]).toBeGreaterThanOrEqual(160);
+    expect(gaps[4]).toBeGreaterThanOrEqual(320);
+  });
+
   it('refuses calls beyond maxPendingCalls instead of queueing them', async () => {
     const { client } = await connected((call) => (call.header.proc === c.RemoteProc.DOMAIN_GET_XML_DESC ? 'silent' : undefined), { maxPendingCalls: 2 });
     void client.getDomainXml(PEER_DOMAIN).catch(() => {});

@@ -394,7 +394,7 @@ describe('QmpClient events and sessions', () => {
     expect(states.slice(-3)).toEqual(['connecting', 'negotiating', 'ready']);
   });
 
-  it('restarts the backoff after a good session', async () => {
+  it('restarts the backoff after a session that stayed up healthyAfterMs', async () => {
     const logger = recordingLogger();
     const peer = await scriptedPeer();
     const transport = movableTransport(`${peer.path}.absent`);
@@ -402,7 +402,7 @@ describe('QmpClient events and sessions', () => {
       address: peer.address,
       connect: transport.connect,
       logger,
-      reconnect: { enabled: true, initialDelayMs: 5, maxDelayMs: 40, jitter: 0 },
+      reconnect: { enabled: true, initialDelayMs: 5, maxDelayMs: 40, jitter: 0, healthyAfterMs: 200 },
     });
     const retries = () => logger.lines.filter((l) => l.message === 'reconnect scheduled').map((l) => [l.fields.attempt, l.fields.delayMs]);
     qmp.start();
@@ -411,9 +411,32 @@ describe('QmpClient events and sessions', () => {
     await waitFor(() => qmp.state === 'ready', 'ready');
     const before = retries().length;
     expect(retries().slice(0, 4)).toEqual([[1, 5], [2, 10], [3, 20], [4, 40]]);
+    await new Promise((resolve) => setTimeout(resolve, 250));
     peer.dropClient();
     await waitFor(() => retries().length > before, 'a retry after the loss');
     expect(retries()[before]).toEqual([1, 5]);
+  });
+
+  it('keeps backing off a peer that negotiates and then breaks the session (issue 15)', async () => {
+    // Each session is cut right after qmp_capabilities: before, every one counted as healthy and
+    // the next attempt came after initialDelayMs, forever (~10 reconnects a second by default).
+    const peer = await scriptedPeer();
+    const { qmp, sessions } = client({
+      address: peer.address,
+      reconnect: { enabled: true, initialDelayMs: 20, maxDelayMs: 10_000, jitter: 0, healthyAfterMs: 5_000 },
+    });
+    const readyAt: number[] = [];
+    qmp.sessions$.subscribe(() => {
+      readyAt.push(Date.now());
+      setImmediate(() => peer.dropClient());
+    });
+    qmp.start();
+    await waitFor(() => sessions.length >= 6, 'six sessions', 20_000);
+    const gaps = readyAt.slice(1).map((at, i) => at - readyAt[i]!);
+    // The delays before sessions 2..6 are 20, 40, 80, 160, 320 ms (plus connect time).
+    expect(gaps[3]).toBeGreaterThanOrEqual(160);
+    expect(gaps[4]).toBeGreaterThanOrEqual(320);
+    expect(gaps[4]).toBeGreaterThan(gaps[0]!);
   });
 
   it('disconnects on an oversized message and reports it as a protocol error', async () => {
