@@ -128,6 +128,8 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
     ...(config.limits?.maxSubscriptionsPerConnection !== undefined ? { maxSubscriptionsPerConnection: config.limits.maxSubscriptionsPerConnection } : {}),
     ...(config.limits?.maxConnectionsPerToken !== undefined ? { maxConnectionsPerToken: config.limits.maxConnectionsPerToken } : {}),
     ...(config.limits?.maxPayloadBytes !== undefined ? { maxPayload: config.limits.maxPayloadBytes } : {}),
+    ...(config.limits?.maxCommandsInFlight !== undefined ? { maxCommandsInFlight: config.limits.maxCommandsInFlight } : {}),
+    ...(config.limits?.headersTimeoutMs !== undefined ? { headersTimeoutMs: config.limits.headersTimeoutMs } : {}),
     inbound: {
       ...(config.limits?.inboundRatePerSecond !== undefined ? { ratePerSecond: config.limits.inboundRatePerSecond } : {}),
       ...(config.limits?.inboundBurst !== undefined ? { burst: config.limits.inboundBurst } : {}),

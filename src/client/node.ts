@@ -1,8 +1,8 @@
 /**
  * `blockjob-gateway/client/node`: the WebSocket for Node 20 (which has no global one), built on `ws`.
  * It passes the system error (ECONNREFUSED, ENOTFOUND...) to `onerror` so the client can name the
- * cause, and reports an upgrade refused with 401/403 as a close 4401/4403, so "bad token" is told
- * apart from "gateway down".
+ * cause, and reports an upgrade refused with 401/403/429 as a close 4401/4403/4429, so "bad token"
+ * and "too many connections" are told apart from "gateway down".
  */
 import WebSocket from 'ws';
 import { CloseCode } from '../protocol/codes.js';
@@ -26,6 +26,8 @@ export const nodeWebSocket: WebSocketFactory = (url, protocols) => {
     const status = res.statusCode ?? 0;
     if (status === 401) refusal = { code: CloseCode.Unauthenticated, reason: 'HTTP 401: token missing or not valid' };
     else if (status === 403) refusal = { code: CloseCode.Forbidden, reason: 'HTTP 403: forbidden' };
+    // Over the token's connection limit: the long backoff of a 4429, not a fast retry.
+    else if (status === 429) refusal = { code: CloseCode.TooManyRequests, reason: 'HTTP 429: too many connections for this token' };
     else like.onerror?.(new Error(`HTTP ${status} instead of a WebSocket upgrade (is this a blockjob-gateway URL?)`));
     res.resume();
     ws.terminate();

@@ -49,7 +49,7 @@ export interface GatewayCoreOptions {
   bookmarkQuietMs?: number;
   /** @default 64 */
   maxSubscriptionsPerConnection?: number;
-  /** @default 32 */
+  /** Per WebSocket connection, and per token on the HTTP mirror. @default 32 */
   maxCommandsInFlight?: number;
   /** Subscriptions visited per fan-out slice before yielding to the event loop. @default 500 */
   fanoutChunk?: number;
@@ -58,6 +58,8 @@ export interface GatewayCoreOptions {
   backpressure?: BackpressureOptions;
   inbound?: InboundLimits;
 }
+
+const DEFAULT_MAX_COMMANDS_IN_FLIGHT = 32;
 
 export interface VmJobs {
   vm: string;
@@ -98,7 +100,7 @@ export class GatewayCore {
     this.connections = new Connections(this.feed, this.subscriptions, this.stats, this.log, {
       parse: options.parse ?? parseClientMessage,
       heartbeatMs: options.heartbeatMs ?? 25_000,
-      maxCommandsInFlight: options.maxCommandsInFlight ?? 32,
+      maxCommandsInFlight: this.maxCommandsInFlight,
       ...(options.commandHandler ? { commandHandler: options.commandHandler } : {}),
       ...(options.backpressure ? { backpressure: options.backpressure } : {}),
       ...(options.inbound ? { inbound: options.inbound } : {}),
@@ -127,6 +129,11 @@ export class GatewayCore {
 
   opened(socket: GatewaySocket, ctx: ConnectionContext): ConnectionHooks {
     return this.connections.opened(socket, ctx);
+  }
+
+  /** Commands in flight per WebSocket connection, and per token on the HTTP mirror. */
+  get maxCommandsInFlight(): number {
+    return this.options.maxCommandsInFlight ?? DEFAULT_MAX_COMMANDS_IN_FLIGHT;
   }
 
   get commandHandler(): CommandHandler | undefined {

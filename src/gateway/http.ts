@@ -89,6 +89,8 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
   };
   const originPolicy = { allowed: options.allowedOrigins ? new Set(options.allowedOrigins) : null, tokensRequired: auth.required };
   let nextRequest = 1;
+  // Commands in flight per token (the HTTP mirror's scope, as a connection is the WebSocket's), by id.
+  const inFlight = new Map<string, Map<string, number>>();
 
   const authenticate = (req: IncomingMessage, res: ServerResponse): Principal | null => {
     // Only the Authorization header counts here; subprotocols are a WebSocket affair.
@@ -174,6 +176,15 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
       return sendJson(res, 400, failure);
     }
     const id = parsed.message.id;
+    const mine = inFlight.get(principal.name) ?? new Map<string, number>();
+    const max = core.maxCommandsInFlight;
+    // A retried id is admitted: the controller answers it from the first one (idempotency).
+    if (mine.size >= max && !mine.has(id)) {
+      const busy: ResultMessage = { type: 'result', id, ok: false, error: { code: 'too_many_commands', message: `at most ${max} commands in flight per token over HTTP; nothing was sent` } };
+      return sendJson(res, statusForCommandError('too_many_commands'), busy);
+    }
+    mine.set(id, (mine.get(id) ?? 0) + 1);
+    inFlight.set(principal.name, mine);
     const controller = new AbortController();
     res.on('close', () => {
       if (!res.writableFinished) controller.abort(new Error('HTTP client went away'));
@@ -185,6 +196,11 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
     } catch (error) {
       log.error({ err: error }, 'command handler failed (HTTP)');
       result = { type: 'result', id, ok: false, error: { code: 'internal', message: 'internal error while handling the command' } };
+    } finally {
+      const left = (mine.get(id) ?? 1) - 1;
+      if (left > 0) mine.set(id, left);
+      else mine.delete(id);
+      if (mine.size === 0 && inFlight.get(principal.name) === mine) inFlight.delete(principal.name);
     }
     sendJson(res, result.ok ? 200 : statusForCommandError(result.error.code), result);
   };

@@ -32,6 +32,12 @@ export interface GatewayServerOptions extends GatewayCoreOptions {
   maxConnectionsPerToken?: number;
   /** @default 65_536 */
   maxPayload?: number;
+  /**
+   * A request (an upgrade too) whose headers are not complete this long after the connection opened
+   * or the previous request ended is answered 408 and closed: slowloris costs a descriptor for this
+   * long at most. @default 10_000
+   */
+  headersTimeoutMs?: number;
   /** Directory of the dashboard's static files, served at `/`. */
   dashboardDir?: string;
   /** Facts for `GET /v1/info` beyond what the gateway knows itself (simulated, demo, how VMs are followed). */
@@ -58,6 +64,9 @@ export interface RunningGateway {
    */
   close(options?: { graceMs?: number }): Promise<void>;
 }
+
+const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
+const REQUEST_TIMEOUT_MS = 30_000;
 
 export function isLoopback(host: string): boolean {
   const bare = host.replace(/^\[|\]$/g, '');
@@ -89,7 +98,15 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
       : { historyMaxEvents: options.historyLimits?.maxEntries ?? DEFAULT_HISTORY_MAX_ENTRIES, historyMaxAgeMs: options.historyLimits?.maxAgeMs ?? DEFAULT_HISTORY_MAX_AGE_MS }),
   };
   const info = (principal: Principal): GatewayInfo => gatewayInfo(options.info ?? {}, options.source, core.jobs(principal), limits);
+  const headersTimeout = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
   const server = createServer(
+    {
+      headersTimeout,
+      // A whole request (a command body is at most 64 KiB) must not take longer either.
+      requestTimeout: Math.max(headersTimeout, REQUEST_TIMEOUT_MS),
+      // Node checks both timeouts on this beat (30 s by default, which would triple a short limit).
+      connectionsCheckingInterval: Math.min(1_000, headersTimeout),
+    },
     createHttpHandler({ core, auth, metrics, info, servedHosts: hosts, ...(options.health ? { health: options.health } : {}), ...(options.allowedOrigins ? { allowedOrigins: options.allowedOrigins } : {}), ...(options.dashboardDir ? { staticDir: options.dashboardDir } : {}), logger: log }),
   );
   server.keepAliveTimeout = 5000;

@@ -138,7 +138,7 @@ export class Subscriptions {
     since: ReadonlyMap<string, StreamPosition>,
   ): void {
     if (connection.closed || this.byConnection.get(connection)?.get(sub.id) !== sub) return;
-    const snapshot = new Map(this.feed.snapshot().map((s) => [s.vm, s.jobs]));
+    const snapshot = new Map(this.feed.snapshot().map((s) => [s.vm, s]));
     const streams: Record<string, { mode: 'recovered' | 'snapshot'; epoch: string; offset: number; reason?: ResetReason }> = Object.create(null);
     const positions = new Map<string, StreamPosition>();
     const replays = new Map<string, StreamEvent[]>();
@@ -169,11 +169,11 @@ export class Subscriptions {
         sub.startAt(vm, since.get(vm)!.offset);
         for (const event of replay) sub.replay(event);
       } else {
-        for (const job of snapshot.get(vm) ?? []) if (sub.matchesJob(job)) sub.sendState(vm, position, job);
+        for (const job of snapshot.get(vm)?.jobs ?? []) if (sub.matchesJob(job)) sub.sendState(vm, position, job);
       }
       // The stream is now accounted for up to the cut, whatever the filter let through.
       sub.startAt(vm, position.offset);
-      sub.sendSynced(vm, position);
+      sub.sendSynced(vm, position, snapshot.get(vm)?.status ?? 'connecting');
     }
     sub.goLive();
   }

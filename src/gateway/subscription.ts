@@ -9,6 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { SubscriptionFilter } from '../generated/schema-types.js';
+import type { VmStatus } from '../jobs/types.js';
 import { CloseCode } from '../protocol/codes.js';
 import { canRead, type Principal } from './auth.js';
 import type { StreamPosition } from './history/types.js';
@@ -117,8 +118,9 @@ export class ClientSubscription {
     this.output.send('state', `{"type":"state","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset},"job":${JSON.stringify(job)}}`);
   }
 
-  sendSynced(vm: string, position: StreamPosition): void {
-    this.output.send('synced', `{"type":"synced","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset}}`);
+  /** `status`: the VM's monitor status at the cut. */
+  sendSynced(vm: string, position: StreamPosition, status: VmStatus): void {
+    this.output.send('synced', `{"type":"synced","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset},"status":${JSON.stringify(status)}}`);
   }
 
   /** The catch-up is sent: deliver what was held, then take live events directly. */

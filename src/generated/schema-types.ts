@@ -344,6 +344,14 @@ export interface LimitsConfig {
   inboundRatePerSecond?: number;
   inboundBurst?: number;
   maxInvalidMessages?: number;
+  /**
+   * Commands in flight per WebSocket connection, and per token on the HTTP mirror; beyond it: too_many_commands (HTTP 429).
+   */
+  maxCommandsInFlight?: number;
+  /**
+   * An HTTP request or WebSocket upgrade whose headers are not complete this long after it began is answered 408 and closed (slowloris).
+   */
+  headersTimeoutMs?: number;
 }
 export interface BackpressureConfig {
   softBytes?: number;
@@ -754,7 +762,7 @@ export interface SyncedMessage {
   vm: VmName;
   epoch: StreamEpoch;
   offset: StreamOffset;
-  status?: VmStatus;
+  status: VmStatus;
 }
 /**
  * Server -> client. The subscription is gone; nothing more arrives for it.

@@ -79,7 +79,7 @@ export const CLOSE_CODES: Readonly<Record<CloseCode, CloseCodeInfo>> = {
   [CloseCode.Unauthenticated]: { code: 4401, name: 'unauthenticated', meaning: 'the token is missing, unknown or no longer valid', action: 'refresh-token-and-reconnect' },
   [CloseCode.Forbidden]: { code: 4403, name: 'forbidden', meaning: 'the token or origin is not allowed this connection', action: 'stop' },
   [CloseCode.Timeout]: { code: 4408, name: 'timeout', meaning: 'a message the protocol requires did not arrive in time', action: 'reconnect-and-resume' },
-  [CloseCode.TooManyRequests]: { code: 4429, name: 'too many requests', meaning: 'too many connections for this token or server, or inbound rate limit exceeded', action: 'reconnect-after-long-backoff' },
+  [CloseCode.TooManyRequests]: { code: 4429, name: 'too many requests', meaning: 'inbound message rate limit exceeded (too many connections for a token is refused at the upgrade with HTTP 429)', action: 'reconnect-after-long-backoff' },
   [CloseCode.InternalError]: { code: 4500, name: 'internal error', meaning: 'the server failed; state on the server side is intact', action: 'reconnect-and-resume' },
   [CloseCode.SlowConsumer]: { code: 4508, name: 'slow consumer', meaning: 'the client read too slowly; its buffer passed the hard limit', action: 'reconnect-and-resume' },
 };
@@ -127,11 +127,11 @@ export const COMMAND_ERROR_CODES: Readonly<Record<CommandErrorCode, CommandError
   not_ready: { httpStatus: 409, meaning: 'complete with when=now, and the job is not ready; QEMU was not called' },
   verb_not_allowed: { httpStatus: 409, meaning: "the job's state does not allow this verb (see job.state); QEMU was not called" },
   not_supported: { httpStatus: 501, meaning: "the VM's backend cannot send this verb for this job (it lacks the verb, or the job belongs to another manager such as libvirt and is only observed); nothing was sent" },
-  timeout: { httpStatus: 504, meaning: 'timeoutMs passed before the answer; a verb already sent may still take effect' },
+  timeout: { httpStatus: 504, meaning: 'timeoutMs ran out while no verb was in flight: before it was sent (nothing was sent), or after QEMU accepted it while `await: concluded` waited for the end (see job)' },
   job_ended: { httpStatus: 409, meaning: 'the job concluded (see job.outcome) before the verb could be sent' },
-  outcome_unknown: { httpStatus: 502, meaning: 'the monitor dropped while the verb was in flight, or (through a fleet edge) the owning host gateway did not answer in time; watch the stream for what happened' },
+  outcome_unknown: { httpStatus: 502, meaning: 'the verb was written but its answer never came: the monitor dropped, or QEMU did not reply within the QMP reply timeout (10 s) or what was left of timeoutMs, or (through a fleet edge) the owning host gateway did not answer in time; QEMU may have run it: watch the stream for what happened' },
   vm_disconnected: { httpStatus: 503, meaning: "the VM's monitor is down and the command cannot wait for it" },
   qmp_error: { httpStatus: 502, meaning: 'QEMU refused the verb; error.qmp holds its class and desc' },
-  too_many_commands: { httpStatus: 429, meaning: 'the connection already has the maximum number of commands in flight' },
+  too_many_commands: { httpStatus: 429, meaning: 'the connection (on the HTTP mirror: the token) already has the maximum number of commands in flight (32 by default); nothing was sent' },
   internal: { httpStatus: 500, meaning: 'the server failed to handle the command' },
 };

@@ -116,9 +116,14 @@ describe('gateway auth', () => {
     const auth = { Authorization: 'Bearer ops-secret' };
     expect(await refusedStatus(gateway.wsUrl, { headers: { ...auth, Origin: 'http://evil.example' } })).toBe(403);
     await leftovers.client(gateway.wsUrl, { headers: { ...auth, Origin: 'http://good.example' } });
-    await leftovers.client(gateway.wsUrl, { headers: auth });
-    const third = await leftovers.client(gateway.wsUrl, { headers: auth });
-    expect(await third.closed).toBe(4429);
+    const second = await leftovers.client(gateway.wsUrl, { headers: auth });
+    // Refused at the upgrade (PROTOCOL.md): HTTP 429, no WebSocket, no welcome.
+    expect(await refusedStatus(gateway.wsUrl, { headers: auth })).toBe(429);
+    // A freed slot is usable again.
+    second.ws.terminate();
+    await second.closed;
+    await expect.poll(() => gateway.core.connectionsOf('ops'), { timeout: 10_000 }).toBe(1);
+    await (await leftovers.client(gateway.wsUrl, { headers: auth })).next((m) => m.type === 'welcome');
     // Another token is not affected.
     const other = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer dash-secret' } });
     await other.next((m) => m.type === 'welcome');

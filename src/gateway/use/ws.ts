@@ -10,10 +10,12 @@ import { silentLogger, type Logger } from '../../log.js';
 import { tokenFromRequest, type TokenAuthenticator } from '../auth.js';
 import type { GatewayCore } from '../core.js';
 import { hostAllowed, originAllowed } from '../origin.js';
-import { CloseCode, selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
+import { selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
 
 /** A refused upgrade's socket is destroyed after this even if its answer could not be flushed (a client that does not read). */
 const REFUSED_LINGER_MS = 5_000;
+/** Retry-After of an upgrade refused for too many connections (clients back off long, see closeAction(4429)). */
+const TOO_MANY_RETRY_AFTER_S = 30;
 /** Open connections per token when tokens are required. */
 export const DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 64;
 /** Inbound WebSocket frame limit in bytes. */
@@ -27,7 +29,7 @@ export interface WsAdapterOptions {
   allowedOrigins?: readonly string[];
   /** Host names answered (see origin.ts servedHosts); absent or null = any. */
   servedHosts?: ReadonlySet<string> | null;
-  /** Open connections per token (only with a tokens file); beyond it the socket is closed with 4429. @default 64 */
+  /** Open connections per token (only with a tokens file); beyond it the upgrade is refused with HTTP 429. @default 64 */
   maxConnectionsPerToken?: number;
   /** Inbound frame limit; a larger frame closes the socket with 1009. @default 65_536 */
   maxPayload?: number;
@@ -85,13 +87,14 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
       log.info({ remote: req.socket.remoteAddress }, 'WebSocket upgrade refused: missing or wrong token');
       return refuse(socket, 401, 'a valid bearer token is required (Authorization: Bearer, or subprotocol bearer.<token>)', { 'WWW-Authenticate': 'Bearer' });
     }
+    // Refused before the upgrade: no WebSocket, no welcome, one short answer. handleUpgrade hands
+    // the socket to the core synchronously, so the count includes every upgrade answered so far.
+    if (auth.required && core.connectionsOf(principal.name) >= maxPerToken) {
+      log.info({ remote: req.socket.remoteAddress, principal: principal.name }, 'WebSocket upgrade refused: too many connections for the token');
+      return refuse(socket, 429, `too many connections for token ${JSON.stringify(principal.name)} (at most ${maxPerToken}); retry after a long backoff`, { 'Retry-After': String(TOO_MANY_RETRY_AFTER_S) });
+    }
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on('error', (error) => log.debug({ err: error }, 'WebSocket error'));
-      if (auth.required && core.connectionsOf(principal.name) >= maxPerToken) {
-        ws.close(CloseCode.TooManyRequests, `too many connections for token ${principal.name}`);
-        options.onRefused?.(CloseCode.TooManyRequests, 'too many connections');
-        return;
-      }
       alive.set(ws, true);
       const hooks = core.opened(
         {

@@ -136,7 +136,7 @@ describe('GatewayClient streams', () => {
     expect(client.jobs('vm1').map((j) => j.id)).toEqual(['a', 'b']);
     s.serverSays({ type: 'subscribed', id: 'y', sub, streams: { vm1: { mode: 'snapshot', epoch: 'e2', offset: 2, reason: 'unknown_epoch' } } });
     s.serverSays({ type: 'state', sub, vm: 'vm1', epoch: 'e2', offset: 2, job: job('c') });
-    s.serverSays({ type: 'synced', sub, vm: 'vm1', epoch: 'e2', offset: 2 });
+    s.serverSays({ type: 'synced', sub, vm: 'vm1', epoch: 'e2', offset: 2, status: 'connected' });
     expect(client.jobs('vm1').map((j) => j.id)).toEqual(['c']);
     s.serverSays(event(sub, 3, 2, job('c', 'ready'), 'e2'));
     s.serverSays(event('someone-else', 4, 3, job('c', 'concluded'), 'e2'));
