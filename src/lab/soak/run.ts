@@ -377,9 +377,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakReport> {
     const last = pushedState(run);
     if (run.qemuKilled) {
       report.qemuKilledJobs++;
-      const oracleEnded = lab.oracle.events(plan.id, run.oracleMark).some((e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null');
+      const events = lab.oracle.events(plan.id, run.oracleMark);
+      const oracleEnded = events.some((e) => e.event === 'JOB_STATUS_CHANGE' && e.data.status === 'null');
+      // A job QEMU ended before it died (auto-dismiss off: concluded, not yet gone) keeps QEMU's outcome.
+      const endedAs = expectedOutcome(events);
       const cut = run.life !== pushed.life;
-      if (!oracleEnded && !cut && !(last?.state === 'concluded' && last.outcome === 'unknown')) {
+      if (oracleEnded || cut) return;
+      if (endedAs !== undefined) {
+        report.outcomesChecked++;
+        if (last?.state !== 'concluded' || last.outcome !== endedAs) mismatch(run, `daemon killed after the job ended: pushed ${last?.state}/${last?.outcome}, QEMU says concluded/${endedAs}`);
+      } else if (!(last?.state === 'concluded' && last.outcome === 'unknown')) {
         mismatch(run, `daemon killed mid-job: pushed ${last?.state}/${last?.outcome}, expected concluded/unknown`);
       }
       return;
