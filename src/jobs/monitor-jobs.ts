@@ -109,6 +109,8 @@ export class MonitorJobs {
   /** The monitor is up but QEMU stopped answering polls; the VM is reported disconnected meanwhile. */
   private unresponsive = false;
   private lastProblem: string | undefined;
+  /** Seq of the newest event received: a poll sent now sees at least that far. */
+  private lastEventSeq = -1;
   /** The VM's status and info (backend, version, problems). */
   private readonly book: VmInfoBook;
   private readonly poll: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
@@ -210,7 +212,11 @@ export class MonitorJobs {
         sessions$: sessionsWithCaps$,
         active$: this.active,
         pollNow$: this.pollNow,
-        poll: ({ caps }) => this.poll(caps),
+        poll: ({ caps }) => {
+          // Its snapshot includes every event received so far, and maybe none after (see normalize.ts).
+          const sentAfterSeq = this.lastEventSeq;
+          return from(this.poll(caps)).pipe(map((result): PollResult => ({ ...result, sentAfterSeq })));
+        },
         scheduler,
       }).subscribe((outcome) => this.onPollOutcome(outcome)),
     );
@@ -379,6 +385,7 @@ export class MonitorJobs {
   }
 
   private onEvent(event: QmpEvent): void {
+    this.lastEventSeq = Math.max(this.lastEventSeq, event.seq);
     // QEMU speaks again: probe now rather than at the next tick.
     if (this.unresponsive) this.pollNow.next();
     let parsed;
@@ -410,7 +417,7 @@ export class MonitorJobs {
       this.queuedPoll = { result, reconcile: reconcile || this.queuedPoll?.reconcile === true };
       return;
     }
-    const stamp = { seq: result.seq, at: result.receivedAt, session: result.session, reconcile };
+    const stamp = { seq: result.seq, at: result.receivedAt, session: result.session, reconcile, ...(result.sentAfterSeq !== undefined ? { sentAfterSeq: result.sentAfterSeq } : {}) };
     const listed = new Set<string>();
     const rows = result.rows;
     let vanished: string[] | undefined;

@@ -15,7 +15,10 @@
  * - A change is reported only when state, ready, outcome or pauseReason changes. The change says
  *   whether it may be held back (a start that may fail at once; a pause nobody asked for), which
  *   pause-debounce.ts decides.
- * - Seq order: a poll row older than the last event applied to the job is ignored.
+ * - Seq order: a poll row older than the last event applied to the job is ignored. A poll's
+ *   snapshot is only known to be newer than the events received before its command was sent
+ *   (`sentAfterSeq`): QEMU 7.2 runs a query in a bottom half and writes the reply later, after
+ *   events the job's coroutine sent meanwhile.
  */
 import type { MonitorCapabilities, JobState, JobVerb, TransitionKey } from './types.js';
 import type { JobEvent, JobRow, ProgressSample } from './qmp-payloads.js';
@@ -58,10 +61,15 @@ interface Stamp {
   session: number;
 }
 
+/** A poll's stamp: `seq` is its reply's; `sentAfterSeq`, if known, the last event seq received before its command went out. */
+interface PollStamp extends Stamp {
+  sentAfterSeq?: number;
+}
+
 export type EngineInput =
   | ({ kind: 'event'; event: JobEvent } & Stamp)
-  | ({ kind: 'poll'; row: JobRow; reconcile: boolean } & Stamp)
-  | ({ kind: 'vanished'; id: string; reconcile: boolean } & Stamp)
+  | ({ kind: 'poll'; row: JobRow; reconcile: boolean } & PollStamp)
+  | ({ kind: 'vanished'; id: string; reconcile: boolean } & PollStamp)
   | { kind: 'monitor-down'; at: number }
   | { kind: 'verb'; verb: JobVerb; at: number };
 
@@ -209,9 +217,9 @@ function applyEvent(record: JobRecord | undefined, input: Extract<EngineInput, {
 
 function applyRow(record: JobRecord | undefined, input: Extract<EngineInput, { kind: 'poll' }>, ctx: ReduceContext): ReduceResult {
   const { row } = input;
-  // An event newer than the poll's snapshot already told us more than this row can, except what
-  // never changes in a job's life (its type and knobs), which the events do not carry.
-  if (record && record.lastEventSeq > input.seq) return adoptFixedFields(record, row, input);
+  // An event that may be newer than the poll's snapshot already told us more than this row can,
+  // except what never changes in a job's life (its type and knobs), which the events do not carry.
+  if (record && record.lastEventSeq > snapshotSeq(input)) return adoptFixedFields(record, row, input);
   const liveSighting = row.status === undefined || !['concluded', 'null'].includes(row.status);
   const known = record !== undefined && !needsNewIncarnation(record, liveSighting, ctx.caps.status ? row.status : undefined);
   // With JOB_STATUS_CHANGE, events announce every job and every status of a session in order, so a
@@ -239,6 +247,11 @@ function applyRow(record: JobRecord | undefined, input: Extract<EngineInput, { k
     synthesizeState(d, row, { ioError, isNew: !known, reconcile: input.reconcile, newSession }, ctx);
   }
   return finish(record, d, input.reconcile ? 'reconcile' : 'poll', input.at);
+}
+
+/** The newest event the poll's snapshot is sure to include (its reply's seq when the send point is unknown). */
+function snapshotSeq(input: PollStamp): number {
+  return Math.min(input.seq, input.sentAfterSeq ?? input.seq);
 }
 
 /** Type and auto-finalize/dismiss from a row whose status is out of date: they never change. */
@@ -277,7 +290,8 @@ function synthesizeState(d: Draft, row: JobRow, seen: { ioError: boolean; isNew:
 
 function applyVanished(record: JobRecord | undefined, input: Extract<EngineInput, { kind: 'vanished' }>): ReduceResult {
   // Only a snapshot taken after everything we know about the job can say it is gone.
-  if (!record?.present || record.lastEventSeq > input.seq || record.firstSeenSeq > input.seq) return unchanged(record);
+  const asOf = snapshotSeq(input);
+  if (!record?.present || record.lastEventSeq > asOf || record.firstSeenSeq > asOf) return unchanged(record);
   const d = draftOf(record);
   d.job.stale = false;
   if (d.job.state === 'concluded') dismiss(d);

@@ -29,6 +29,12 @@ export interface PollResult {
   rows: JobRow[];
   /** Stream position of the snapshot (the earliest reply's seq). */
   seq: number;
+  /**
+   * Seq of the last event received before the poll was sent (set by the engine): the snapshot is
+   * newer than that event, but may be older than events between it and the reply (QEMU 7.2 answers
+   * a query from a bottom half, after job coroutines ran).
+   */
+  sentAfterSeq?: number;
   /** Local wall-clock ms of that reply. */
   receivedAt: number;
   session: number;

@@ -91,14 +91,16 @@ describe('MonitorJobs (virtual time)', () => {
     expect(unanswered).toEqual(['0:vm:connected', '251:m:created', '251:m:running']);
   });
 
-  it('a poll whose snapshot is newer than everything known reconciles: the missing job ended, outcome unknown', () => {
+  it('a poll sent before a job\'s events cannot say it is gone (its snapshot may predate them); the next one sent after them can: outcome unknown', () => {
     const seen = run({
       events: '-ab',
       eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running') },
-      polls: [{ marble: '------(r|)', result: poll(7, []) }],
+      // The first poll is sent at frame 0 and answered at frame 6 (seq 7, after both events); the next, at the 10 ms tick.
+      polls: [{ marble: '------(r|)', result: poll(7, []) }, { marble: '(r|)', result: poll(12, []) }],
+      options: { activePollMs: 10 },
       until: 50,
     });
-    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '6:m:concluded=unknown']);
+    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '11:m:concluded=unknown']);
   });
 
   it('an internal pause blip never shows; a pause that lasts shows after internalPauseMs; a real change is never delayed', () => {
