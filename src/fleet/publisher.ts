@@ -40,11 +40,14 @@ export interface HostPublisherOptions {
 
 type Mode = 'unclaimed' | 'owner' | 'resync' | 'not-owner';
 
+/** An event waiting for Redis, with when it was appended locally (for the publish lag). */
+type Pending = WireEvent & { appendedMs: number };
+
 interface VmState {
   mode: Mode;
   lease: string;
   epoch: string;
-  pending: WireEvent[];
+  pending: Pending[];
   inflight: boolean;
   /** Job ids Redis holds for the VM (to prune what the host forgot). */
   published: Set<string>;
@@ -61,6 +64,8 @@ export interface PublisherStatus {
   notOwned: { vm: string; owner: string }[];
   /** VMs whose Redis copy is being restarted (after data loss or overflow). */
   resyncing: string[];
+  /** VMs published under our lease. */
+  owned: number;
 }
 
 export class HostPublisher {
@@ -128,7 +133,7 @@ export class HostPublisher {
       this.schedule();
       return;
     }
-    state.pending.push(toWire(event));
+    state.pending.push({ ...toWire(event), appendedMs: performance.now() });
     this.buffered++;
     this.schedule();
   }
@@ -136,11 +141,13 @@ export class HostPublisher {
   status(): PublisherStatus {
     const notOwned: { vm: string; owner: string }[] = [];
     const resyncing: string[] = [];
+    let owned = 0;
     for (const [vm, s] of this.vms) {
+      if (s.mode === 'owner') owned++;
       if (s.mode === 'not-owner') notOwned.push({ vm, owner: s.owner ?? '?' });
       if (s.mode === 'resync' || s.mode === 'unclaimed') resyncing.push(vm);
     }
-    return { redis: this.redisUp ? 'up' : 'down', buffered: this.buffered, notOwned, resyncing };
+    return { redis: this.redisUp ? 'up' : 'down', buffered: this.buffered, notOwned, resyncing, owned };
   }
 
   /** Whether the VM's stream is in Redis under our lease. */
@@ -219,7 +226,9 @@ export class HostPublisher {
 
   private ack(state: VmState, head: number): void {
     let n = 0;
-    while (n < state.pending.length && state.pending[n]!.offset <= head) n++;
+    const now = performance.now();
+    const lag = this.store.stats.onPublishLag;
+    for (; n < state.pending.length && state.pending[n]!.offset <= head; n++) lag?.((now - state.pending[n]!.appendedMs) / 1000);
     state.pending.splice(0, n);
     this.buffered -= n;
   }
@@ -269,16 +278,37 @@ export class HostPublisher {
     );
   }
 
+  /**
+   * Renew every lease we hold in one batched call (per Redis node): an idle host costs Redis one
+   * call per tick, however many VMs it has. A lease found lost restarts that VM's copy (claim again).
+   */
   private async renewAll(): Promise<void> {
     if (this.closed) return;
+    const held = [...this.vms].filter(([, s]) => s.mode === 'owner' && !s.inflight).map(([vm, state]) => ({ vm, state, lease: state.lease }));
+    if (held.length === 0) return;
+    const stats = this.store.stats;
+    let results: (boolean | Error)[];
+    try {
+      results = await this.store.renewMany(held, this.leaseTtlMs);
+    } catch (error) {
+      stats.renewals.error += held.length;
+      return this.down(error);
+    }
     await Promise.all(
-      [...this.vms].map(async ([vm, state]) => {
-        if (state.mode !== 'owner' || state.inflight) return;
+      held.map(async ({ vm, state, lease }, i) => {
+        const result = results[i];
+        if (result instanceof Error || result === undefined) {
+          stats.renewals.error++;
+          return this.down(result ?? new Error('no renewal reply'));
+        }
+        if (!result) {
+          stats.renewals.lost++;
+          // Unless an append or a resync moved on meanwhile (another lease, another mode).
+          if (state.mode === 'owner' && state.lease === lease) this.lost(vm, state, `lease on ${vm} lost`);
+          return;
+        }
+        stats.renewals.ok++;
         try {
-          if (!(await this.store.renew(vm, state.lease, this.leaseTtlMs))) {
-            this.lost(vm, state, `lease on ${vm} lost`);
-            return;
-          }
           await this.prune(vm, state);
           await this.syncStatus(vm, state);
           this.up();

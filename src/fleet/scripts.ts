@@ -1,6 +1,7 @@
 /**
  * The Lua scripts where atomicity matters. Each touches only the keys of one VM (one hash slot), so
  * they run unchanged on a Redis Cluster. KEYS are always: meta, lease, stream, jobs (see keys.ts).
+ * The one exception, RENEW_MANY, renews many VMs' leases on one node and says how.
  */
 
 /**
@@ -81,6 +82,27 @@ export const RENEW = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return 1
+`;
+
+/**
+ * Renew many leases of one host in one call: a host's idle cost is one call per tick (per Redis node
+ * of a cluster), not one per VM. The leases are passed in ARGV, not KEYS, because a cluster refuses
+ * declared keys of different slots; `allow-cross-slot-keys` lets the script reach them all as long as
+ * they live on the node KEYS[1] (one of them) routes the call to. A slot that moved meanwhile makes
+ * the call fail as a whole ("non local key"), and the caller renews that group one lease at a time.
+ * KEYS: one of the leases. ARGV: ttlMs, then lease key / lease value pairs. Returns 1 or 0 per pair.
+ */
+export const RENEW_MANY = `#!lua flags=allow-cross-slot-keys
+local out = {}
+for i = 2, #ARGV, 2 do
+  if redis.call('GET', ARGV[i]) == ARGV[i + 1] then
+    redis.call('PEXPIRE', ARGV[i], ARGV[1])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
 `;
 
 /** Give the lease up on a clean shutdown, so a restart elsewhere need not wait for the TTL. ARGV: lease. */

@@ -2,11 +2,14 @@
  * FleetStore: the fleet's Redis operations, one method per question. Multi-key work stays within
  * one VM's hash slot (scripts, MULTI), so the same code runs on a single server and on a cluster.
  */
+import calculateSlot from 'cluster-key-slot';
+import { Cluster } from 'ioredis';
 import type { JobState, VmStatus } from '../jobs/types.js';
 import type { RedisClient } from './connect.js';
 import type { WireEvent, WireKind } from './entry.js';
 import { FleetKeys } from './keys.js';
-import { APPEND, CLAIM, PRUNE, RELEASE, RENEW, REOPEN, STATUS } from './scripts.js';
+import { APPEND, CLAIM, PRUNE, RELEASE, RENEW, RENEW_MANY, REOPEN, STATUS } from './scripts.js';
+import { FleetStats } from './stats.js';
 
 export type ClaimResult =
   | { kind: 'owned'; lease: string; ttlMs: number }
@@ -32,13 +35,17 @@ export interface StoredEntry {
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
-type Scripted = Record<'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus', ScriptFn>;
+type Scripted = Record<'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRenewMany' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus', ScriptFn>;
+
+/** Leases renewed per call at most: one script call blocks its Redis node, keep it short. */
+const RENEW_BATCH = 1000;
 
 /** Replies of HGETALL come as objects, XRANGE as [id, [field, value, ...]] pairs. */
 type XRangeReply = [string, string[]][];
 
 export class FleetStore {
   readonly keys: FleetKeys;
+  readonly stats = new FleetStats();
 
   constructor(readonly redis: RedisClient, prefix?: string) {
     this.keys = new FleetKeys(prefix);
@@ -53,6 +60,7 @@ export class FleetStore {
     ] as const) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 4, lua });
     }
+    if (!('bjgRenewMany' in redis)) redis.defineCommand('bjgRenewMany', { numberOfKeys: 1, lua: RENEW_MANY });
   }
 
   private get scripts(): Scripted {
@@ -65,7 +73,7 @@ export class FleetStore {
   }
 
   async claim(vm: string, host: string, ttlMs: number, freshEpoch: string): Promise<ClaimResult> {
-    const reply = (await this.scripts.bjgClaim(...this.vmKeys(vm), host, ttlMs, freshEpoch)) as [string, string, number, string];
+    const reply = (await this.stats.timed('claim', this.scripts.bjgClaim(...this.vmKeys(vm), host, ttlMs, freshEpoch))) as [string, string, number, string];
     await this.redis.sadd(this.keys.registry, vm);
     if (reply[0] === 'owned') return { kind: 'owned', lease: reply[1], ttlMs: Number(reply[2]) };
     return { kind: reply[0] as 'same' | 'new', epoch: reply[1], head: Number(reply[2]), lease: reply[3] };
@@ -74,7 +82,7 @@ export class FleetStore {
   async append(vm: string, lease: string, epoch: string, maxLen: number, events: readonly WireEvent[]): Promise<AppendResult> {
     const args: (string | number)[] = [lease, epoch, maxLen, this.keys.notifyChannel(vm), vm, events.length];
     for (const e of events) args.push(e.offset, e.kind, e.body, e.q, e.a, e.b);
-    const reply = (await this.scripts.bjgAppend(...this.vmKeys(vm), ...args)) as [string, string | number];
+    const reply = (await this.stats.timed('append', this.scripts.bjgAppend(...this.vmKeys(vm), ...args))) as [string, string | number];
     switch (reply[0]) {
       case 'ok':
         return { kind: 'ok', head: Number(reply[1]) };
@@ -90,12 +98,65 @@ export class FleetStore {
   async reopen(vm: string, lease: string, position: { epoch: string; offset: number }, status: VmStatus, reason: string, jobs: readonly JobState[]): Promise<boolean> {
     const args: (string | number)[] = [lease, position.epoch, position.offset, status, reason, this.keys.notifyChannel(vm), vm];
     for (const job of jobs) args.push(job.id, JSON.stringify(job));
-    const reply = (await this.scripts.bjgReopen(...this.vmKeys(vm), ...args)) as string[];
+    const reply = (await this.stats.timed('reopen', this.scripts.bjgReopen(...this.vmKeys(vm), ...args))) as string[];
     return reply[0] === 'ok';
   }
 
   async renew(vm: string, lease: string, ttlMs: number): Promise<boolean> {
-    return Number(await this.scripts.bjgRenew(...this.vmKeys(vm), lease, ttlMs)) === 1;
+    return Number(await this.stats.timed('renew', this.scripts.bjgRenew(...this.vmKeys(vm), lease, ttlMs))) === 1;
+  }
+
+  /**
+   * Renew many of one host's leases: one script call per Redis node (all of them on a single
+   * server), at most RENEW_BATCH leases each. Resolves, per lease in order, whether it is still
+   * ours (false: expired or taken), or an Error when its group could not be renewed at all.
+   */
+  async renewMany(leases: readonly { vm: string; lease: string }[], ttlMs: number): Promise<(boolean | Error)[]> {
+    const out: (boolean | Error)[] = new Array(leases.length);
+    const groups = new Map<string, number[]>();
+    leases.forEach(({ vm }, i) => {
+      const node = this.nodeOf(this.keys.vm(vm).lease);
+      const group = groups.get(node);
+      if (group) group.push(i);
+      else groups.set(node, [i]);
+    });
+    const calls: Promise<void>[] = [];
+    for (const indexes of groups.values()) {
+      for (let from = 0; from < indexes.length; from += RENEW_BATCH) {
+        const batch = indexes.slice(from, from + RENEW_BATCH);
+        calls.push(this.renewGroup(leases, batch, ttlMs, out));
+      }
+    }
+    await Promise.all(calls);
+    return out;
+  }
+
+  private async renewGroup(leases: readonly { vm: string; lease: string }[], batch: number[], ttlMs: number, out: (boolean | Error)[]): Promise<void> {
+    const args: string[] = [];
+    for (const i of batch) args.push(this.keys.vm(leases[i]!.vm).lease, leases[i]!.lease);
+    try {
+      this.stats.renewCalls++;
+      const reply = (await this.stats.timed('renew', this.scripts.bjgRenewMany(args[0]!, ttlMs, ...args))) as number[];
+      batch.forEach((i, n) => (out[i] = Number(reply[n]) === 1));
+    } catch (error) {
+      // A slot moved between nodes (resharding, failover): one lease at a time finds each its node.
+      if (!(this.redis instanceof Cluster)) {
+        for (const i of batch) out[i] = error as Error;
+        return;
+      }
+      await Promise.all(
+        batch.map(async (i) => {
+          this.stats.renewCalls++;
+          out[i] = await this.renew(leases[i]!.vm, leases[i]!.lease, ttlMs).catch((e: unknown) => e as Error);
+        }),
+      );
+    }
+  }
+
+  /** The cluster node serving a key's slot, as the client last learnt it ('' on a single server). */
+  private nodeOf(key: string): string {
+    if (!(this.redis instanceof Cluster)) return '';
+    return this.redis.slots[calculateSlot(key)]?.[0] ?? '?';
   }
 
   async release(vm: string, lease: string): Promise<void> {
@@ -121,7 +182,7 @@ export class FleetStore {
   /** A VM's position, status and jobs, read in one transaction (a consistent cut). */
   async loadVm(vm: string): Promise<StoredVm | undefined> {
     const k = this.keys.vm(vm);
-    const replies = await this.redis.multi().hgetall(k.meta).hgetall(k.jobs).exec();
+    const replies = await this.stats.timed('load', this.redis.multi().hgetall(k.meta).hgetall(k.jobs).exec());
     const meta = (replies?.[0]?.[1] ?? {}) as Record<string, string>;
     const jobs = (replies?.[1]?.[1] ?? {}) as Record<string, string>;
     if (meta.epoch === undefined) return undefined;
@@ -139,7 +200,7 @@ export class FleetStore {
   /** The epoch, head and the entries after `since` (at most `limit`), in one transaction. */
   async readAfter(vm: string, since: number, limit: number): Promise<{ epoch: string | undefined; head: number; entries: StoredEntry[] }> {
     const k = this.keys.vm(vm);
-    const replies = await this.redis.multi().hmget(k.meta, 'epoch', 'head').xrange(k.stream, `(0-${since}`, '+', 'COUNT', limit).exec();
+    const replies = await this.stats.timed('read', this.redis.multi().hmget(k.meta, 'epoch', 'head').xrange(k.stream, `(0-${since}`, '+', 'COUNT', limit).exec());
     const [epoch, head] = (replies?.[0]?.[1] ?? []) as (string | null)[];
     const range = (replies?.[1]?.[1] ?? []) as XRangeReply;
     return { epoch: epoch ?? undefined, head: Number(head ?? 0), entries: range.map(parseEntry) };
