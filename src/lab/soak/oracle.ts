@@ -114,7 +114,9 @@ export function expectedStates(events: readonly RawQmpEvent[], sent: SentVerbs):
       if (userPaused) expected.push(status);
       else held = { status, kind: 'blip', at };
     } else if (status === 'running' || status === 'ready') {
-      const resumed = resumes.length > 0 && resumes[0]! <= at;
+      // Only a pause in force consumes a resume: on a millisecond clock the job's first running can
+      // tie with a resume sent for a pause that came after it.
+      const resumed = userPaused && resumes.length > 0 && resumes[0]! <= at;
       if (resumed) {
         resumes.shift();
         userPaused = false;
