@@ -7,6 +7,13 @@
  *   - above `hardBytes`, or above `softBytes` for longer than `maxSoftMs`, the connection is closed
  *     with 4508 so the client reconnects and resumes from its offset.
  * Memory per connection is therefore bounded by hardBytes + one snapshot + one progress per job.
+ *
+ * `bufferedAmount` only counts what the kernel has not taken yet, and the kernel's socket buffers
+ * take megabytes from a client that reads nothing. So the client's reading is also confirmed: once
+ * more than `softBytes` were written since the last confirmation, a probe (a WebSocket ping, which
+ * the peer answers only after reading all that precedes it) goes out; no answer within `maxSoftMs`
+ * closes with 4508 as well. A client that reads keeps up; one that stops is cut after about
+ * softBytes of traffic plus maxSoftMs, whatever the kernel buffers.
  */
 import { performance } from 'node:perf_hooks';
 import type { ErrorDetail, ProtocolErrorCode } from '../generated/schema-types.js';
@@ -22,6 +29,8 @@ export interface GatewaySocket {
   uncork?(): void;
   /** Bytes queued but not yet written to the network. */
   readonly bufferedAmount: number;
+  /** Optional: call `onRead` once the peer has read everything sent so far (a ping's pong). */
+  probe?(onRead: () => void): void;
   close(code: number, reason: string): void;
 }
 
@@ -30,7 +39,7 @@ export interface BackpressureOptions {
   softBytes?: number;
   /** @default 1_048_576 (1 MiB) */
   hardBytes?: number;
-  /** @default 10_000 */
+  /** Longest time over softBytes, and longest wait for a read confirmation. @default 10_000 */
   maxSoftMs?: number;
   /** How often a connection over the soft mark is re-checked. @default 50 */
   checkMs?: number;
@@ -57,6 +66,10 @@ export class Connection {
   closed = false;
 
   private softSince: number | undefined;
+  /** Bytes handed to the socket, and how many of them the client has confirmed reading. */
+  private written = 0;
+  private confirmed = 0;
+  private probeTimer: NodeJS.Timeout | undefined;
   private corks = 0;
   private readonly conflatedProgress = new Map<string, string>();
   private watchTimer: NodeJS.Timeout | undefined;
@@ -104,8 +117,11 @@ export class Connection {
     if (this.closed) return;
     this.socket.send(data);
     // A shared frame's length is known: only strings are measured.
-    this.stats.sent(type, typeof data === 'string' ? Buffer.byteLength(data) : data.length);
+    const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
+    this.stats.sent(type, bytes);
+    this.written += bytes;
     this.watch();
+    if (this.probeTimer === undefined && this.written - this.confirmed > this.soft) this.probe();
   }
 
   cork(): void {
@@ -197,11 +213,30 @@ export class Connection {
     if (this.closed) return;
     this.closed = true;
     if (this.watchTimer) clearInterval(this.watchTimer);
+    if (this.probeTimer) clearTimeout(this.probeTimer);
     this.watchTimer = undefined;
     this.conflatedProgress.clear();
     for (const controller of this.commands.values()) controller.abort(new Error(`connection closed (${code})`));
     this.commands.clear();
     this.onClose(this, code, reason);
+  }
+
+  /** Ask the client to confirm it read what was written so far; no answer in maxSoftMs is a slow consumer. */
+  private probe(): void {
+    if (!this.socket.probe) return;
+    const upTo = this.written;
+    const timer = setTimeout(() => {
+      this.close(CloseCode.SlowConsumer, `slow consumer: ${this.written - this.confirmed} bytes sent and not read within ${this.maxSoftMs} ms; resume with since`);
+    }, this.maxSoftMs);
+    timer.unref();
+    this.probeTimer = timer;
+    this.socket.probe(() => {
+      if (this.probeTimer !== timer) return;
+      clearTimeout(timer);
+      this.probeTimer = undefined;
+      this.confirmed = upTo;
+      if (!this.closed && this.written - this.confirmed > this.soft) this.probe();
+    });
   }
 
   /** Start watching the buffer once it crosses the soft mark. */

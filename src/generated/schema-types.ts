@@ -356,6 +356,9 @@ export interface LimitsConfig {
 export interface BackpressureConfig {
   softBytes?: number;
   hardBytes?: number;
+  /**
+   * Longest time over softBytes, and longest wait for a client to confirm (answer a ping) that it read the softBytes written before it; then close 4508.
+   */
   maxSoftMs?: number;
 }
 export interface JobEngineConfig {

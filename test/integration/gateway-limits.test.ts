@@ -80,6 +80,39 @@ describe('gateway limits and bad input', () => {
     await answering.next((m) => m.type === 'pong');
   });
 
+  it('closes a client that stops reading at a low event rate with 4508, though the kernel buffers take it all', async () => {
+    // ~80 KB/s for at most 15 s stays far below what loopback socket buffers absorb (megabytes), so
+    // bufferedAmount stays near 0: before read confirmations only the heartbeat (1006) ended it.
+    const source = new FakeJobSource(['vm1']);
+    const gateway = await leftovers.gateway({ source, heartbeatMs: 120_000, backpressure: { softBytes: 16_384, hardBytes: 65_536, maxSoftMs: 1_000 } });
+    const slow = await leftovers.client(gateway.wsUrl);
+    const healthy = await leftovers.client(gateway.wsUrl);
+    for (const c of [slow, healthy]) {
+      c.send({ type: 'subscribe', id: '1', sub: 'a' });
+      await c.next((m) => m.type === 'synced');
+    }
+    (slow.ws as unknown as { _socket: { pause(): void } })._socket.pause();
+    const padding = 'x'.repeat(4000);
+    const slowClosed = () => (gateway.core.stats.disconnects.get(4508) ?? 0) > 0;
+    const deadline = Date.now() + 15_000;
+    let emitted = 0;
+    while (!slowClosed() && Date.now() < deadline) {
+      source.transition('vm1', 'j0', emitted % 2 ? 'paused' : 'running', { error: padding });
+      emitted++;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(slowClosed(), `emitted ${emitted} events (~${Math.round((emitted * 4.4) / 1024)} MB) without a 4508`).toBe(true);
+    expect(emitted * 4000).toBeLessThan(1_048_576);
+    await healthy.next((m) => m.type === 'event' && m.offset === emitted, 30_000);
+    expect(assertChain(healthy.messages, 'vm1', 0)).toBe(emitted);
+    expect(healthy.closeCode).toBeUndefined();
+    (slow.ws as unknown as { _socket: { resume(): void } })._socket.resume();
+    expect(await slow.closed).toBe(4508);
+    // Cut on the unconfirmed bytes (this reason), not on the in-process buffer's marks.
+    expect(slow.closeReason).toMatch(/not read within 1000 ms/);
+    assertChain(slow.messages, 'vm1', 0);
+  });
+
   it('closes a client that stops reading with 4508; the others get every event, in order', async () => {
     const source = new FakeJobSource(['vm1']);
     const gateway = await leftovers.gateway({ source, backpressure: { softBytes: 16_384, hardBytes: 65_536, checkMs: 20 } });

@@ -96,6 +96,9 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
     wss.handleUpgrade(req, socket, head, (ws) => {
       ws.on('error', (error) => log.debug({ err: error }, 'WebSocket error'));
       alive.set(ws, true);
+      // Read confirmations (Connection.probe): a ping whose payload names the callback its pong answers.
+      const probes = new Map<string, () => void>();
+      let probeSeq = 0;
       const hooks = core.opened(
         {
           // A Buffer is a shared, already encoded text frame (stream/frames.ts).
@@ -106,11 +109,23 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
           get bufferedAmount() {
             return ws.bufferedAmount;
           },
+          probe: (onRead) => {
+            const key = `r${++probeSeq}`;
+            probes.set(key, onRead);
+            ws.ping(key);
+          },
           close: (code, reason) => ws.close(code, reason),
         },
         { principal, ...(req.socket.remoteAddress ? { remoteAddress: req.socket.remoteAddress } : {}) },
       );
-      ws.on('pong', () => alive.set(ws, true));
+      ws.on('pong', (data) => {
+        alive.set(ws, true);
+        const key = data.toString();
+        const onRead = probes.get(key);
+        if (!onRead) return;
+        probes.delete(key);
+        onRead();
+      });
       ws.on('message', (data, isBinary) => {
         alive.set(ws, true);
         hooks.message(isBinary ? '' : data.toString());
