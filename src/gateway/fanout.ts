@@ -1,14 +1,17 @@
 /**
- * Fan-out: every stream event and progress update the feed delivers goes to every subscription,
- * in feed order, from one bounded queue.
+ * Fan-out: every stream event and progress update the feed delivers goes to every subscription
+ * that may cover its VM, in feed order, from one bounded queue.
  *
  * The feed hands events over synchronously; they queue here. The pump works in passes: a pass takes
- * the items queued when it starts and visits every subscription once, handing it all of them in feed
- * order with its connection corked (several frames, one write); items queued meanwhile wait for the
- * next pass. Each stream event is encoded once per group of identical frames (stream/frames.ts).
- * The pump yields to the event loop every `chunk` deliveries so QMP handling is never starved. A
- * subscription added during a pass is visited too, and skips what its cut already covers by its
- * cursor. When the queue is full, stream events are not dropped: every subscriber is told to resume.
+ * the items queued when it starts and visits each subscription that may cover one of their VMs once,
+ * handing it all of them in feed order with its connection corked (several frames, one write); items
+ * queued meanwhile wait for the next pass. Subscriptions limited to a list of VMs (by filter or
+ * token) are indexed by VM, so an event for a VM few follow costs only those few: a fleet edge with
+ * 10,000 VMs and thousands of narrow subscribers would otherwise test every subscriber per event.
+ * Each stream event is encoded once per group of identical frames (stream/frames.ts). The pump yields
+ * to the event loop every `chunk` deliveries so QMP handling is never starved. A subscription added
+ * during a pass may be visited or not: its cut already covers every queued item (it skips them by its
+ * cursor). When the queue is full, stream events are not dropped: every subscriber is told to resume.
  */
 import { performance } from 'node:perf_hooks';
 import type { ClientSubscription } from './subscription.js';
@@ -20,6 +23,8 @@ type QueueItem = { kind: 'stream'; event: StreamEvent; frames?: EncodedFrames } 
 
 /** Items one pass takes: enough to merge a burst of frames per write, few enough that one subscription's share stays small against `chunk`. */
 const MAX_PASS_ITEMS = 64;
+
+const NOBODY: ReadonlySet<ClientSubscription> = new Set();
 
 /** The items one pass hands to every subscription, and where it is in the audience. */
 interface Pass {
@@ -43,6 +48,11 @@ export interface FanOutOptions {
 export class FanOut implements Omit<FeedSink, 'reset'> {
   /** Every live subscription, in subscribe order. */
   private readonly audience = new Set<ClientSubscription>();
+  /** Subscriptions that may cover any VM, and those limited to a list of VMs, by VM. */
+  private readonly anyVm = new Set<ClientSubscription>();
+  private readonly byVm = new Map<string, Set<ClientSubscription>>();
+  /** What each subscription is indexed under (null: anyVm). */
+  private readonly scopes = new Map<ClientSubscription, ReadonlySet<string> | null>();
   /** Subscriptions with a stream where the filter skipped events since their last message. */
   private readonly behind = new Set<ClientSubscription>();
   private readonly queue: QueueItem[] = [];
@@ -60,12 +70,26 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   }
 
   add(sub: ClientSubscription): void {
+    if (this.audience.has(sub)) return;
     this.audience.add(sub);
+    const scope = sub.vmScope();
+    this.scopes.set(sub, scope);
+    if (scope === null) this.anyVm.add(sub);
+    else for (const vm of scope) this.followers(vm).add(sub);
   }
 
   remove(sub: ClientSubscription): void {
     this.audience.delete(sub);
     this.behind.delete(sub);
+    const scope = this.scopes.get(sub);
+    this.scopes.delete(sub);
+    if (scope === null) this.anyVm.delete(sub);
+    else
+      for (const vm of scope ?? []) {
+        const set = this.byVm.get(vm);
+        set?.delete(sub);
+        if (set?.size === 0) this.byVm.delete(vm);
+      }
   }
 
   start(): void {
@@ -142,7 +166,39 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   private startPass(): Pass {
     const items = this.queue.slice(0, MAX_PASS_ITEMS);
     for (const item of items) if (item.kind === 'stream') item.frames ??= new EncodedFrames(item.event);
-    return { items, cursor: this.audience.values() };
+    return { items, cursor: this.targets(items) };
+  }
+
+  private followers(vm: string): Set<ClientSubscription> {
+    let set = this.byVm.get(vm);
+    if (!set) this.byVm.set(vm, (set = new Set()));
+    return set;
+  }
+
+  /**
+   * The subscriptions a pass visits, each once: those that may cover any VM, then those indexed
+   * under one of the items' VMs. Live Set iterators, so one removed during the pass is not visited;
+   * the common shapes (nothing indexed, or one VM and no unscoped subscription) iterate one Set as is.
+   */
+  private targets(items: readonly QueueItem[]): Iterator<ClientSubscription> {
+    if (this.byVm.size === 0) return this.anyVm.values();
+    const vms = new Set(items.map((item) => item.event.vm));
+    if (vms.size === 1 && this.anyVm.size === 0) return (this.byVm.get(items[0]!.event.vm) ?? NOBODY).values();
+    return this.mixedTargets(vms);
+  }
+
+  private *mixedTargets(vms: ReadonlySet<string>): Generator<ClientSubscription, void, undefined> {
+    yield* this.anyVm;
+    const seen = vms.size > 1 ? new Set<ClientSubscription>() : undefined;
+    for (const vm of vms) {
+      for (const sub of this.byVm.get(vm) ?? NOBODY) {
+        if (seen) {
+          if (seen.has(sub)) continue;
+          seen.add(sub);
+        }
+        yield sub;
+      }
+    }
   }
 
   private sweepBookmarks(): void {

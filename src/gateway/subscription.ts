@@ -71,6 +71,16 @@ export class ClientSubscription {
     this.states = toSet(filter?.states);
   }
 
+  /**
+   * Every VM this subscription can ever cover (its filter's VMs the token may read), or null when
+   * that is not a fixed list. Fan-out indexes subscriptions by it, so an event visits only its VM's.
+   */
+  vmScope(): ReadonlySet<string> | null {
+    const allowed = this.output.principal.vms;
+    if (this.vms === null) return allowed;
+    return allowed === null ? this.vms : new Set([...this.vms].filter((vm) => allowed.has(vm)));
+  }
+
   coversVm(vm: string): boolean {
     return (this.vms === null || this.vms.has(vm)) && canRead(this.output.principal, vm);
   }

@@ -5,7 +5,7 @@
  * `prev` chains, nothing lost, slow consumers closed with 4508.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { ANONYMOUS } from '../../../src/gateway/auth.js';
+import { ANONYMOUS, type Principal } from '../../../src/gateway/auth.js';
 import { GatewayCore, type ConnectionHooks, type GatewaySocket } from '../../../src/gateway/core.js';
 import { CloseCode } from '../../../src/protocol/codes.js';
 import { assertChain, type Msg } from '../../utils/gateway-support.js';
@@ -58,9 +58,9 @@ async function makeCore(source: FakeJobSource, options: Partial<ConstructorParam
   return core;
 }
 
-function connect(core: GatewayCore, body: Msg): { socket: CorkSocket; hooks: ConnectionHooks } {
+function connect(core: GatewayCore, body: Msg, principal: Principal = ANONYMOUS): { socket: CorkSocket; hooks: ConnectionHooks } {
   const socket = new CorkSocket();
-  const hooks = core.opened(socket, { principal: ANONYMOUS });
+  const hooks = core.opened(socket, { principal });
   hooks.message(JSON.stringify({ type: 'subscribe', id: 'r', ...body }));
   return { socket, hooks };
 }
@@ -140,5 +140,54 @@ describe('fan-out batching', () => {
     // What it got before the close is a gapless prefix.
     expect(slow.socket.events().map((m) => m.offset)).toEqual([1, 2, 3].slice(0, slow.socket.events().length));
     assertChain(fast.socket.messages, 'vm1', 0);
+  });
+});
+
+describe('fan-out by VM (issue 12: a fleet edge with thousands of narrow subscribers)', () => {
+  it('hands an event only to the subscriptions that may cover its VM: one follower among 1,000 gets it without the pump yielding', async () => {
+    const vms = Array.from({ length: 1000 }, (_, i) => `vm${i}`);
+    const source = new FakeJobSource(vms);
+    // A slice of 10 visits: visiting all 1,000 subscriptions would take 100 slices, each after a setImmediate.
+    const core = await makeCore(source, { fanoutChunk: 10 });
+    const clients = vms.map((vm) => connect(core, { sub: 's', filter: { vms: [vm] } }));
+    source.transition('vm999', 'j0', 'running');
+    // Synchronously: the one follower was the pass's first (and only) visit.
+    expect(clients[999]!.socket.events().map((m) => [m.vm, m.offset, m.prev])).toEqual([['vm999', 1, 0]]);
+    expect(clients.slice(0, 999).every((c) => c.socket.events().length === 0)).toBe(true);
+  });
+
+  it('keeps order, prev chains and exactly-once across filtered, token-limited and unscoped subscriptions in mixed passes', async () => {
+    const source = new FakeJobSource(['vm1', 'vm2', 'vm3']);
+    const core = await makeCore(source, { fanoutChunk: 3 });
+    const limited: Principal = { name: 'limited', scopes: new Set(['read']), vms: new Set(['vm2', 'vm3']) };
+    const both = connect(core, { sub: 'a', filter: { vms: ['vm1', 'vm2'] } });
+    const tokenOnly = connect(core, { sub: 'a' }, limited);
+    const narrowed = connect(core, { sub: 'a', filter: { vms: ['vm3'] } }, limited);
+    const everything = connect(core, { sub: 'a' });
+    const onlyVm2 = connect(core, { sub: 'a', filter: { vms: ['vm2'] } });
+
+    // Interleaved across VMs so passes hold several VMs (a subscription indexed under two of them is visited once).
+    for (const state of ['running', 'paused', 'running', 'ready', 'concluded'] as const) {
+      for (const vm of ['vm1', 'vm2', 'vm3']) source.transition(vm, 'j0', state);
+    }
+    const expected = { both: ['vm1', 'vm2'], tokenOnly: ['vm2', 'vm3'], narrowed: ['vm3'], everything: ['vm1', 'vm2', 'vm3'], onlyVm2: ['vm2'] };
+    const clients = { both, tokenOnly, narrowed, everything, onlyVm2 };
+    await expect.poll(() => Object.values(clients).every((c) => c.socket.events().length === 5 * [...new Set(c.socket.events().map((m) => m.vm))].length)).toBe(true);
+    await expect.poll(() => everything.socket.events().length).toBe(15);
+    for (const [name, client] of Object.entries(clients)) {
+      const events = client.socket.events();
+      const vmsSeen = [...new Set(events.map((m) => m.vm as string))].sort();
+      expect(vmsSeen, name).toEqual(expected[name as keyof typeof expected]);
+      for (const vm of vmsSeen) {
+        expect(events.filter((m) => m.vm === vm).map((m) => m.offset), `${name} ${vm}`).toEqual([1, 2, 3, 4, 5]);
+        assertChain(client.socket.messages, vm, 0);
+      }
+    }
+
+    // Unsubscribed: out of the index, nothing more arrives.
+    onlyVm2.hooks.message(JSON.stringify({ type: 'unsubscribe', id: 'u', sub: 'a' }));
+    source.transition('vm2', 'j1', 'running');
+    await expect.poll(() => both.socket.events().length).toBe(11);
+    expect(onlyVm2.socket.events()).toHaveLength(5);
   });
 });
