@@ -9,7 +9,8 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +38,25 @@ const TICKS = 100; // USER_HZ of /proc/<pid>/stat
 function procCpuMs(pid: number): number {
   const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
+}
+
+/**
+ * With `--cpu-prof` the bench host profiles its whole life, mostly setup (10,000 connections); this
+ * profiles edge A (this process) over the loaded window alone, next to it.
+ */
+async function profileWindow(): Promise<(() => Promise<void>) | undefined> {
+  if (!process.execArgv.some((a) => a.startsWith('--cpu-prof'))) return undefined;
+  const session = new Session();
+  session.connect();
+  await session.post('Profiler.enable');
+  await session.post('Profiler.start');
+  return async () => {
+    const { profile } = await session.post('Profiler.stop');
+    const dir = new URL('../../bench/results/profiles/', import.meta.url);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(new URL('fleet-edgeA-window.cpuprofile', dir), JSON.stringify(profile));
+    session.disconnect();
+  };
 }
 
 function fork(context: ScenarioContext, module: string): RpcChild {
@@ -144,6 +164,7 @@ export const fleet: Scenario = async (context) => {
   const redisStart = procCpuMs(redis.pid!);
   const cmdStart = Number(info('stats').total_commands_processed);
   const genStart = (await hosts.call<{ generated: number }>('stats')).generated;
+  const stopProfile = await profileWindow();
   let used = { cpuMs: 0, wallMs: 1, coreShare: 0 };
   let bMs = 0;
   let redisMs = 0;
@@ -152,6 +173,7 @@ export const fleet: Scenario = async (context) => {
     bMs = procCpuMs(child.pid!) - bStart;
     redisMs = procCpuMs(redis.pid!) - redisStart;
   });
+  await stopProfile?.();
   const cmdPerSec = (Number(info('stats').total_commands_processed) - cmdStart) / (loaded.wallMs / 1000);
   const transitionsPerSec = ((await hosts.call<{ generated: number }>('stats')).generated - genStart) / (loaded.wallMs / 1000);
   const deliveriesA = loaded.deliveriesPerSec / 2;
