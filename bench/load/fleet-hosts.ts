@@ -128,7 +128,8 @@ serveRpc({
   },
 
   stats() {
-    return { generated, buffered: publishers.reduce((n, p) => n + p.status().buffered, 0), cpu: process.cpuUsage() };
+    // offsets: the sum of every VM's head, which an edge that has caught up shows too.
+    return { generated, buffered: publishers.reduce((n, p) => n + p.status().buffered, 0), offsets: vms.reduce((n, vm) => n + vm.position.offset, 0), cpu: process.cpuUsage() };
   },
 
   async close() {

@@ -178,8 +178,12 @@ export const fleet: Scenario = async (context) => {
   const transitionsPerSec = ((await hosts.call<{ generated: number }>('stats')).generated - genStart) / (loaded.wallMs / 1000);
   const deliveriesA = loaded.deliveriesPerSec / 2;
 
-  // Idle window: no transitions; what do the edges ask Redis for?
+  // Idle window: no transitions; what do the edges ask Redis for? It starts once edge A has applied
+  // every event (a loaded machine leaves a backlog whose catch-ups are not idle cost).
   await hosts.call('rate', { perSec: 0 });
+  const { offsets } = await hosts.call<{ offsets: number }>('stats');
+  const headsA = () => edgeA.feed.vms().reduce((n, vm) => n + edgeA.feed.position(vm).offset, 0);
+  await waitFor('edge A caught up with the hosts', () => headsA() >= offsets, 120_000);
   await sleep(1000);
   const before = { ...edgeA.feed.counters };
   const idleCmdStart = Number(info('stats').total_commands_processed);

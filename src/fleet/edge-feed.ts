@@ -15,7 +15,7 @@ import type { FeedSink, StreamEvent, StreamFeed } from '../gateway/stream/feed.j
 import type { JobState, ProgressUpdate, VmSnapshot, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from './connect.js';
-import { fromWire, parseBody, type TransitionBody, type VmBody, type WireKind } from './entry.js';
+import { decodeWire, type WireKind } from './entry.js';
 import type { FleetHistory } from './history.js';
 import type { FleetStore, StoredVm } from './store.js';
 
@@ -190,17 +190,18 @@ export class EdgeFeed implements StreamFeed {
 
   /** Apply the next event: state and head first, then the core (the feed contract's order). */
   private emit(vm: string, state: EdgeVm, offset: number, kind: WireKind, body: string, q: string): void {
-    if (kind === 't') {
-      const { job } = parseBody<TransitionBody>(body);
+    const decoded = decodeWire(vm, offset, kind, body, q);
+    if (decoded.transition) {
+      const { job } = decoded.transition;
       state.jobs.set(job.id, job);
     } else {
-      const { status, reason } = parseBody<VmBody>(body);
+      const { status, reason } = decoded.vm;
       state.status = status;
       if (reason !== undefined) state.reason = reason;
       else delete state.reason;
     }
     state.head = offset;
-    const event = fromWire(vm, offset, kind, body, q);
+    const event = decoded.event;
     this.history.append(vm, event);
     this.sink.event(event);
   }

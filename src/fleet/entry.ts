@@ -56,10 +56,21 @@ function monoOf(q: string): number | undefined {
 
 /** A stored or notified event as the gateway core serves it. */
 export function fromWire(vm: string, offset: number, kind: WireKind, body: string, q: string): StreamEvent {
+  return decodeWire(vm, offset, kind, body, q).event;
+}
+
+/** The event and its parsed body (an edge keeps the job or VM status from it): the body is parsed once. */
+export function decodeWire(
+  vm: string,
+  offset: number,
+  kind: WireKind,
+  body: string,
+  q: string,
+): { event: StreamEvent; transition: TransitionBody; vm?: undefined } | { event: StreamEvent; vm: VmBody; transition?: undefined } {
   const mono = monoOf(q);
   if (kind === 't') {
     const parsed = parseBody<TransitionBody>(body);
-    return {
+    const event: StreamEvent = {
       kind: 'event',
       vm,
       offset,
@@ -69,6 +80,8 @@ export function fromWire(vm: string, offset: number, kind: WireKind, body: strin
       prefix: EVENT_PREFIX,
       body,
     };
+    return { event, transition: parsed };
   }
-  return { kind: 'vm', vm, offset, at: Date.parse(parseBody<VmBody>(body).ts), prefix: VM_PREFIX, body };
+  const parsed = parseBody<VmBody>(body);
+  return { event: { kind: 'vm', vm, offset, at: Date.parse(parsed.ts), prefix: VM_PREFIX, body }, vm: parsed };
 }
