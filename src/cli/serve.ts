@@ -9,7 +9,7 @@ import { TokenAuthenticator } from '../gateway/auth.js';
 import { makeJobController } from '../gateway/control/index.js';
 import { startGateway, type GatewayServerOptions, type RunningGateway } from '../gateway/server.js';
 import { startFleetEdge } from '../fleet/edge.js';
-import { startFleetHost, type FleetHost } from '../fleet/host.js';
+import { readFleetSeeds, startFleetHost, type FleetHost } from '../fleet/host.js';
 import { CloseCode } from '../protocol/codes.js';
 import { combineSources } from '../jobs/combine.js';
 import type { SourcePorts } from '../jobs/control-port.js';
@@ -149,7 +149,13 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
     for (const opened of libvirt) await opened.close();
   };
   try {
-    for (const [vm, address] of Object.entries(config.qmp ?? {})) if (address !== undefined) registry.add(vm, address);
+    const seeds = config.fleet ? await readFleetSeeds(config.fleet, Object.keys(config.qmp ?? {}), log.child({ component: 'fleet' })) : undefined;
+    for (const [vm, address] of Object.entries(config.qmp ?? {})) {
+      if (address === undefined) continue;
+      registry.add(vm, address);
+      const jobs = seeds?.get(vm);
+      if (jobs) registry.seed(vm, jobs);
+    }
     for (const entry of config.libvirt ?? []) {
       libvirt.push(openLibvirtSource(entry, { ...(config.jobs ? { engine: config.jobs } : {}), logger: log.child({ component: 'libvirt', uri: entry.uri }) }));
     }

@@ -8,7 +8,7 @@ import { ConfigError } from '../errors.js';
 import type { CommandHandler } from '../gateway/control/controller.js';
 import type { GatewayHealth } from '../gateway/http.js';
 import type { HistoryLimits } from '../gateway/history/types.js';
-import type { JobSource } from '../jobs/types.js';
+import type { JobSource, JobState } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import { HostCommands } from './commands.js';
 import { connectOrFail, connectRedis, duplicateRedis, type RedisClient } from './connect.js';
@@ -16,6 +16,8 @@ import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.j
 import { FleetHistory } from './history.js';
 import { HostPublisher } from './publisher.js';
 import { FleetStore } from './store.js';
+import { DEFAULT_KEY_PREFIX } from './keys.js';
+import { defaultStateDir, UnackedBook, unackedFile } from './unacked.js';
 
 export interface FleetHost {
   readonly hostId: string;
@@ -27,10 +29,40 @@ export interface FleetHost {
   close(options?: { release?: boolean }): Promise<void>;
 }
 
+/**
+ * The jobs Redis holds for VMs this host published before (it restarted): read before the engines
+ * first poll QEMU, so their reconcile continues those jobs (same incarnations, no "new" transition)
+ * and concludes the ones QEMU no longer lists. Redis unreachable: none (the stream then restarts in
+ * Redis with a snapshot once it is back).
+ */
+export async function readFleetSeeds(config: FleetConfig, vms: readonly string[], log: Logger): Promise<Map<string, JobState[]>> {
+  const seeds = new Map<string, JobState[]>();
+  if (vms.length === 0) return seeds;
+  const target = redisTargetOf(config);
+  const hostId = config.hostId ?? defaultHostId();
+  const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}-seed`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
+  redis.on('error', () => undefined);
+  try {
+    await connectOrFail(redis, target, 5000);
+    const store = new FleetStore(redis, config.keyPrefix);
+    for (const vm of vms) {
+      const stored = await store.loadVm(vm);
+      if (stored?.host === hostId && stored.jobs.size > 0) seeds.set(vm, [...stored.jobs.values()]);
+    }
+  } catch (error) {
+    if (error instanceof ConfigError && /refused the login/.test(error.message)) throw error;
+    log.warn({ err: error, redis: target.redacted }, 'fleet: could not read the jobs Redis holds for this host; jobs that ended while it was down show once Redis restarts their streams');
+  } finally {
+    redis.disconnect();
+  }
+  return seeds;
+}
+
 export async function startFleetHost(config: FleetConfig, source: JobSource, options: { logger: Logger; historyLimits?: HistoryLimits }): Promise<FleetHost> {
   const log = options.logger;
   const target = redisTargetOf(config);
   const hostId = config.hostId ?? defaultHostId();
+  const unacked = new UnackedBook(unackedFile(config.stateDir ?? defaultStateDir(), hostId, target.redacted, config.keyPrefix ?? DEFAULT_KEY_PREFIX));
   const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined); // reported by the publisher, without the URL's secrets
   // Unreachable: serve locally and publish once it is back. A refused login is a configuration error.
@@ -49,7 +81,9 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     ...(config.maxBuffered !== undefined ? { maxBuffered: config.maxBuffered } : {}),
     ...(options.historyLimits?.maxEntries !== undefined ? { maxLen: options.historyLimits.maxEntries } : {}),
     snapshotOf,
+    unacked,
     positionOf: (vm) => holder.history?.position(vm),
+    ...(source.seed ? { seed: (vm: string, jobs: readonly JobState[]) => source.seed?.(vm, jobs) } : {}),
     logger: log,
   });
   const history = new FleetHistory(store, {
@@ -73,6 +107,7 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     publisher,
     async serveCommands(handle) {
       await publisher.syncNow();
+      unacked.settled(); // every VM was opened: a record the previous process left is used up
       blocking = duplicateRedis(redis);
       blocking.on('error', () => undefined);
       commands = new HostCommands(store, blocking, { host: hostId, handle, owns: (vm) => publisher.owns(vm), logger: log });
@@ -90,6 +125,7 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
       progress.unsubscribe();
       await commands?.stop();
       await publisher.close({ release });
+      unacked.close();
       redis.disconnect();
     },
   };

@@ -19,6 +19,7 @@ import type { StreamEvent } from '../gateway/stream/feed.js';
 import type { JobState, VmSnapshot } from '../jobs/types.js';
 import { toWire, type WireEvent } from './entry.js';
 import type { FleetStore } from './store.js';
+import type { UnackedBook } from './unacked.js';
 
 export interface HostPublisherOptions {
   /** This host gateway's stable name (lease owner, command stream). */
@@ -35,6 +36,10 @@ export interface HostPublisherOptions {
   snapshotOf: (vm: string) => VmSnapshot | undefined;
   /** The local history's position of a VM. */
   positionOf: (vm: string) => StreamPosition | undefined;
+  /** Hands the jobs Redis holds for a VM continued from an earlier process to the source, which reconciles them. */
+  seed?: (vm: string, jobs: readonly JobState[]) => void;
+  /** Where the host records streams served beyond Redis's head (none: a crash may reuse offsets). */
+  unacked?: UnackedBook;
   logger: Logger;
 }
 
@@ -47,6 +52,8 @@ interface VmState {
   mode: Mode;
   lease: string;
   epoch: string;
+  /** Redis's head of `epoch` as far as this host knows (its claim, then its acknowledged appends). */
+  acked: number;
   pending: Pending[];
   inflight: boolean;
   /** Job ids Redis holds for the VM (to prune what the host forgot). */
@@ -105,22 +112,59 @@ export class HostPublisher {
         this.notOwned(vm, claim.lease);
         return { epoch: fresh, offset: 0 };
       }
-      this.vms.set(vm, { mode: 'owner', lease: claim.lease, epoch: claim.epoch, pending: [], inflight: false, published: new Set() });
+      const state: VmState = { mode: 'owner', lease: claim.lease, epoch: claim.epoch, acked: claim.head, pending: [], inflight: false, published: new Set() };
+      this.vms.set(vm, state);
+      const jobs = claim.kind === 'same' ? await this.seed(vm, state) : [];
+      if (claim.kind === 'same' && this.options.unacked?.wasUnacked(vm, claim.epoch, claim.head)) await this.startOver(vm, state, jobs);
+      this.options.unacked?.reopened(vm);
       this.redisUp = true;
-      this.options.logger.info({ vm, epoch: claim.epoch, head: claim.head, continued: claim.kind === 'same' }, 'fleet: VM claimed');
-      return { epoch: claim.epoch, offset: claim.head };
+      this.options.logger.info({ vm, epoch: state.epoch, head: state.acked, continued: state.epoch === claim.epoch }, 'fleet: VM claimed');
+      return { epoch: state.epoch, offset: state.acked };
     } catch (error) {
       this.down(error);
-      this.vms.set(vm, { mode: 'unclaimed', lease: '', epoch: fresh, pending: [], inflight: false, published: new Set() });
+      this.vms.set(vm, { mode: 'unclaimed', lease: '', epoch: fresh, acked: 0, pending: [], inflight: false, published: new Set() });
       this.schedule();
       return { epoch: fresh, offset: 0 };
     }
   }
 
+  /**
+   * A continued stream: the jobs its subscribers were told of go to the source, so one that ended
+   * while no host followed it concludes in the stream (`unknown`, or its true end if QEMU still
+   * lists it) instead of staying a phantom; and Redis forgets them once the source does.
+   */
+  private async seed(vm: string, state: VmState): Promise<JobState[]> {
+    const stored = await this.store.loadVm(vm);
+    const jobs = [...(stored?.jobs.values() ?? [])];
+    for (const job of jobs) state.published.add(job.id);
+    if (jobs.length > 0) this.options.seed?.(vm, jobs);
+    return jobs;
+  }
+
+  /**
+   * The previous process died having served offsets of this epoch that Redis never acknowledged: a
+   * client may hold them, so they must never name other events. Redis's copy restarts at a new
+   * epoch with the jobs it held (the reconcile then ends or continues them); resumes get a snapshot.
+   */
+  private async startOver(vm: string, state: VmState, jobs: readonly JobState[]): Promise<void> {
+    const epoch = newEpoch();
+    this.options.logger.warn(
+      { vm, epoch: state.epoch, head: state.acked, newEpoch: epoch },
+      'fleet: the previous process served events Redis never acknowledged (unclean shutdown); the stream starts a new epoch so that no offset names two events',
+    );
+    const status = this.options.snapshotOf(vm)?.status ?? 'connecting';
+    if (!(await this.store.reopen(vm, state.lease, { epoch, offset: 0 }, status, 'unclean shutdown of the host gateway', jobs))) throw new Error(`lease on ${vm} lost while starting a new epoch`);
+    state.epoch = epoch;
+    state.acked = 0;
+  }
+
   /** Called for every event the host appended locally, in order. */
   enqueue(vm: string, event: StreamEvent): void {
     const state = this.vms.get(vm);
-    if (!state || state.mode === 'not-owner' || state.mode === 'resync') return;
+    if (!state || state.mode === 'not-owner') return;
+    // Before the event reaches a local client: the record that this stream is ahead of Redis.
+    if (state.mode !== 'unclaimed') this.options.unacked?.ahead(vm, state.epoch, event.offset);
+    if (state.mode === 'resync') return;
     if (this.buffered >= this.maxBuffered) {
       this.options.logger.error({ buffered: this.buffered }, 'fleet: Redis buffer full; dropping it, the affected streams restart in Redis with a snapshot');
       for (const [name, s] of this.vms) {
@@ -206,7 +250,7 @@ export class HostPublisher {
     const result = await this.store.append(vm, state.lease, state.epoch, this.maxLen, batch);
     switch (result.kind) {
       case 'ok':
-        this.ack(state, result.head);
+        this.ack(vm, state, result.head);
         for (const e of batch) {
           if (e.kind === 't') state.published.add(e.a);
           else state.status = e.a;
@@ -214,7 +258,7 @@ export class HostPublisher {
         return;
       case 'head':
         // Written by a call whose reply we lost: drop what is in; behind us: Redis lost writes.
-        if (result.head >= batch[0]!.offset) return this.ack(state, result.head);
+        if (result.head >= batch[0]!.offset) return this.ack(vm, state, result.head);
         return this.lost(vm, state, `Redis has offset ${result.head} for ${vm}, we wrote up to ${batch[0]!.offset - 1}: writes were lost`);
       case 'epoch':
         return this.lost(vm, state, result.epoch ? `Redis holds epoch ${result.epoch} for ${vm}` : `Redis lost the stream of ${vm}`);
@@ -224,13 +268,15 @@ export class HostPublisher {
     }
   }
 
-  private ack(state: VmState, head: number): void {
+  private ack(vm: string, state: VmState, head: number): void {
     let n = 0;
     const now = performance.now();
     const lag = this.store.stats.onPublishLag;
     for (; n < state.pending.length && state.pending[n]!.offset <= head; n++) lag?.((now - state.pending[n]!.appendedMs) / 1000);
     state.pending.splice(0, n);
     this.buffered -= n;
+    state.acked = Math.max(state.acked, head);
+    if (state.pending.length === 0) this.options.unacked?.caughtUp(vm);
   }
 
   private lost(vm: string, state: VmState, why: string): void {
@@ -255,8 +301,11 @@ export class HostPublisher {
     const after = this.options.positionOf(vm)!;
     if (after.epoch !== before.epoch || after.offset !== before.offset) return; // moved meanwhile: again, from the new position
     state.epoch = before.epoch;
+    state.acked = before.offset;
     state.published = new Set(jobs.map((j) => j.id));
     state.mode = 'owner';
+    this.options.unacked?.caughtUp(vm);
+    this.options.unacked?.reopened(vm);
     this.options.logger.info({ vm, epoch: before.epoch, head: before.offset }, 'fleet: Redis copy of the stream restarted with a snapshot');
   }
 
@@ -270,7 +319,7 @@ export class HostPublisher {
       state.mode = 'not-owner';
       state.owner = owner;
     } else {
-      this.vms.set(vm, { mode: 'not-owner', lease: '', epoch: '', pending: [], inflight: false, published: new Set(), owner });
+      this.vms.set(vm, { mode: 'not-owner', lease: '', epoch: '', acked: 0, pending: [], inflight: false, published: new Set(), owner });
     }
     this.options.logger.error(
       { vm, owner, code: 'GW_ERR_FLEET_NOT_OWNER' },

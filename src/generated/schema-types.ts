@@ -414,6 +414,10 @@ export interface FleetConfig {
    */
   commandAckMs?: number;
   /**
+   * Host: where it records, per VM, that events it served are not yet in Redis, so that a restart after a crash never reuses their offsets (a new epoch instead). Default: $STATE_DIRECTORY (systemd StateDirectory=), else $XDG_STATE_HOME/blockjob-gateway, else ~/.local/state/blockjob-gateway.
+   */
+  stateDir?: string;
+  /**
    * PEM file of the CA of a rediss:// server (default: the system CAs).
    */
   tlsCaFile?: string;

@@ -101,6 +101,10 @@ class Combined implements JobSource, ControlPort {
     return this.owners.get(vm)?.source.settle?.(vm, timeoutMs) ?? Promise.resolve();
   }
 
+  seed(vm: string, jobs: readonly JobState[]): void {
+    this.owners.get(vm)?.source.seed?.(vm, jobs);
+  }
+
   info(vm: string): VmInfo | undefined {
     return this.owners.get(vm)?.source.info(vm);
   }

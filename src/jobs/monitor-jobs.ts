@@ -298,6 +298,39 @@ export class MonitorJobs {
     await feed.execute('query-jobs', undefined, { timeoutMs }).catch(() => undefined);
   }
 
+  /**
+   * Jobs subscribers were told of before this engine existed (a fleet host's previous process, from
+   * Redis). They are taken as QEMU's jobs of unknown freshness (stale) until the reconcile: a job QEMU
+   * still lists goes on from its known state, one it no longer lists concludes `unknown`, as after a
+   * monitor reconnect. Ids the engine already follows are left alone. Call before or after the VM
+   * connects: if it is connected, a poll is asked for at once.
+   */
+  seed(jobs: readonly JobState[]): void {
+    let added = 0;
+    for (const job of jobs) {
+      if (this.records.has(job.id) || this.records.size >= this.maxRecords) continue;
+      // A concluded job QEMU still listed stays present (a dismiss may follow); one that ended by vanishing, or dismissed, is gone.
+      const present = job.state !== 'dismissed' && !(job.state === 'concluded' && job.outcome === 'unknown');
+      const told: JobState = { ...job, stale: present && !isTerminalState(job.state) };
+      this.records.set(job.id, {
+        job: told,
+        present,
+        lastEventSeq: -1,
+        firstSeenSeq: -1,
+        session: -1,
+        everReady: job.ready === true || job.pivoted !== undefined,
+        pauseRequested: false,
+        ioErrorStop: false,
+      });
+      this.published.set(job.id, told);
+      this.rememberIncarnation(job.id, job.incarnation);
+      added++;
+    }
+    if (added === 0) return;
+    this.updateActivity();
+    if (this.book.status === 'connected') this.pollNow.next();
+  }
+
   /** A client is about to send `verb` for job `id`. */
   noteVerb(id: string, verb: JobVerb): void {
     this.apply(id, { kind: 'verb', verb, at: this.now() });

@@ -131,6 +131,10 @@ export class JobRegistry implements JobSource {
     return this.entries.get(vm)?.engine.settle(timeoutMs) ?? Promise.resolve();
   }
 
+  seed(vm: string, jobs: readonly JobState[]): void {
+    this.entries.get(vm)?.engine.seed(jobs);
+  }
+
   /** The VM's engine: for a control port of another backend, which must tell it of each verb (noteVerb). */
   engine(vm: string): MonitorJobs | undefined {
     return this.entries.get(vm)?.engine;

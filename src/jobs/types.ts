@@ -149,6 +149,12 @@ export interface JobSource {
    * Never rejects; sources that cannot lag behind leave this out.
    */
   settle?(vm: string, timeoutMs: number): Promise<void>;
+  /**
+   * Jobs subscribers were told of by an earlier process (a fleet host restarted: Redis kept them).
+   * The source reconciles them with its backend like jobs it saw before a reconnect: still listed,
+   * they go on; gone, they conclude `unknown`. Sources that cannot take them leave this out.
+   */
+  seed?(vm: string, jobs: readonly JobState[]): void;
   readonly changes$: Observable<StreamInput>;
   readonly progress$: Observable<ProgressUpdate>;
   /** The VM's info now (counters current), or undefined for a VM the source does not follow. */

@@ -9,6 +9,10 @@ import { makeTestDir } from '../utils/qsd.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { runCli, type CliRun } from '../utils/built-cli.js';
 
+// Host gateways record unacknowledged streams under the state directory: one of the test run's own,
+// so records of earlier runs (or of other suites on the same Redis port) never meet this one's.
+process.env.XDG_STATE_HOME = makeTestDir('bjf-state-');
+
 export interface InProcessGateway {
   gateway: RunningGateway;
   stop(): Promise<number>;

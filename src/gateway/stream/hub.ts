@@ -25,11 +25,16 @@ export class StreamHub implements StreamFeed {
 
   /** Open every known VM's stream (awaiting an asynchronous history), then follow the source. */
   async start(sink: FeedSink): Promise<void> {
+    // What the source reports while an asynchronous history opens the streams (a fleet host's claims
+    // in Redis) waits here in order and is numbered once they are open: a reconcile that ran
+    // meanwhile is in the stream, not only in the snapshot. Bounded by the source's own bounds on jobs.
+    let held: StreamInput[] | undefined = [];
+    this.subscriptions.push(this.source.changes$.subscribe((input) => (held ? held.push(input) : sink.event(this.number(input)))));
     for (const vm of this.source.vms()) this.positions.set(vm, await this.history.open(vm));
-    this.subscriptions.push(
-      this.source.changes$.subscribe((input) => sink.event(this.number(input))),
-      this.source.progress$.subscribe((update) => sink.progress(progressEvent(update))),
-    );
+    const opened = held;
+    held = undefined;
+    for (const input of opened) sink.event(this.number(input));
+    this.subscriptions.push(this.source.progress$.subscribe((update) => sink.progress(progressEvent(update))));
   }
 
   stop(): void {
