@@ -450,6 +450,8 @@ export class MonitorJobs {
       this.queuedPoll = { result, reconcile: reconcile || this.queuedPoll?.reconcile === true };
       return;
     }
+    // The idle safety net's usual answer: nothing listed, nothing known. Nothing to apply or prune.
+    if (result.rows.length === 0 && this.records.size === 0) return;
     const stamp = { seq: result.seq, at: result.receivedAt, session: result.session, reconcile, ...(result.sentAfterSeq !== undefined ? { sentAfterSeq: result.sentAfterSeq } : {}) };
     const listed = new Set<string>();
     const rows = result.rows;

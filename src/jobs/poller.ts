@@ -6,21 +6,27 @@
  * failed poll is reported and the cadence goes on. A new session cancels the old one's polling;
  * `null` (the monitor went down) stops polling until the next session.
  *
+ * The idle cadence comes from one clock shared by every VM (liveness.ts), so idle polls run in
+ * batches: one wake-up per batch, not two per VM.
+ *
  * Liveness: a QEMU that hangs (stopped, stuck in I/O) keeps its socket open, so only the polls tell.
- * After `unresponsiveAfterPolls` polls in a row time out, failures say `unresponsive`, and the
- * next poll that is answered is a reconcile again, as on a new session. Polling goes on meanwhile:
- * the poll itself is the probe.
+ * A poll that times out is retried at once (not at the next tick), and after
+ * `unresponsiveAfterPolls` polls in a row time out, failures say `unresponsive`: a hang shows
+ * within one interval plus `unresponsiveAfterPolls` x `pollTimeoutMs` (20 s idle, 11 s active by
+ * default). The next poll that is answered is a reconcile again, as on a new session. Polling goes
+ * on at the cadence meanwhile: the poll itself is the probe.
  *
  * `pollMonitor` is the poll itself: `query-block-jobs` plus `query-jobs` (3.0+), pipelined, merged
  * by id (on a VM with no known job, `query-jobs` alone while it is empty). The result carries the earlier reply's `seq`: events with a smaller seq happened before
  * the snapshot, and a job whose last event is newer than it is judged by its events, not the poll.
  */
 import {
-  EMPTY, Observable, TimeoutError, asyncScheduler, catchError, defer, distinctUntilChanged, exhaustMap, from, map, merge, of,
+  EMPTY, Observable, TimeoutError, asyncScheduler, catchError, concat, defer, distinctUntilChanged, exhaustMap, from, map, merge, of,
   switchMap, timeout, timer, type ObservableInput, type SchedulerLike,
 } from 'rxjs';
 import { ConfigError, QmpTimeoutError } from '../errors.js';
 import type { QmpMonitor } from '../qmp/types.js';
+import { idleTicks } from './liveness.js';
 import type { MonitorCapabilities } from './types.js';
 import { mergeJobRows, parseBlockJobRows, parseJobRows, type JobRow } from './qmp-payloads.js';
 
@@ -97,8 +103,8 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
   const ticks$ = deps.active$.pipe(
     distinctUntilChanged(),
     switchMap((active) => {
-      const every = active ? activePollMs : idlePollMs;
-      return every > 0 ? timer(every, every, scheduler) : EMPTY;
+      if (!active) return idlePollMs > 0 ? idleTicks(idlePollMs, scheduler) : EMPTY;
+      return activePollMs > 0 ? timer(activePollMs, activePollMs, scheduler) : EMPTY;
     }),
   );
 
@@ -107,27 +113,28 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
       session === null ? EMPTY : defer(() => {
         let reconciled = false;
         let timeoutsInARow = 0;
-        return merge(of('connect'), ticks$, deps.pollNow$ ?? EMPTY).pipe(
-          exhaustMap(() =>
-            from(deps.poll(session)).pipe(
-              timeout({ first: pollTimeoutMs, scheduler }),
-              map((result): PollOutcome => {
-                const outcome: PollOutcome = { kind: 'polled', result, reconcile: !reconciled };
-                reconciled = true;
-                timeoutsInARow = 0;
-                return outcome;
-              }),
-              catchError((error: unknown) => {
-                if (isPollTimeout(error)) timeoutsInARow++;
-                const unresponsive = timeoutsInARow >= unresponsiveAfter;
-                const outcome: PollOutcome = { kind: 'poll-failed', error, reconcile: !reconciled, unresponsive };
-                // Whatever happened while QEMU did not answer is the next answered poll's to reconcile.
-                if (unresponsive) reconciled = false;
-                return of(outcome);
-              }),
-            ),
-          ),
-        );
+        const attempt = (): Observable<PollOutcome> =>
+          from(deps.poll(session)).pipe(
+            timeout({ first: pollTimeoutMs, scheduler }),
+            map((result): PollOutcome => {
+              const outcome: PollOutcome = { kind: 'polled', result, reconcile: !reconciled };
+              reconciled = true;
+              timeoutsInARow = 0;
+              return outcome;
+            }),
+            catchError((error: unknown) => {
+              const timedOut = isPollTimeout(error);
+              if (timedOut) timeoutsInARow++;
+              const unresponsive = timeoutsInARow >= unresponsiveAfter;
+              const outcome: PollOutcome = { kind: 'poll-failed', error, reconcile: !reconciled, unresponsive };
+              // Whatever happened while QEMU did not answer is the next answered poll's to reconcile.
+              if (unresponsive) reconciled = false;
+              // A first timeout is asked again at once: a hang is told by timeouts in a row, and
+              // waiting a tick between them (10 s idle) would only delay the verdict.
+              return timedOut && !unresponsive ? concat(of(outcome), defer(attempt)) : of(outcome);
+            }),
+          );
+        return merge(of('connect'), ticks$, deps.pollNow$ ?? EMPTY).pipe(exhaustMap(attempt));
       }),
     ),
   );

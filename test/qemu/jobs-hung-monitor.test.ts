@@ -4,8 +4,11 @@
  * `disconnected` with the reason and its jobs stale, keep probing, and on SIGCONT report it
  * `connected` and reconcile. Job control must neither write to the frozen QEMU nor drop a waiting
  * `complete` (when: ready). QEMU's own JOB_STATUS_CHANGE sequence (oracle monitor) is the judge.
+ * An idle VM (no job, the default 10 s idle cadence on the shared clock) is found out too, its
+ * timed-out poll retried at once rather than an idle interval later.
  */
 import { afterEach, expect, it } from 'vitest';
+import { DEFAULT_IDLE_POLL_MS } from '../../src/jobs/poller.js';
 import { makeJobController, type CommandContext, type JobController } from '../../src/gateway/control/index.js';
 import type { CommandMessage } from '../../src/generated/schema-types.js';
 import type { VmStatusChange } from '../../src/jobs/types.js';
@@ -78,4 +81,37 @@ describeQemu('a hung QEMU (SIGSTOP) is reported, not hidden (real QEMU)', () => 
     const transitions = await sc.expectEngineMatchesOracle('m');
     expect(transitions.find((t) => t.to.state === 'ready')?.to.ready).toBe(true);
   });
+
+  it('idle (no job, default idle cadence): frozen -> the timed-out poll is retried at once, disconnected naming query-jobs; thawed -> connected', async () => {
+    sc = await openScenario({ engine: { pollTimeoutMs: POLL_TIMEOUT_MS } });
+    // When each poll command was written (the engine polls through executeWithMeta).
+    const sent: number[] = [];
+    const client = sc.client;
+    const execute = client.executeWithMeta.bind(client);
+    client.executeWithMeta = ((name: string, args?: Record<string, unknown>, options?: { timeoutMs?: number }) => {
+      if (name === 'query-jobs') sent.push(Date.now());
+      return execute(name, args, options);
+    }) as typeof client.executeWithMeta;
+
+    const beforeFreeze = sc.recorder.inputs.length;
+    process.kill(sc.qsd.pid, 'SIGSTOP');
+    frozen = true;
+    const frozenAt = Date.now();
+    // Within one idle interval plus two timeouts (generous: the machine may be loaded).
+    const down = await waitUntil('engine reports the idle VM disconnected', () => vmChangesSince(beforeFreeze).find((c) => c.status === 'disconnected'), 3 * DEFAULT_IDLE_POLL_MS);
+    const downAt = Date.now();
+    expect(down.reason).toBe(`monitor unresponsive: no reply to query-jobs within ${POLL_TIMEOUT_MS} ms`);
+    // The two polls that went unanswered: the second followed the first's timeout at once, not one
+    // idle interval (10 s) later as a tick would have sent it.
+    const unanswered = sent.filter((at) => at >= frozenAt && at <= downAt);
+    expect(unanswered.length).toBe(2);
+    expect(unanswered[1]! - unanswered[0]!).toBeLessThan(DEFAULT_IDLE_POLL_MS / 2);
+    expect(sc.client.state).toBe('ready');
+
+    const beforeThaw = sc.recorder.inputs.length;
+    process.kill(sc.qsd.pid, 'SIGCONT');
+    frozen = false;
+    await waitUntil('engine reports the VM connected again', () => vmChangesSince(beforeThaw).some((c) => c.status === 'connected'), 3 * DEFAULT_IDLE_POLL_MS);
+    expect(vmChangesSince(beforeThaw).map((c) => c.status)).toEqual(['connected']);
+  }, 120_000);
 });

@@ -105,20 +105,22 @@ const hangScript: Script = {
   events: '-----(ab)',
   eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running') },
   answer: (frame) => (frame < 5 ? { rows: [], seq: 0 } : frame < 100 ? { rows: [mirror('m', 'running')], seq: 10 } : frame < 300 ? 'hang' : { rows: [mirror('m', 'ready')], seq: 30 }),
-  snapshotsAt: [290, 310],
+  snapshotsAt: [290, 360],
   until: 400,
 };
 
 describe('MonitorJobs: a monitor that stops answering', () => {
   it('goes disconnected with the reason after two polls time out, jobs stale; the next answered poll connects and reconciles', () => {
     const r = run(hangScript);
-    // Polls at 105 and 205 time out (at 175 and 275): the second makes the verdict.
-    expect(r.seen).toEqual(['0:vm:connected', '5:m:created/event', '5:m:running/event', '275:vm:disconnected', '305:vm:connected', '305:m:ready+/reconcile']);
+    // The poll at 105 times out at 175 and is retried at once; the retry's timeout (245) is the second in a
+    // row: the verdict. (Waiting for the next tick, it would have come at 275.)
+    expect(r.seen).toEqual(['0:vm:connected', '5:m:created/event', '5:m:running/event', '245:vm:disconnected', '355:vm:connected', '355:m:ready+/reconcile']);
     expect(reasons(r)).toEqual([undefined, 'monitor unresponsive: no reply to the job poll within 70 ms', undefined]);
-    // Polling goes on while unresponsive: the poll is the probe.
-    expect(r.pollStarts.filter((frame) => frame >= 100)).toEqual([105, 205, 305, 355]);
+    // Polling goes on at the cadence while unresponsive (no retry after the verdict): the poll is the probe.
+    // The one at 255 still gets no answer (until 325), so the tick at 305 is skipped and 355 reconciles.
+    expect(r.pollStarts.filter((frame) => frame >= 100)).toEqual([105, 175, 255, 355]);
     expect(r.snapshots.get(290)).toMatchObject({ status: 'disconnected', jobs: [{ id: 'm', state: 'running', stale: true }] });
-    expect(r.snapshots.get(310)).toMatchObject({ status: 'connected', jobs: [{ id: 'm', state: 'ready', ready: true, stale: false }] });
+    expect(r.snapshots.get(360)).toMatchObject({ status: 'connected', jobs: [{ id: 'm', state: 'ready', ready: true, stale: false }] });
   });
 
   it('a reconcile that finds nothing new clears stale without a transition; a job gone meanwhile concludes with outcome unknown', () => {
@@ -129,14 +131,15 @@ describe('MonitorJobs: a monitor that stops answering', () => {
       answer: (frame) =>
         frame < 5 ? { rows: [], seq: 0 } : frame < 100 || frame >= 300 ? { rows: [mirror('m', 'running'), ...(frame < 100 ? [mirror('n', 'running')] : [])], seq: frame } : 'hang',
     });
-    expect(r.seen.slice(5)).toEqual(['275:vm:disconnected', '305:vm:connected', '305:n:concluded=unknown/reconcile']);
+    expect(r.seen.slice(5)).toEqual(['245:vm:disconnected', '355:vm:connected', '355:n:concluded=unknown/reconcile']);
     expect(r.snapshots.get(290)?.jobs.map((job) => [job.id, job.stale])).toEqual([['m', true], ['n', true]]);
-    expect(r.snapshots.get(310)?.jobs.map((job) => [job.id, job.state, job.stale])).toEqual([['m', 'running', false], ['n', 'concluded', false]]);
+    expect(r.snapshots.get(360)?.jobs.map((job) => [job.id, job.state, job.stale])).toEqual([['m', 'running', false], ['n', 'concluded', false]]);
   });
 
   it("names the command that got no reply when the client's own timeout fires first", () => {
     const r = run({ ...hangScript, answer: (frame) => (frame < 100 ? hangScript.answer(frame) : frame < 300 ? 'client-timeout' : hangScript.answer(frame)) });
-    expect(r.seen).toContain('265:vm:disconnected');
+    // 105 + 60, retried at once: 165 + 60.
+    expect(r.seen).toContain('225:vm:disconnected');
     expect(reasons(r)[1]).toBe('monitor unresponsive: no reply to query-block-jobs within 60 ms');
   });
 
@@ -153,8 +156,8 @@ describe('MonitorJobs: a monitor that stops answering', () => {
       options: { activePollMs: 100 },
       answer: (frame) => (frame < 100 ? hangScript.answer(frame) : frame < 300 ? 'hang' : hangScript.answer(frame)),
     });
-    // Polls at 105 and 205 time out; the event at 300 polls before the tick at 305 would.
-    expect(r.seen.slice(3)).toEqual(['275:vm:disconnected', '300:vm:connected', '300:m:ready+/reconcile']);
+    // The poll at 105 and its retry time out; the event at 300 polls before the tick at 305 would.
+    expect(r.seen.slice(3)).toEqual(['245:vm:disconnected', '300:vm:connected', '300:m:ready+/reconcile']);
   });
 
   it('a socket that closes while unresponsive stops polling without a second disconnected; the next session connects and reconciles', () => {
@@ -164,9 +167,9 @@ describe('MonitorJobs: a monitor that stops answering', () => {
       states: '- 319ms d 29ms r',
       answer: (frame) => (frame < 100 ? hangScript.answer(frame) : frame < 350 ? 'hang' : { rows: [mirror('m', 'ready')], seq: 40, session: 2 }),
     });
-    expect(r.seen.slice(3)).toEqual(['275:vm:disconnected', '350:vm:connected', '350:m:ready+/reconcile']);
-    // The poll started at 305 is cancelled by the drop at 320; nothing polls until the new session.
-    expect(r.pollStarts.filter((frame) => frame >= 100)).toEqual([105, 205, 305, 350]);
+    expect(r.seen.slice(3)).toEqual(['245:vm:disconnected', '350:vm:connected', '350:m:ready+/reconcile']);
+    // The poll started at 255 is cancelled by the drop at 320; nothing polls until the new session.
+    expect(r.pollStarts.filter((frame) => frame >= 100)).toEqual([105, 175, 255, 350]);
   });
 
   it('a bad unresponsiveAfterPolls fails at construction, naming the setting', () => {
