@@ -14,3 +14,30 @@ const ignore = (): void => {};
 
 /** The default: log nothing. */
 export const silentLogger: Logger = { debug: ignore, info: ignore, warn: ignore, error: ignore };
+
+/**
+ * Warnings a peer can cause at will (a malformed message, a reply to an id never sent): each kind
+ * (its message) is logged at most once per `everyMs`, with how many were left out since. A monitor
+ * that sends garbage without end must cost a counter, not a log line per message: the lines are
+ * written synchronously, so a flood of them stalls the event loop.
+ */
+export class ThrottledLog {
+  private readonly logged = new Map<string, { at: number; unlogged: number }>();
+
+  constructor(
+    private readonly logger: Logger,
+    private readonly everyMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  warn(fields: Record<string, unknown>, message: string): void {
+    const at = this.now();
+    const last = this.logged.get(message);
+    if (last && at - last.at < this.everyMs) {
+      last.unlogged++;
+      return;
+    }
+    this.logger.warn(last?.unlogged ? { ...fields, unlogged: last.unlogged, unloggedSinceMs: at - last.at } : fields, message);
+    this.logged.set(message, { at, unlogged: 0 });
+  }
+}

@@ -19,8 +19,8 @@
  * QMP commands comes with its own `poll` and `detectCapabilities` (e.g. libvirt's block job info).
  */
 import { BehaviorSubject, Subject, Subscription, asyncScheduler, concat, defer, EMPTY, filter, firstValueFrom, from, interval, map, merge, of, switchMap, timeout, type Observable, type ObservableInput, type SchedulerLike } from 'rxjs';
-import { ConfigError, QmpTimeoutError } from '../errors.js';
-import { silentLogger, type Logger } from '../log.js';
+import { ConfigError, GatewayError, QmpProtocolError, QmpTimeoutError } from '../errors.js';
+import { silentLogger, ThrottledLog, type Logger } from '../log.js';
 import type { QmpMonitor, QmpSession, QmpEvent } from '../qmp/types.js';
 import { capabilitiesFromVersion, detectCapabilities, type DetectedCapabilities } from './capabilities.js';
 import { reduceJob, type EngineInput, type JobChange, type JobRecord } from './normalize.js';
@@ -94,8 +94,6 @@ const DEFAULT_MAX_JOBS = 1_000;
 const DEFAULT_MAX_RETAINED_JOBS = 100;
 /** Poll rows (and vanished jobs) applied per slice: a reconcile of many jobs yields between slices. */
 const POLL_SLICE = 64;
-/** At most one "too many jobs" warning per VM this often. */
-const OVERFLOW_LOG_EVERY_MS = 60_000;
 const DEFAULT_IDENTIFY_HOLD_MS = 250;
 const MAX_UNIDENTIFIED_CHANGES = 32;
 
@@ -134,9 +132,8 @@ export class MonitorJobs {
   /** A poll being applied slice by slice, and the newest poll that waits for it (older ones are superseded). */
   private applying: Subscription | undefined;
   private queuedPoll: { result: PollResult; reconcile: boolean } | undefined;
-  /** Job ids refused for the maxJobs bound since the last warning. */
-  private overflowed = 0;
-  private overflowLoggedAt = -Infinity;
+  /** Warnings a hostile monitor can cause at will: at most one line a minute per kind. */
+  private readonly throttled: ThrottledLog;
   private readonly subscriptions = new Subscription();
   private readonly scheduler: SchedulerLike;
   private readonly now: () => number;
@@ -163,6 +160,7 @@ export class MonitorJobs {
       libvirt: options.libvirtVersion?.(),
     }));
     this.info$ = this.book.info$;
+    this.throttled = new ThrottledLog(this.logger, 60_000, this.now);
     unresponsiveThreshold(options); // a bad setting fails here, not when polling starts
     const monitor = isQmpMonitor(feed) ? feed : undefined;
     const poll = options.poll ?? (monitor && ((caps: MonitorCapabilities) => pollMonitor(monitor, caps, this.pollTimeoutMs, this.records.size === 0)));
@@ -340,14 +338,20 @@ export class MonitorJobs {
     return (this.options.maxJobs ?? DEFAULT_MAX_JOBS) + (this.options.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS);
   }
 
-  /** A new job id beyond the bound: not followed. Logged at most once a minute, with the count. */
+  /** A new job id beyond the bound: not followed; a problem of the VM (GW_ERR_TOO_MANY_JOBS). */
   private refuseJob(id: string): void {
-    this.overflowed++;
-    const now = this.now();
-    if (now - this.overflowLoggedAt < OVERFLOW_LOG_EVERY_MS) return;
-    this.logger.warn({ vm: this.vm, job: id, refused: this.overflowed, maxJobs: this.options.maxJobs ?? DEFAULT_MAX_JOBS }, 'too many jobs on this VM; new job ids are not followed');
-    this.overflowLoggedAt = now;
-    this.overflowed = 0;
+    const maxJobs = this.options.maxJobs ?? DEFAULT_MAX_JOBS;
+    this.noteProblem('GW_ERR_TOO_MANY_JOBS', `more than ${maxJobs} jobs at once; job ${JSON.stringify(id)} is not followed`, 'too many jobs on this VM; new job ids are not followed', { job: id, maxJobs });
+  }
+
+  /**
+   * A problem that does not end the session (a malformed event or poll row, a job past the bound):
+   * counted by its code in the VM's info at once (read on demand, so no info$ per message), logged
+   * at most once a minute per kind.
+   */
+  private noteProblem(code: string, reason: string, logMessage: string, fields: Record<string, unknown>): void {
+    this.book.problem({ code, message: reason, at: this.now() });
+    this.throttled.warn({ vm: this.vm, code, ...fields }, logMessage);
   }
 
   private get pollTimeoutMs(): number {
@@ -400,10 +404,13 @@ export class MonitorJobs {
       this.onPoll(outcome.result, outcome.reconcile);
       return;
     }
-    this.logger.warn({ vm: this.vm, err: outcome.error }, 'job poll failed');
+    const error = outcome.error;
+    if (error instanceof QmpProtocolError) this.noteProblem(error.code, error.message, 'job poll answered with malformed rows', { err: error });
+    else this.logger.warn({ vm: this.vm, err: error }, 'job poll failed');
     if (outcome.unresponsive && !this.unresponsive && this.book.status === 'connected') {
       this.unresponsive = true;
-      const reason = `monitor unresponsive: ${describePollTimeout(outcome.error, this.pollTimeoutMs)}`;
+      const reason = `monitor unresponsive: ${describePollTimeout(error, this.pollTimeoutMs)}`;
+      this.book.problem({ code: 'QMP_ERR_TIMEOUT', message: reason, at: this.now() });
       this.logger.warn({ vm: this.vm, reason }, 'monitor unresponsive; VM reported disconnected');
       this.reportDisconnected(reason);
     }
@@ -425,7 +432,8 @@ export class MonitorJobs {
     try {
       parsed = parseJobEvent(event);
     } catch (error) {
-      this.logger.warn({ vm: this.vm, err: error }, 'malformed job event ignored');
+      const code = error instanceof GatewayError ? error.code : 'QMP_ERR_PROTOCOL';
+      this.noteProblem(code, (error as Error).message, 'malformed job event ignored', { err: error });
       return;
     }
     if (!parsed) return;

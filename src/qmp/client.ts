@@ -33,7 +33,7 @@ import {
 import { formatQmpAddress, parseQmpAddress } from './address.js';
 import { ReconnectBackoff, resolveReconnectPolicy, type ReconnectPolicy } from '../backoff.js';
 import { DEFAULT_MAX_MESSAGE_BYTES, JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
-import { silentLogger, type Logger } from '../log.js';
+import { silentLogger, ThrottledLog, type Logger } from '../log.js';
 import { classifyMessage, greetingsMatch, isPlainObject, type InboundMessage } from './messages.js';
 import type {
   ExecuteOptions,
@@ -131,6 +131,8 @@ export class QmpClient implements QmpMonitor {
   private readonly addressText: string;
   private readonly options: ResolvedOptions;
   private readonly log: Logger;
+  /** What the peer sends that we drop (unknown messages, replies to ids never sent): one line a minute per kind. */
+  private readonly dropped: ThrottledLog;
 
   private readonly stateSubject = new BehaviorSubject<QmpRunState>('idle');
   private readonly sessionSubject = new Subject<QmpSession>();
@@ -158,6 +160,7 @@ export class QmpClient implements QmpMonitor {
     this.addressText = formatQmpAddress(this.address);
     this.name = options.name ?? this.addressText;
     this.log = options.logger ?? silentLogger;
+    this.dropped = new ThrottledLog(this.log);
     this.options = {
       connect: options.connect ?? defaultConnect,
       connectTimeoutMs: positive(options, 'connectTimeoutMs', 5_000),
@@ -423,7 +426,7 @@ export class QmpClient implements QmpMonitor {
       case 'error':
         return this.onReply(connection, inbound, seq, text);
       case 'unknown':
-        this.log.warn({ monitor: this.name, seq, qmp: evidence(text) }, 'unrecognized message dropped');
+        this.dropped.warn({ monitor: this.name, seq, qmp: evidence(text) }, 'unrecognized message dropped');
     }
   }
 
@@ -490,7 +493,7 @@ export class QmpClient implements QmpMonitor {
     const session = this.currentSession;
     if (!session) {
       // QEMU sends no events before negotiation (monitor.c); a peer that does is ignored, not trusted.
-      this.log.warn({ monitor: this.name, seq, event: inbound.event }, 'event before negotiation dropped');
+      this.dropped.warn({ monitor: this.name, seq, event: inbound.event }, 'event before negotiation dropped');
       return;
     }
     const event: QmpEvent = {
@@ -519,7 +522,7 @@ export class QmpClient implements QmpMonitor {
     }
     const command = typeof reply.id === 'string' ? this.pending.get(reply.id) : undefined;
     if (!command) {
-      this.log.warn({ monitor: this.name, seq, id: reply.id }, 'reply for an unknown or timed-out id dropped');
+      this.dropped.warn({ monitor: this.name, seq, id: reply.id }, 'reply for an unknown or timed-out id dropped');
       return;
     }
     this.pending.delete(reply.id as string);

@@ -10,7 +10,9 @@
  * complete (a split code point is never decoded half).
  *
  * Bounds: bytes of an unfinished value are buffered up to `maxMessageBytes`; beyond that the value
- * is reported as oversized and the rest of it is skipped (scanned, not stored) until it ends.
+ * is reported as oversized and the rest of it is skipped (scanned, not stored) until it ends. They
+ * are copied into one growing buffer, not kept as the chunks they came in: a peer that sends one
+ * byte per write would otherwise cost a Buffer object per byte (~100x the message's size).
  *
  * Recovery: a bad value (invalid JSON, a non-object, oversized) is reported through `onError` and
  * scanning resumes after it, so the framer itself never gets stuck. The QMP client treats any of
@@ -26,6 +28,10 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
  * `[[[[...` costs hundreds of MB; such a value is reported and skipped (scanned, not stored).
  */
 export const DEFAULT_MAX_DEPTH = 64;
+
+const EMPTY = Buffer.alloc(0);
+/** First capacity of the held bytes of a value that spans chunks. */
+const MIN_HOLD_BYTES = 4096;
 
 /** How much of an offending message an error keeps as evidence. */
 const EVIDENCE_CHARS = 256;
@@ -76,9 +82,9 @@ export class JsonObjectFramer {
   private inString = false;
   private escaped = false;
   private opener = 0;
-  /** Pieces of the unfinished value from earlier chunks, and their total length. */
-  private pieces: Buffer[] = [];
-  private pieceBytes = 0;
+  /** The unfinished value's bytes from earlier chunks: the first `heldBytes` of `held` (capacity doubles, up to the bound). */
+  private held: Buffer = EMPTY;
+  private heldBytes = 0;
   /** The unfinished value is oversized: keep scanning to find its end, store nothing. */
   private discarding = false;
   /** Bumped by reset(), so push() notices a reset made from inside a callback. */
@@ -99,7 +105,7 @@ export class JsonObjectFramer {
 
   /** Bytes held for an unfinished value (never more than maxMessageBytes). */
   get bufferedBytes(): number {
-    return this.pieceBytes;
+    return this.heldBytes;
   }
 
   /** Forget any unfinished value (e.g. after a reconnect) and stop processing the current chunk. */
@@ -114,7 +120,7 @@ export class JsonObjectFramer {
    */
   end(): void {
     if (this.value !== Value.None && !this.discarding) {
-      const text = Buffer.concat(this.pieces).toString('utf8');
+      const text = this.held.toString('utf8', 0, this.heldBytes);
       this.reset();
       this.onError(new QmpProtocolError(`stream ended inside a message (${text.length} chars)`, evidence(text)));
       return;
@@ -150,9 +156,9 @@ export class JsonObjectFramer {
       const end = this.scan(chunk, i);
       if (this.tooDeep) {
         this.tooDeep = false;
-        const head = leadingBytes([...this.pieces, chunk.subarray(start, end < 0 ? length : end)], EVIDENCE_CHARS * 4);
-        this.pieces = [];
-        this.pieceBytes = 0;
+        const head = this.leadingBytes(chunk.subarray(start, end < 0 ? length : end));
+        this.held = EMPTY;
+        this.heldBytes = 0;
         this.onError(new QmpProtocolError(`message nested deeper than ${this.maxDepth} levels`, evidence(head.toString('utf8'))));
         if (this.generation !== generation) return;
       }
@@ -229,28 +235,29 @@ export class JsonObjectFramer {
   private keep(chunk: Buffer, start: number): void {
     if (this.discarding) return;
     const tail = chunk.length - start;
-    if (this.pieceBytes + tail > this.maxMessageBytes) {
-      const head = leadingBytes([...this.pieces, chunk.subarray(start)], EVIDENCE_CHARS * 4);
-      const seen = this.pieceBytes + tail;
-      this.pieces = [];
-      this.pieceBytes = 0;
+    if (this.heldBytes + tail > this.maxMessageBytes) {
+      const head = this.leadingBytes(chunk.subarray(start));
+      const seen = this.heldBytes + tail;
+      this.held = EMPTY;
+      this.heldBytes = 0;
       this.discarding = true;
       this.onError(oversized(seen, this.maxMessageBytes, head, false));
       return;
     }
-    this.pieces.push(chunk.subarray(start));
-    this.pieceBytes += tail;
+    this.hold(chunk, start, chunk.length);
   }
 
   private complete(chunk: Buffer, start: number, end: number): void {
     const discarded = this.discarding;
-    const size = this.pieceBytes + (end - start);
+    const size = this.heldBytes + (end - start);
     let bytes: Buffer;
-    if (this.pieces.length === 0) {
+    if (this.heldBytes === 0) {
       bytes = chunk.subarray(start, end);
+    } else if (discarded || size > this.maxMessageBytes) {
+      bytes = this.leadingBytes(chunk.subarray(start, end));
     } else {
-      this.pieces.push(chunk.subarray(start, end));
-      bytes = Buffer.concat(this.pieces, size);
+      this.hold(chunk, start, end);
+      bytes = this.held.subarray(0, size);
     }
     const opener = this.value === Value.Container ? this.opener : 0;
     this.clearValue();
@@ -274,14 +281,33 @@ export class JsonObjectFramer {
     this.onMessage(parsed as FramedMessage, text);
   }
 
+  /** Appends chunk[from, to) to the held bytes, growing the buffer by doubling (never past the bound). */
+  private hold(chunk: Buffer, from: number, to: number): void {
+    const needed = this.heldBytes + (to - from);
+    if (needed > this.held.length) {
+      const grown = Buffer.allocUnsafe(Math.min(this.maxMessageBytes, Math.max(needed, 2 * this.held.length, MIN_HOLD_BYTES)));
+      this.held.copy(grown, 0, 0, this.heldBytes);
+      this.held = grown;
+    }
+    chunk.copy(this.held, this.heldBytes, from, to);
+    this.heldBytes = needed;
+  }
+
+  /** The start of the value (held bytes, then `tail`), as evidence for an error. */
+  private leadingBytes(tail: Buffer): Buffer {
+    const limit = EVIDENCE_CHARS * 4;
+    const held = this.held.subarray(0, Math.min(this.heldBytes, limit));
+    return held.length >= limit ? held : Buffer.concat([held, tail.subarray(0, limit - held.length)]);
+  }
+
   private clearValue(): void {
     this.value = Value.None;
     this.depth = 0;
     this.inString = false;
     this.escaped = false;
     this.opener = 0;
-    this.pieces = [];
-    this.pieceBytes = 0;
+    this.held = EMPTY; // a big message's buffer is not kept for the next one
+    this.heldBytes = 0;
     this.discarding = false;
     this.tooDeep = false;
   }
@@ -293,17 +319,6 @@ function oversized(size: number, max: number, head: Buffer, complete: boolean): 
   return new QmpProtocolError(`message too large: ${amount}, maxMessageBytes is ${max}`, evidence(text));
 }
 
-/** The first `limit` bytes of a list of pieces. */
-function leadingBytes(pieces: Buffer[], limit: number): Buffer {
-  const taken: Buffer[] = [];
-  let total = 0;
-  for (const piece of pieces) {
-    if (total >= limit) break;
-    taken.push(piece);
-    total += piece.length;
-  }
-  return Buffer.concat(taken).subarray(0, limit);
-}
 
 /** The offending text, cut to a readable size. */
 export function evidence(text: string): string {

@@ -87,6 +87,10 @@ export class ScriptedPeer {
   /** Client connections accepted so far (including ones still waiting for the slot). */
   connections = 0;
   handler: CommandHandler | undefined;
+  /** Greet new clients; false plays a monitor that never does (busy). Starts as `greeting !== null`. */
+  greets: boolean;
+  /** Called once a client completed qmp_capabilities, right after the reply is written (connection number). */
+  onNegotiated: ((connection: number) => void) | undefined;
 
   private client: { socket: Socket; number: number; negotiated: boolean } | undefined;
   private readonly waiting: Array<{ socket: Socket; number: number }> = [];
@@ -105,6 +109,7 @@ export class ScriptedPeer {
     private readonly dir?: string,
   ) {
     this.handler = options.handler;
+    this.greets = options.greeting !== null;
     server.on('connection', (socket) => this.onConnection(socket));
     this.unregister = registerLeftover({
       label: `scripted QMP peer on ${address}`,
@@ -173,6 +178,11 @@ export class ScriptedPeer {
   sendRaw(data: string | Buffer): void {
     if (!this.client) throw new Error('scripted peer: no client connected');
     this.client.socket.write(data);
+  }
+
+  /** Bytes written to the current client that the kernel has not taken yet (pace floods by it). */
+  get backlog(): number {
+    return this.client?.socket.writableLength ?? 0;
   }
 
   /** Closes the current client's connection (like QEMU going away for that client). */
@@ -365,7 +375,7 @@ export class ScriptedPeer {
     const greeting = this.options.greeting === undefined
       ? qmpGreeting(this.options.version ?? { major: 7, minor: 2, micro: 22 }, this.options.capabilities)
       : this.options.greeting;
-    if (greeting !== null) socket.write(`${JSON.stringify(greeting)}\r\n`);
+    if (greeting !== null && this.greets) socket.write(`${JSON.stringify(greeting)}\r\n`);
     this.settle(this.clientWaiters, number);
   }
 
@@ -395,6 +405,7 @@ export class ScriptedPeer {
         } else {
           client.negotiated = true;
           this.reply(client, idPart, { return: {} });
+          this.onNegotiated?.(client.number);
         }
         return;
       }

@@ -1,3 +1,5 @@
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { describe, expect, it } from 'vitest';
 import { QmpProtocolError } from '../../../src/errors.js';
 import { JsonObjectFramer, type FramedMessage, type JsonFramerOptions } from '../../../src/qmp/framing.js';
@@ -181,5 +183,28 @@ describe('JsonObjectFramer', () => {
 
   it('refuses a nonsensical limit', () => {
     expect(() => new JsonObjectFramer(() => {}, () => {}, { maxMessageBytes: 0 })).toThrow(RangeError);
+  });
+});
+
+describe('a message sent one byte at a time (issue 15: hostile peer modes)', () => {
+  it('holds about its size, not a Buffer per byte (it cost ~100x its size before)', () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const size = 1024 * 1024;
+    const bytes = Buffer.from(JSON.stringify({ event: 'DRIP', data: { blob: 'd'.repeat(size) } }));
+    const { framer, messages, errors } = recorder();
+    gc();
+    const before = process.memoryUsage();
+    // Each byte in a Buffer of its own, as each read of a socket written one byte at a time is.
+    for (let i = 0; i < bytes.length - 1; i++) framer.push(Buffer.from(bytes.subarray(i, i + 1)));
+    gc();
+    const after = process.memoryUsage();
+    const grownMiB = (after.heapUsed + after.arrayBuffers - before.heapUsed - before.arrayBuffers) / 1024 / 1024;
+    expect(framer.bufferedBytes).toBe(bytes.length - 1);
+    expect(grownMiB).toBeLessThan(4);
+    framer.push(bytes.subarray(bytes.length - 1));
+    expect(errors).toEqual([]);
+    expect((messages[0]!.data as { blob: string }).blob).toHaveLength(size);
+    expect(framer.bufferedBytes).toBe(0);
   });
 });
