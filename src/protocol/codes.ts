@@ -33,6 +33,8 @@ export enum CloseCode {
   Normal = 1000,
   /** The server is shutting down or restarting (drain). */
   GoingAway = 1001,
+  /** An inbound text frame was not valid UTF-8 (RFC 6455 §8.1; the ws library closes it). */
+  InvalidPayload = 1007,
   /** An inbound frame exceeded the maximum payload. */
   MessageTooBig = 1009,
   /** The client kept sending invalid messages (each was answered with an `error` first). */
@@ -74,6 +76,7 @@ export interface CloseCodeInfo {
 export const CLOSE_CODES: Readonly<Record<CloseCode, CloseCodeInfo>> = {
   [CloseCode.Normal]: { code: 1000, name: 'normal', meaning: 'normal closure', action: 'stop' },
   [CloseCode.GoingAway]: { code: 1001, name: 'going away', meaning: 'the server is draining for shutdown or restart', action: 'reconnect-and-resume' },
+  [CloseCode.InvalidPayload]: { code: 1007, name: 'invalid frame payload', meaning: 'an inbound text frame was not valid UTF-8', action: 'fix-client' },
   [CloseCode.MessageTooBig]: { code: 1009, name: 'message too big', meaning: 'an inbound frame exceeded the maximum payload', action: 'fix-client' },
   [CloseCode.InvalidMessage]: { code: 4400, name: 'invalid message', meaning: 'too many invalid messages on this connection', action: 'fix-client' },
   [CloseCode.Unauthenticated]: { code: 4401, name: 'unauthenticated', meaning: 'the token is missing, unknown or no longer valid', action: 'refresh-token-and-reconnect' },

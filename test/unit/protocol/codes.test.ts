@@ -42,7 +42,7 @@ describe('error codes', () => {
 describe('close codes', () => {
   it('list each code once, under its own number', () => {
     for (const [key, info] of Object.entries(CLOSE_CODES)) expect(info.code).toBe(Number(key));
-    expect(Object.keys(CLOSE_CODES).map(Number)).toEqual([1000, 1001, 1009, 4400, 4401, 4403, 4408, 4429, 4500, 4508]);
+    expect(Object.keys(CLOSE_CODES).map(Number)).toEqual([1000, 1001, 1007, 1009, 4400, 4401, 4403, 4408, 4429, 4500, 4508]);
   });
 
   it('tell the client to resume after every 45xx and after transport drops', () => {
