@@ -2,10 +2,10 @@
  * The open connections and what comes in on them: the welcome, inbound limits and validation, and
  * routing each message (ping, subscribe, unsubscribe, command) to whoever answers it.
  */
-import type { CommandMessage, ResultMessage } from '../generated/schema-types.js';
+import type { CommandMessage, ResultMessage, VmStreamInfo } from '../generated/schema-types.js';
 import type { Logger } from '../log.js';
 import { CloseCode } from '../protocol/codes.js';
-import { PROTOCOL_VERSION } from '../protocol/messages.js';
+import { PROTOCOL_VERSION, welcomeVmLimit } from '../protocol/messages.js';
 import { answerToRefusal, type ParseResult } from '../protocol/validate.js';
 import { canRead, type Principal } from './auth.js';
 import { Connection, type BackpressureOptions, type GatewaySocket, type InboundLimits } from './connection.js';
@@ -45,6 +45,7 @@ export interface ConnectionsOptions {
 
 export class Connections {
   private readonly open = new Set<Connection>();
+  private readonly welcomeLimit = welcomeVmLimit();
   private nextId = 1;
 
   constructor(
@@ -76,17 +77,23 @@ export class Connections {
     this.open.add(connection);
     this.stats.connections = this.open.size;
     this.log.debug({ connection: connection.id, principal: ctx.principal.name, remote: ctx.remoteAddress }, 'connection opened');
-    const statuses = new Map(this.feed.snapshot().map((s) => [s.vm, s.status]));
-    const vms = this.feed
-      .vms()
-      .filter((vm) => canRead(ctx.principal, vm))
-      .map((vm) => ({ vm, ...this.feed.position(vm), status: statuses.get(vm) ?? 'connecting' }));
     const scopes = [...ctx.principal.scopes];
-    connection.send('welcome', JSON.stringify({ type: 'welcome', protocol: PROTOCOL_VERSION, vms, heartbeatMs: this.options.heartbeatMs, scopes }));
+    connection.send('welcome', JSON.stringify({ type: 'welcome', protocol: PROTOCOL_VERSION, ...this.welcomeVms(ctx.principal), heartbeatMs: this.options.heartbeatMs, scopes }));
     return {
       message: (text) => this.onMessage(connection, text),
       closed: (code, reason) => connection.closedBy(code, reason),
     };
+  }
+
+  /**
+   * The VM streams a principal may read: all of them up to the schema's bound, else only their
+   * number (a welcome listing 10,000 VMs is ~800 KB per connection; GET /v1/jobs pages instead).
+   */
+  private welcomeVms(principal: Principal): { vms: VmStreamInfo[]; vmCount: number } {
+    const readable = this.feed.vms().filter((vm) => canRead(principal, vm));
+    if (readable.length > this.welcomeLimit) return { vms: [], vmCount: readable.length };
+    const statuses = new Map(this.feed.snapshot().map((s) => [s.vm, s.status]));
+    return { vms: readable.map((vm) => ({ vm, ...this.feed.position(vm), status: statuses.get(vm) ?? 'connecting' })), vmCount: readable.length };
   }
 
   private onMessage(connection: Connection, text: string): void {

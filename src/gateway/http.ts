@@ -16,6 +16,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { hostAllowed, originAllowed } from './origin.js';
 import { parseHttpCommand } from '../protocol/validate.js';
 import { COMMAND_ERROR_CODES, WS_PATH } from '../protocol/codes.js';
+import { jobsPageLimit } from '../protocol/messages.js';
 
 export interface HttpHandlerOptions {
   core: GatewayCore;
@@ -130,7 +131,9 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
       const principal = authenticate(req, res);
       if (!principal) return;
       if (!principal.scopes.has('read')) return sendJson(res, 403, { error: `token ${JSON.stringify(principal.name)} has no read scope` });
-      sendJson(res, 200, { vms: core.jobs(principal) });
+      const page = jobsPage(url.searchParams);
+      if (typeof page === 'string') return sendJson(res, 400, { error: page });
+      sendJson(res, 200, page ? pageOf(core.jobs(principal), page) : { vms: core.jobs(principal) });
       return;
     }
     if (path === '/v1/info') {
@@ -267,6 +270,24 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
     req.on('end', () => resolvePromise(Buffer.concat(chunks).toString('utf8')));
     req.on('error', reject);
   });
+}
+
+/** `?limit=N&after=NAME` of GET /v1/jobs: undefined for the whole snapshot, or why the query is refused. */
+function jobsPage(query: URLSearchParams): { limit: number; after: string | undefined } | string | undefined {
+  const limit = query.get('limit');
+  const after = query.get('after') ?? undefined;
+  if (limit === null) return after === undefined ? undefined : 'after needs limit';
+  const n = Number(limit);
+  const max = jobsPageLimit();
+  if (!/^\d+$/.test(limit) || n < 1 || n > max) return `limit must be an integer from 1 to ${max}`;
+  return { limit: n, after };
+}
+
+/** One page in VM name order, so a page boundary stays put while VMs come and go. */
+function pageOf<T extends { vm: string }>(vms: T[], { limit, after }: { limit: number; after: string | undefined }): { vms: T[]; next?: string } {
+  const sorted = vms.filter((v) => after === undefined || v.vm > after).sort((a, b) => (a.vm < b.vm ? -1 : a.vm > b.vm ? 1 : 0));
+  const page = sorted.slice(0, limit);
+  return sorted.length > limit ? { vms: page, next: page[page.length - 1]!.vm } : { vms: page };
 }
 
 function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -66,6 +66,10 @@ export type VmStatus = "connecting" | "connected" | "disconnected";
  */
 export type JobOutcome = "completed" | "failed" | "cancelled" | "unknown";
 /**
+ * Name of a VM (one QMP monitor, one stream), as configured with --qmp NAME=ADDRESS.
+ */
+export type VmName1 = string;
+/**
  * Stable code of an `error` message (see PROTOCOL.md, Error codes).
  */
 export type ProtocolErrorCode =
@@ -491,7 +495,7 @@ export interface VmInfo {
   libvirt?: string | null;
 }
 /**
- * Body of GET /v1/jobs: every VM the token may see, its stream position and monitor status, and its jobs (the same snapshot a subscriber gets, in one response).
+ * Body of GET /v1/jobs: every VM the token may see, its stream position and monitor status, and its jobs (the same snapshot a subscriber gets, in one response). With ?limit=N (and ?after=NAME) one page of them in VM name order, and `next` when more follow.
  *
  * This interface was referenced by `AllSchemas`'s JSON-Schema
  * via the `definition` "http-jobs".
@@ -501,6 +505,7 @@ export interface JobsSnapshot {
    * @maxItems 10000
    */
   vms: VmJobsSnapshot[];
+  next?: VmName1;
 }
 export interface VmJobsSnapshot {
   vm: VmName;
@@ -803,7 +808,7 @@ export interface VmMessage {
   reason?: string;
 }
 /**
- * Server -> client, first message on every connection: the protocol version, the VM streams this client may see with their current positions, and the heartbeat interval.
+ * Server -> client, first message on every connection: the protocol version, how many VM streams this client may see and (up to maxItems of them) their current positions, and the heartbeat interval.
  *
  * This interface was referenced by `AllSchemas`'s JSON-Schema
  * via the `definition` "msg-welcome".
@@ -815,9 +820,15 @@ export interface WelcomeMessage {
    */
   protocol: 1;
   /**
-   * @maxItems 10000
+   * Every VM stream this client may read when there are at most maxItems of them (the server takes its bound from here); otherwise empty: a fleet of thousands would cost every connection hundreds of KB. Then GET /v1/jobs?limit= pages through them, and a subscription's `subscribed` names the streams it covers.
+   *
+   * @maxItems 1000
    */
   vms: VmStreamInfo[];
+  /**
+   * How many VM streams this client may read; more than vms lists when vms is empty for a large fleet.
+   */
+  vmCount: number;
   /**
    * The server sends a WebSocket ping this often and closes a peer that has not answered by the next one.
    */

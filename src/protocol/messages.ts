@@ -102,6 +102,18 @@ export function defaultProgressIntervalMs(): number {
   return progress.properties.intervalMs!.default as number;
 }
 
+/** The most VM streams a `welcome` lists (the schema's `maxItems`); beyond it, it lists none and says how many. */
+export function welcomeVmLimit(): number {
+  const vms = schemaProperties('msg-welcome.schema.json').vms as { maxItems?: number };
+  return vms.maxItems!;
+}
+
+/** The most VMs one page of `GET /v1/jobs?limit=` holds (the schema's `maxItems`). */
+export function jobsPageLimit(): number {
+  const vms = schemaProperties('http-jobs.schema.json').vms as { maxItems?: number };
+  return vms.maxItems!;
+}
+
 function schemaProperties(file: string): Record<string, { default?: unknown }> {
   const schema = schemaRegistry().documents.get(file);
   if (!schema) throw new Error(`schema ${file} is not loaded`);

@@ -55,7 +55,7 @@ export async function startScriptedGateway(options: ScriptedGatewayOptions = {})
     gateway.connections++;
     const peer: ScriptedPeer = { ws, send: (...messages) => messages.forEach((m) => ws.send(JSON.stringify(m))) };
     const vms = options.vms ?? ['vm1'];
-    peer.send({ type: 'welcome', protocol: 1, vms: vms.map((vm) => ({ vm, epoch: 'E1', offset: 0, status: 'connected' })), heartbeatMs: 25_000, scopes: ['read', 'control'] });
+    peer.send({ type: 'welcome', protocol: 1, vms: vms.map((vm) => ({ vm, epoch: 'E1', offset: 0, status: 'connected' })), vmCount: vms.length, heartbeatMs: 25_000, scopes: ['read', 'control'] });
     options.onConnection?.(peer);
     ws.on('message', (data) => options.onMessage?.(JSON.parse(data.toString()) as Record<string, unknown> & { type: string }, peer));
   });

@@ -28,7 +28,7 @@ class FakeSocket implements WebSocketLike {
   open(vms = ['vm1']) {
     this.readyState = 1;
     this.onopen?.(undefined);
-    this.serverSays({ type: 'welcome', protocol: 1, vms: vms.map((vm) => ({ vm, epoch: 'e1', offset: 0, status: 'connected' })), heartbeatMs: 25_000 });
+    this.serverSays({ type: 'welcome', protocol: 1, vms: vms.map((vm) => ({ vm, epoch: 'e1', offset: 0, status: 'connected' })), vmCount: vms.length, heartbeatMs: 25_000 });
   }
   refuse(error: unknown) {
     this.onerror?.(error);
