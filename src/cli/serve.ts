@@ -10,6 +10,7 @@ import { makeJobController } from '../gateway/control/index.js';
 import { startGateway, type GatewayServerOptions, type RunningGateway } from '../gateway/server.js';
 import { startFleetEdge } from '../fleet/edge.js';
 import { readFleetSeeds, startFleetHost, type FleetHost } from '../fleet/host.js';
+import { registerEdgeMetrics, registerHostMetrics } from '../fleet/metrics.js';
 import { CloseCode } from '../protocol/codes.js';
 import { combineSources } from '../jobs/combine.js';
 import type { SourcePorts } from '../jobs/control-port.js';
@@ -183,6 +184,7 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
         : {}),
       commandHandler: controller.handle,
     });
+    if (host) registerHostMetrics(gateway.metrics.registry, host);
     await fleet?.serveCommands(controller.handle);
   } catch (error) {
     controller.close();
@@ -218,6 +220,7 @@ async function serveEdge(fleetConfig: NonNullable<GatewayConfig['fleet']>, commo
       commandHandler: edge.commands.handle,
       health: edge.health,
     });
+    registerEdgeMetrics(gateway.metrics.registry, edge);
     await edge.commands.start();
   } catch (error) {
     await edge.close();

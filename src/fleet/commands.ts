@@ -91,18 +91,20 @@ export class EdgeCommands {
     };
     return new Promise<CommandResult>((resolve) => {
       const w: Waiting = { resolve, acked: false, timers: [] };
-      const unknown = (why: string): void =>
+      const unknown = (cause: 'no_ack' | 'no_answer', why: string): void => {
+        if (this.waiting.get(rid) === w) this.store.stats.outcomeUnknown[cause]++;
         this.settle(rid, w, failed(message.id, 'outcome_unknown', `host gateway '${host}' ${why}; it may still act on the job: watch the stream`));
+      };
       w.timers.push(
         setTimeout(() => {
-          if (!w.acked) unknown(`did not acknowledge the command within ${this.ackTimeoutMs} ms`);
+          if (!w.acked) unknown('no_ack', `did not acknowledge the command within ${this.ackTimeoutMs} ms`);
         }, this.ackTimeoutMs),
-        setTimeout(() => unknown(`did not answer within ${budget} ms`), budget + REPLY_GRACE_MS),
+        setTimeout(() => unknown('no_answer', `did not answer within ${budget} ms`), budget + REPLY_GRACE_MS),
       );
       this.waiting.set(rid, w);
       context.signal.addEventListener('abort', () => this.settle(rid, w, failed(message.id, 'internal', 'the client went away')), { once: true });
-      this.store.redis
-        .xadd(this.store.keys.commands(host), 'MAXLEN', '~', 1000, '*', 'd', JSON.stringify(wire))
+      this.store.stats
+        .timed('command', this.store.redis.xadd(this.store.keys.commands(host), 'MAXLEN', '~', 1000, '*', 'd', JSON.stringify(wire)))
         .catch((error: unknown) => {
           this.options.logger.warn({ err: error, vm: message.vm, host }, 'fleet edge: could not queue a command');
           this.settle(rid, w, failed(message.id, 'vm_disconnected', `Redis refused the command for host gateway '${host}'; nothing was sent`));
@@ -123,7 +125,9 @@ export class EdgeCommands {
     if (this.waiting.get(rid) !== w) return;
     this.waiting.delete(rid);
     for (const t of w.timers) clearTimeout(t);
-    if (result) w.resolve(result);
+    if (!result) return;
+    this.store.stats.forward(result.ok ? 'ok' : result.error.code);
+    w.resolve(result);
   }
 }
 
@@ -183,6 +187,7 @@ export class HostCommands {
     if (remaining <= 0) return; // the edge has answered outcome_unknown already
     const publish = (text: string): Promise<unknown> => this.store.redis.publish(cmd.reply, text).catch(() => undefined);
     await publish(`a\n${cmd.rid}`);
+    this.store.stats.commandsServed++;
     let result: CommandResult;
     if (!this.options.owns(cmd.message.vm)) {
       result = failed(cmd.message.id, 'vm_disconnected', `host gateway '${this.options.host}' does not own VM '${cmd.message.vm}'; nothing was sent`);

@@ -8,12 +8,14 @@ import { connectOrFail, connectRedis, duplicateRedis } from './connect.js';
 import { EdgeFeed } from './edge-feed.js';
 import { redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
+import type { FleetStats } from './stats.js';
 import { FleetStore } from './store.js';
 
 export interface FleetEdge {
   readonly edgeId: string;
   readonly feed: EdgeFeed;
   readonly commands: EdgeCommands;
+  readonly stats: FleetStats;
   /** Told when the edge loses or regains Redis (serve closes live connections on loss). */
   onRedis(listener: (up: boolean) => void): void;
   health(): GatewayHealth;
@@ -44,6 +46,7 @@ export async function startFleetEdge(config: FleetConfig, options: { logger: Log
     edgeId,
     feed,
     commands,
+    stats: store.stats,
     onRedis: (listener) => listeners.push(listener),
     health: () => ({ ready: feed.redisConnected, monitors: false, degraded: feed.redisConnected ? [] : ['redis unreachable: every VM shown stale'] }),
     async close() {

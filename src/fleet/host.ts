@@ -15,6 +15,7 @@ import { connectOrFail, connectRedis, duplicateRedis, type RedisClient } from '.
 import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
 import { HostPublisher } from './publisher.js';
+import type { FleetStats } from './stats.js';
 import { FleetStore } from './store.js';
 import { DEFAULT_KEY_PREFIX } from './keys.js';
 import { defaultStateDir, UnackedBook, unackedFile } from './unacked.js';
@@ -23,6 +24,9 @@ export interface FleetHost {
   readonly hostId: string;
   readonly history: FleetHistory;
   readonly publisher: HostPublisher;
+  readonly stats: FleetStats;
+  /** Whether the connection to Redis is up (for /metrics). */
+  redisUp(): boolean;
   /** Start answering edges' commands with the local controller (after the gateway started). */
   serveCommands(handle: CommandHandler): Promise<void>;
   health(): Pick<GatewayHealth, 'degraded'>;
@@ -105,6 +109,8 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     hostId,
     history,
     publisher,
+    stats: store.stats,
+    redisUp: () => redis.status === 'ready' && publisher.status().redis === 'up',
     async serveCommands(handle) {
       await publisher.syncNow();
       unacked.settled(); // every VM was opened: a record the previous process left is used up

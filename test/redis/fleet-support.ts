@@ -18,12 +18,12 @@ export interface InProcessGateway {
   stop(): Promise<number>;
 }
 
-/** `prefix`: a Redis key prefix of the test's own (through a config file; flags set the rest). */
-export async function serveInProcess(args: string[], prefix?: string): Promise<InProcessGateway> {
+/** `prefix`: a Redis key prefix of the test's own; `fleet`: more fleet settings (through a config file; flags set the rest). */
+export async function serveInProcess(args: string[], prefix?: string, fleet: Record<string, unknown> = {}): Promise<InProcessGateway> {
   const controller = new AbortController();
-  if (prefix !== undefined) {
+  if (prefix !== undefined || Object.keys(fleet).length > 0) {
     const file = join(makeTestDir('bjf-'), 'gateway.json');
-    writeFileSync(file, JSON.stringify({ fleet: { redis: 'env:UNUSED', keyPrefix: prefix } }));
+    writeFileSync(file, JSON.stringify({ fleet: { redis: 'env:UNUSED', ...(prefix !== undefined ? { keyPrefix: prefix } : {}), ...fleet } }));
     args = ['--config', file, ...args];
   }
   let exit!: Promise<number>;
@@ -77,4 +77,15 @@ export async function eventually(check: () => boolean | Promise<boolean>, timeou
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** One sample of a Prometheus text exposition: `name{labels}` exactly as written (labels in order), or undefined. */
+export function sample(text: string, name: string, labels = ''): number | undefined {
+  const key = labels ? `${name}{${labels}} ` : `${name} `;
+  const line = text.split('\n').find((l) => l.startsWith(key));
+  return line === undefined ? undefined : Number(line.slice(key.length));
+}
+
+export async function metricsOf(url: string): Promise<string> {
+  return (await fetch(`${url}/metrics`)).text();
 }
