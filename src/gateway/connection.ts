@@ -62,7 +62,8 @@ export interface ConnectionStats {
 }
 
 export class Connection {
-  readonly commands = new Map<string, AbortController>();
+  // Maps below are made on first use: an idle subscriber never needs them (bench idle: RSS per connection).
+  private commandsInFlight: Map<string, AbortController> | undefined;
   closed = false;
 
   private softSince: number | undefined;
@@ -71,7 +72,7 @@ export class Connection {
   private confirmed = 0;
   private probeTimer: NodeJS.Timeout | undefined;
   private corks = 0;
-  private readonly conflatedProgress = new Map<string, string>();
+  private conflatedProgress: Map<string, string> | undefined;
   private watchTimer: NodeJS.Timeout | undefined;
   private readonly soft: number;
   private readonly hard: number;
@@ -110,6 +111,11 @@ export class Connection {
 
   get bufferedAmount(): number {
     return this.socket.bufferedAmount;
+  }
+
+  /** Job commands in flight on this connection, by command id. */
+  get commands(): Map<string, AbortController> {
+    return (this.commandsInFlight ??= new Map());
   }
 
   /** A reply or snapshot message: always sent (bounded by what the client asked for). */
@@ -164,9 +170,10 @@ export class Connection {
   sendProgress(key: string, text: string): void {
     if (this.closed) return;
     if (this.softSince !== undefined || this.socket.bufferedAmount > this.soft) {
-      if (this.conflatedProgress.has(key)) this.stats.conflated();
-      this.conflatedProgress.delete(key); // re-insert at the end: flush in arrival order
-      this.conflatedProgress.set(key, text);
+      const conflated = (this.conflatedProgress ??= new Map());
+      if (conflated.has(key)) this.stats.conflated();
+      conflated.delete(key); // re-insert at the end: flush in arrival order
+      conflated.set(key, text);
       this.watch();
       return;
     }
@@ -175,7 +182,8 @@ export class Connection {
 
   /** Forget waiting progress for keys starting with `prefix` (e.g. a subscription that ended). */
   dropProgress(prefix: string): void {
-    for (const key of this.conflatedProgress.keys()) if (key.startsWith(prefix)) this.conflatedProgress.delete(key);
+    const conflated = this.conflatedProgress;
+    if (conflated) for (const key of conflated.keys()) if (key.startsWith(prefix)) conflated.delete(key);
   }
 
   /**
@@ -215,9 +223,9 @@ export class Connection {
     if (this.watchTimer) clearInterval(this.watchTimer);
     if (this.probeTimer) clearTimeout(this.probeTimer);
     this.watchTimer = undefined;
-    this.conflatedProgress.clear();
-    for (const controller of this.commands.values()) controller.abort(new Error(`connection closed (${code})`));
-    this.commands.clear();
+    this.conflatedProgress = undefined;
+    for (const controller of this.commandsInFlight?.values() ?? []) controller.abort(new Error(`connection closed (${code})`));
+    this.commandsInFlight?.clear();
     this.onClose(this, code, reason);
   }
 
@@ -257,8 +265,8 @@ export class Connection {
     clearInterval(this.watchTimer);
     this.watchTimer = undefined;
     this.softSince = undefined;
-    const waiting = [...this.conflatedProgress.values()];
-    this.conflatedProgress.clear();
-    for (const text of waiting) this.send('progress', text);
+    const waiting = this.conflatedProgress;
+    this.conflatedProgress = undefined;
+    for (const text of waiting?.values() ?? []) this.send('progress', text);
   }
 }

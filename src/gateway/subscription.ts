@@ -48,14 +48,15 @@ export class ClientSubscription {
   private readonly states: ReadonlySet<string> | null;
   private readonly cursors = new Map<string, number>();
   private readonly prevs = new Map<string, number>();
+  // behindSince and the progress maps are made on first use: an idle subscriber needs none of them.
   /** Per stream: when it first fell behind (events filtered out since the last message). */
-  private readonly behindSince = new Map<string, number>();
+  private behindSince: Map<string, number> | undefined;
   /** True until the catch-up (snapshot or replay) has been sent; live events wait in `held`. */
   private catchingUp = true;
   private readonly held: StreamEvent[] = [];
   // Progress throttle: per job, when the last progress went out and the newest one waiting.
-  private readonly progressSentAt = new Map<string, number>();
-  private readonly progressWaiting = new Map<string, ProgressEvent>();
+  private progressSentAt: Map<string, number> | undefined;
+  private progressWaiting: Map<string, ProgressEvent> | undefined;
   private progressTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -116,7 +117,7 @@ export class ClientSubscription {
   startAt(vm: string, offset: number): void {
     this.cursors.set(vm, offset);
     this.prevs.set(vm, offset);
-    this.behindSince.delete(vm);
+    this.behindSince?.delete(vm);
   }
 
   /** One event of a replay (never dropped: bounded by the history). */
@@ -158,7 +159,7 @@ export class ClientSubscription {
       this.output.sendProgress(`${this.id}\0${key}`, `${event.prefix}${this.subJson}${event.body}`);
       return;
     }
-    this.progressWaiting.set(key, event);
+    (this.progressWaiting ??= new Map()).set(key, event);
     this.scheduleProgress();
   }
 
@@ -167,6 +168,7 @@ export class ClientSubscription {
    * `quietMs`. Returns whether some stream is still behind.
    */
   sweepBookmarks(now: number, quietMs: number, epochOf: (vm: string) => string): boolean {
+    if (!this.behindSince) return false;
     for (const [vm, since] of this.behindSince) {
       if (now - since < quietMs) continue;
       const offset = this.cursor(vm);
@@ -179,7 +181,7 @@ export class ClientSubscription {
   dispose(): void {
     if (this.progressTimer) clearTimeout(this.progressTimer);
     this.progressTimer = undefined;
-    this.progressWaiting.clear();
+    this.progressWaiting = undefined;
     this.held.length = 0;
     this.output.dropProgress(`${this.id}\0`);
   }
@@ -198,7 +200,8 @@ export class ClientSubscription {
     const match = this.match(event);
     if (match === 'out') {
       this.cursors.set(event.vm, event.offset);
-      if (!this.behindSince.has(event.vm)) this.behindSince.set(event.vm, performance.now());
+      const behind = (this.behindSince ??= new Map());
+      if (!behind.has(event.vm)) behind.set(event.vm, performance.now());
       return true;
     }
     const prev = this.markSent(event.vm, event.offset);
@@ -218,34 +221,36 @@ export class ClientSubscription {
     const prev = this.prevs.get(vm) ?? 0;
     this.prevs.set(vm, offset);
     this.cursors.set(vm, offset);
-    this.behindSince.delete(vm);
+    this.behindSince?.delete(vm);
     return prev;
   }
 
   /** Whether a progress update for this job may go out now (and if so, record it). */
   private progressDue(key: string, now: number): boolean {
     const interval = this.limits.progressIntervalMs;
-    const last = this.progressSentAt.get(key);
+    const sentAt = (this.progressSentAt ??= new Map());
+    const last = sentAt.get(key);
     if (last !== undefined && now - last < interval) return false;
     // Entries older than one interval mean the same as none: prune them before the map grows.
-    if (this.progressSentAt.size >= PROGRESS_PRUNE_AT) {
-      for (const [k, at] of this.progressSentAt) if (now - at >= interval) this.progressSentAt.delete(k);
+    if (sentAt.size >= PROGRESS_PRUNE_AT) {
+      for (const [k, at] of sentAt) if (now - at >= interval) sentAt.delete(k);
     }
-    this.progressSentAt.set(key, now);
+    sentAt.set(key, now);
     return true;
   }
 
   private scheduleProgress(): void {
-    if (this.progressTimer !== undefined || this.progressWaiting.size === 0) return;
+    const waiting = this.progressWaiting;
+    if (this.progressTimer !== undefined || !waiting || waiting.size === 0) return;
     let due = Infinity;
-    for (const key of this.progressWaiting.keys()) due = Math.min(due, (this.progressSentAt.get(key) ?? 0) + this.limits.progressIntervalMs);
+    for (const key of waiting.keys()) due = Math.min(due, (this.progressSentAt?.get(key) ?? 0) + this.limits.progressIntervalMs);
     this.progressTimer = setTimeout(() => {
       this.progressTimer = undefined;
       if (this.output.closed) return;
       const now = performance.now();
-      for (const [key, event] of this.progressWaiting) {
+      for (const [key, event] of waiting) {
         if (!this.progressDue(key, now)) continue;
-        this.progressWaiting.delete(key);
+        waiting.delete(key);
         this.output.sendProgress(`${this.id}\0${key}`, `${event.prefix}${this.subJson}${event.body}`);
       }
       this.scheduleProgress();
