@@ -28,6 +28,7 @@
  *   ├── StateError            an operation is not allowed in the current runstate (state, required)
  *   ├── ConfigError           bad configuration or flags (path of the failing field)
  *   ├── UsageError            bad command-line usage (exit code 2)
+ *   ├── FleetTlsError         fleet mode: the TLS handshake with Redis failed (certificate not trusted, wrong name, not TLS)
  *   ├── LabError              the QEMU lab (src/lab: qemu-storage-daemon, qemu-img, qemu-io) failed; tool output attached
  *   └── ClientError           the public client library (src/client/errors.ts, code CLIENT_ERR_*)
  */
@@ -57,6 +58,7 @@ export type ErrorCode =
   | 'GW_ERR_USAGE'
   | 'GW_ERR_LAB'
   | 'GW_ERR_FLEET_NOT_OWNER'
+  | 'GW_ERR_FLEET_TLS'
   | 'GW_ERR_TOO_MANY_JOBS'
   | 'GW_ERR_INTERNAL'
   | 'CLIENT_ERR_CONNECT'
@@ -313,6 +315,17 @@ export class UsageError extends GatewayError {
   override name = 'UsageError';
   constructor(message: string) {
     super('GW_ERR_USAGE', message);
+  }
+}
+
+/**
+ * Fleet mode: the TLS handshake with a rediss:// server failed. `reason` is Node's verification code
+ * (UNABLE_TO_VERIFY_LEAF_SIGNATURE, ERR_TLS_CERT_ALTNAME_INVALID, ...) or the socket error's.
+ */
+export class FleetTlsError extends GatewayError {
+  override name = 'FleetTlsError';
+  constructor(message: string, readonly reason: string, options?: { cause?: unknown }) {
+    super('GW_ERR_FLEET_TLS', message, options);
   }
 }
 

@@ -26,6 +26,7 @@ const FLAGS = {
   redis: { type: 'string' },
   edge: { type: 'boolean' },
   'host-id': { type: 'string' },
+  'redis-ca': { type: 'string' },
   listen: { type: 'string' },
   config: { type: 'string' },
   tokens: { type: 'string' },
@@ -46,6 +47,8 @@ Options:
                        comma-separated cluster seeds, or env:NAME to read the URL from the environment
   --edge               with --redis: an edge gateway, serving every VM in Redis (no --qmp)
   --host-id NAME       with --redis: this host gateway's name in the fleet (default: the host name)
+  --redis-ca FILE      with a rediss:// URL: PEM file of the CA that signed Redis's certificate
+                       (default: the system CAs)
   --listen HOST:PORT   where to serve HTTP and WebSocket (default 127.0.0.1:8080)
   --config FILE        JSON config (schemas/config.schema.json); flags override it
   --tokens FILE        bearer tokens {"tokens":[{name, sha256, scopes, vms?}]}
@@ -85,12 +88,13 @@ export async function resolveServeConfig(argv: readonly string[]): Promise<Gatew
   };
   if (flags.listen !== undefined) parseListen(flags.listen);
   const merged = mergeConfig(file, flags);
-  if (values.redis !== undefined || values.edge || values['host-id'] !== undefined) {
+  if (values.redis !== undefined || values.edge || values['host-id'] !== undefined || values['redis-ca'] !== undefined) {
     const fleet = { ...(merged.fleet ?? {}) } as Record<string, unknown>;
     if (values.redis !== undefined) fleet.redis = values.redis;
     if (values.edge) fleet.edge = true;
     if (values['host-id'] !== undefined) fleet.hostId = values['host-id'];
-    if (fleet.redis === undefined) throw new UsageError('--edge and --host-id need --redis URL');
+    if (values['redis-ca'] !== undefined) fleet.tlsCaFile = values['redis-ca'];
+    if (fleet.redis === undefined) throw new UsageError('--edge, --host-id and --redis-ca need --redis URL');
     merged.fleet = fleet as unknown as GatewayConfig['fleet'];
   }
   const config = validateConfig(merged, 'flags and config');

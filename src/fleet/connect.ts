@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { ConfigError } from '../errors.js';
+import { ConfigError, FleetTlsError } from '../errors.js';
 
 export type RedisClient = Redis | Cluster;
 
@@ -75,7 +75,7 @@ export interface ConnectOptions {
  * buffer) and reconnects forever with capped backoff.
  */
 export function connectRedis(target: RedisTarget, options: ConnectOptions = {}): RedisClient {
-  const tls = target.tls ? { ...(options.tlsCaFile ? { ca: readFileSync(options.tlsCaFile) } : {}) } : undefined;
+  const tls = target.tls ? { ...(options.tlsCaFile ? { ca: readCa(options.tlsCaFile) } : {}) } : undefined;
   const common: RedisOptions = {
     ...(target.username ? { username: target.username } : {}),
     ...(target.password ? { password: target.password } : {}),
@@ -98,20 +98,55 @@ export function connectRedis(target: RedisTarget, options: ConnectOptions = {}):
   return new Cluster(target.nodes, clusterOptions);
 }
 
+function readCa(file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    throw new ConfigError(`cannot read the CA file ${file}: ${(error as Error).message}`, 'fleet.tlsCaFile');
+  }
+}
+
 /** A duplicate for blocking reads or pub/sub (those need a connection of their own). */
 export function duplicateRedis(client: RedisClient): RedisClient {
   return client.duplicate();
 }
 
+/** Node's certificate verification failures (tls.TLSSocket#authorizationError codes), and a peer that is not TLS. */
+const TLS_FAILURES: Record<string, string> = {
+  UNABLE_TO_VERIFY_LEAF_SIGNATURE: 'its certificate is not signed by a trusted CA',
+  UNABLE_TO_GET_ISSUER_CERT_LOCALLY: 'its certificate is not signed by a trusted CA',
+  UNABLE_TO_GET_ISSUER_CERT: 'its certificate is not signed by a trusted CA',
+  SELF_SIGNED_CERT_IN_CHAIN: 'its certificate is not signed by a trusted CA (its chain ends in another, self-signed one)',
+  DEPTH_ZERO_SELF_SIGNED_CERT: 'its certificate is self-signed and not trusted',
+  CERT_SIGNATURE_FAILURE: 'its certificate signature does not verify',
+  CERT_HAS_EXPIRED: 'its certificate has expired',
+  CERT_NOT_YET_VALID: 'its certificate is not valid yet',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its certificate does not name this host',
+  ERR_SSL_WRONG_VERSION_NUMBER: 'it does not speak TLS on this port',
+  EPROTO: 'the TLS handshake failed (does it speak TLS on this port?)',
+};
+
+/** The TLS failure behind a connection error (a cluster wraps the last node's error), if it is one. */
+export function tlsFailure(error: unknown, target: RedisTarget, caFile: string | undefined): FleetTlsError | undefined {
+  const inner = (error as { lastNodeError?: unknown }).lastNodeError ?? error;
+  const code = (inner as { code?: unknown }).code;
+  if (!target.tls || typeof code !== 'string' || !(code in TLS_FAILURES)) return undefined;
+  const trusted = caFile ? `the CA in ${caFile} (fleet.tlsCaFile / --redis-ca)` : 'the system CAs (set fleet.tlsCaFile / --redis-ca to your CA)';
+  return new FleetTlsError(`Redis at ${target.redacted} failed TLS verification against ${trusted}: ${TLS_FAILURES[code]} [${code}]`, code, { cause: inner });
+}
+
 /**
  * Connect, or fail with a clear error: a refused login (wrong password, unknown user, missing ACL
- * permission) would otherwise be retried forever. The message names the redacted URL only.
+ * permission) or a failed TLS verification would otherwise be retried forever. The message names
+ * the redacted URL only.
  */
-export async function connectOrFail(client: RedisClient, target: RedisTarget, timeoutMs = 15_000): Promise<void> {
+export async function connectOrFail(client: RedisClient, target: RedisTarget, timeoutMs = 15_000, caFile?: string): Promise<void> {
   let onError: ((error: Error) => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
   const refused = new Promise<never>((_, reject) => {
     onError = (error: Error) => {
+      const tls = tlsFailure(error, target, caFile);
+      if (tls) reject(tls);
       if (/WRONGPASS|NOAUTH|NOPERM|invalid username-password/i.test(error.message)) reject(new ConfigError(`Redis at ${target.redacted} refused the login: ${error.message}`, 'fleet.redis'));
     };
     client.on('error', onError);
@@ -126,4 +161,9 @@ export async function connectOrFail(client: RedisClient, target: RedisTarget, ti
     if (onError) client.off('error', onError);
     clearTimeout(timer);
   }
+}
+
+/** A start-up failure that retrying cannot cure (refused login, failed TLS verification): stop instead of waiting for Redis. */
+export function fatalAtStart(error: unknown): boolean {
+  return error instanceof FleetTlsError || (error instanceof ConfigError && /refused the login/.test(error.message));
 }

@@ -28,7 +28,7 @@ export async function startFleetEdge(config: FleetConfig, options: { logger: Log
   const edgeId = config.edgeId ?? `${hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 40)}-${process.pid}`;
   const redis = connectRedis(target, { connectionName: `bjg-edge-${edgeId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined);
-  await connectOrFail(redis, target);
+  await connectOrFail(redis, target, undefined, config.tlsCaFile);
   const subscriber = duplicateRedis(redis);
   subscriber.on('error', () => undefined);
   const store = new FleetStore(redis, config.keyPrefix);

@@ -4,14 +4,13 @@
  * comes; commands forwarded by edges are run by the local job controller (HostCommands).
  */
 import type { Subscription } from 'rxjs';
-import { ConfigError } from '../errors.js';
 import type { CommandHandler } from '../gateway/control/controller.js';
 import type { GatewayHealth } from '../gateway/http.js';
 import type { HistoryLimits } from '../gateway/history/types.js';
 import type { JobSource, JobState } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import { HostCommands } from './commands.js';
-import { connectOrFail, connectRedis, duplicateRedis, type RedisClient } from './connect.js';
+import { connectOrFail, connectRedis, duplicateRedis, fatalAtStart, type RedisClient } from './connect.js';
 import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
 import { HostPublisher } from './publisher.js';
@@ -47,14 +46,14 @@ export async function readFleetSeeds(config: FleetConfig, vms: readonly string[]
   const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}-seed`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined);
   try {
-    await connectOrFail(redis, target, 5000);
+    await connectOrFail(redis, target, 5000, config.tlsCaFile);
     const store = new FleetStore(redis, config.keyPrefix);
     for (const vm of vms) {
       const stored = await store.loadVm(vm);
       if (stored?.host === hostId && stored.jobs.size > 0) seeds.set(vm, [...stored.jobs.values()]);
     }
   } catch (error) {
-    if (error instanceof ConfigError && /refused the login/.test(error.message)) throw error;
+    if (fatalAtStart(error)) throw error;
     log.warn({ err: error, redis: target.redacted }, 'fleet: could not read the jobs Redis holds for this host; jobs that ended while it was down show once Redis restarts their streams');
   } finally {
     redis.disconnect();
@@ -70,8 +69,8 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
   const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined); // reported by the publisher, without the URL's secrets
   // Unreachable: serve locally and publish once it is back. A refused login is a configuration error.
-  await connectOrFail(redis, target, 5000).catch((error: unknown) => {
-    if (error instanceof ConfigError && /refused the login/.test(error.message)) throw error;
+  await connectOrFail(redis, target, 5000, config.tlsCaFile).catch((error: unknown) => {
+    if (fatalAtStart(error)) throw error;
     log.warn({ err: error, redis: target.redacted }, 'fleet: Redis unreachable at start; serving locally, publishing when it is back');
     void redis.connect().catch(() => undefined);
   });

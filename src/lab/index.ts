@@ -6,6 +6,7 @@ export * from './leftovers.js';
 export * from './qsd.js';
 export * from './raw-qmp.js';
 export * from './redis.js';
+export * from './tls.js';
 export * from './libvirt-domain.js';
 export * from './libvirt-tools.js';
 export * from './libvirtd.js';

@@ -74,6 +74,8 @@ export interface RedisServerOptions {
   port?: number;
   /** Run as a cluster node (`cluster-enabled yes`). */
   cluster?: boolean;
+  /** Serve TLS only (`port 0`, `tls-port`): the URL becomes rediss://, redis-cli trusts `caFile`. */
+  tls?: { certFile: string; keyFile: string; caFile: string };
   /** ACL user created besides `default` (which then requires this password too). */
   user?: { name: string; password: string };
   /** @default 15000 */
@@ -126,17 +128,18 @@ export class RedisServer {
     return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  /** `redis://[user:password@]127.0.0.1:port`. */
+  /** `redis://[user:password@]127.0.0.1:port` (`rediss://` with TLS). */
   get url(): string {
     const user = this.options.user;
     const auth = user ? `${encodeURIComponent(user.name)}:${encodeURIComponent(user.password)}@` : '';
-    return `redis://${auth}127.0.0.1:${this.port}`;
+    return `${this.options.tls ? 'rediss' : 'redis'}://${auth}127.0.0.1:${this.port}`;
   }
 
   /** Run redis-cli against this server; returns stdout (throws on a non-zero exit). */
   cli(...args: string[]): string {
     const auth = this.options.user ? ['--user', this.options.user.name, '--pass', this.options.user.password, '--no-auth-warning'] : [];
-    const result = spawnSync(toolPath('redis-cli'), ['-p', String(this.port), ...auth, ...args], { encoding: 'utf8', timeout: 30_000 });
+    const tls = this.options.tls ? ['--tls', '--cacert', this.options.tls.caFile] : [];
+    const result = spawnSync(toolPath('redis-cli'), ['-p', String(this.port), ...tls, ...auth, ...args], { encoding: 'utf8', timeout: 30_000 });
     if (result.status !== 0) throw new LabError(`redis-cli ${args.join(' ')} failed: ${result.stderr || result.stdout}`);
     return result.stdout;
   }
@@ -173,8 +176,11 @@ export class RedisServer {
   }
 
   private async launch(): Promise<void> {
+    const tls = this.options.tls;
     const lines = [
-      `port ${this.port}`,
+      ...(tls
+        ? ['port 0', `tls-port ${this.port}`, `tls-cert-file ${tls.certFile}`, `tls-key-file ${tls.keyFile}`, `tls-ca-cert-file ${tls.caFile}`, 'tls-auth-clients no']
+        : [`port ${this.port}`]),
       'bind 127.0.0.1',
       `dir ${this.dir}`,
       'appendonly yes',
