@@ -6,7 +6,8 @@
  *     once the buffer drains); stream messages (transitions, vm, state, synced, bookmark) still go out;
  *   - above `hardBytes`, or above `softBytes` for longer than `maxSoftMs`, the connection is closed
  *     with 4508 so the client reconnects and resumes from its offset.
- * Memory per connection is therefore bounded by hardBytes + one snapshot + one progress per job.
+ * Memory per connection is therefore bounded by hardBytes + one snapshot or one corked fan-out batch
+ * + one progress per job.
  *
  * `bufferedAmount` only counts what the kernel has not taken yet, and the kernel's socket buffers
  * take megabytes from a client that reads nothing. So the client's reading is also confirmed: once
@@ -73,6 +74,8 @@ export class Connection {
   private probeTimer: NodeJS.Timeout | undefined;
   private corks = 0;
   private conflatedProgress: Map<string, string> | undefined;
+  /** Bytes sent since the outermost cork: held by us, not yet offered to the client. */
+  private corkedBytes = 0;
   private watchTimer: NodeJS.Timeout | undefined;
   private readonly soft: number;
   private readonly hard: number;
@@ -126,7 +129,8 @@ export class Connection {
     const bytes = typeof data === 'string' ? Buffer.byteLength(data) : data.length;
     this.stats.sent(type, bytes);
     this.written += bytes;
-    this.watch();
+    if (this.corks > 0) this.corkedBytes += bytes;
+    else this.watch();
     if (this.probeTimer === undefined && this.written - this.confirmed > this.soft) this.probe();
   }
 
@@ -141,6 +145,9 @@ export class Connection {
     if (this.corks === 0) return;
     this.corks--;
     this.socket.uncork?.();
+    if (this.corks > 0) return;
+    this.corkedBytes = 0;
+    if (!this.closed) this.watch();
   }
 
   /** The answer to a refused request (`sub`: the subscription it concerns). */
@@ -161,7 +168,8 @@ export class Connection {
    */
   closeIfOverHardMark(): boolean {
     if (this.closed) return true;
-    if (this.socket.bufferedAmount <= this.hard) return false;
+    // What this connection holds corked was never offered to the client: it does not count as unread.
+    if (this.socket.bufferedAmount - this.corkedBytes <= this.hard) return false;
     this.close(CloseCode.SlowConsumer, `slow consumer: more than ${this.hard} bytes unread; resume with since`);
     return true;
   }

@@ -51,8 +51,10 @@ export interface GatewayCoreOptions {
   maxSubscriptionsPerConnection?: number;
   /** Per WebSocket connection, and per token on the HTTP mirror. @default 32 */
   maxCommandsInFlight?: number;
-  /** Subscriptions visited per fan-out slice before yielding to the event loop. @default 500 */
+  /** Deliveries per fan-out slice before yielding to the event loop. @default 1000 */
   fanoutChunk?: number;
+  /** A fan-out slice yields to the event loop after this many ms even short of `fanoutChunk`. @default 4 */
+  fanoutSliceMs?: number;
   /** Stream events waiting for fan-out; beyond it every subscriber is closed with 4500 to resume. @default 10_000 */
   maxQueuedEvents?: number;
   backpressure?: BackpressureOptions;
@@ -83,7 +85,8 @@ export class GatewayCore {
     const maxQueued = options.maxQueuedEvents ?? 10_000;
     this.feed = options.feed ?? this.hubOf(options);
     this.fanout = new FanOut(this.stats, {
-      chunk: options.fanoutChunk ?? 500,
+      chunk: options.fanoutChunk ?? 1000,
+      sliceMs: options.fanoutSliceMs ?? 4,
       maxQueued,
       bookmarkQuietMs: options.bookmarkQuietMs ?? 5000,
       epochOf: (vm) => this.feed.position(vm).epoch,

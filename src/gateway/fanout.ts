@@ -9,7 +9,9 @@
  * token) are indexed by VM, so an event for a VM few follow costs only those few: a fleet edge with
  * 10,000 VMs and thousands of narrow subscribers would otherwise test every subscriber per event.
  * Each stream event is encoded once per group of identical frames (stream/frames.ts). The pump yields
- * to the event loop every `chunk` deliveries so QMP handling is never starved. A subscription added
+ * to the event loop after `sliceMs` or `chunk` deliveries, whichever comes first, so QMP handling is
+ * never starved whatever a delivery costs (a stall is bounded by time, not by a guess of the cost of
+ * one delivery, which grows with frame size, load and GC). A subscription added
  * during a pass may be visited or not: its cut already covers every queued item (it skips them by its
  * cursor). When the queue is full, stream events are not dropped: every subscriber is told to resume.
  */
@@ -33,8 +35,10 @@ interface Pass {
 }
 
 export interface FanOutOptions {
-  /** Subscriptions visited per slice before yielding to the event loop. */
+  /** Deliveries per slice before yielding to the event loop. */
   chunk: number;
+  /** A slice yields to the event loop after this long (ms), even short of `chunk`. */
+  sliceMs: number;
   /** Items waiting for fan-out; beyond it `overflow` is called and the queue is emptied. */
   maxQueued: number;
   /** A filtered subscription that skipped events gets a `bookmark` after this quiet time. */
@@ -132,8 +136,9 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
 
   private pump(): void {
     this.dispatching = true;
-
-    let budget = this.options.chunk;
+    const { chunk, sliceMs } = this.options;
+    const started = performance.now();
+    let budget = chunk;
     while (this.queue.length > 0) {
       const pass = (this.pass ??= this.startPass());
       for (let next = pass.cursor.next(); !next.done; next = pass.cursor.next()) {
@@ -147,7 +152,7 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
         }
         if (cork) sub.output.uncork();
         budget -= items.length;
-        if (budget <= 0) {
+        if (budget <= 0 || performance.now() - started >= sliceMs) {
           setImmediate(() => this.pump());
           return;
         }

@@ -169,7 +169,7 @@ export class Subscriptions {
         sub.startAt(vm, since.get(vm)!.offset);
         for (const event of replay) sub.replay(event);
       } else {
-        for (const job of snapshot.get(vm)?.jobs ?? []) if (sub.matchesJob(job)) sub.sendState(vm, position, job);
+        sub.sendStates(vm, position, snapshot.get(vm)?.jobs ?? []);
       }
       // The stream is now accounted for up to the cut, whatever the filter let through.
       sub.startAt(vm, position.offset);

@@ -9,7 +9,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { SubscriptionFilter } from '../generated/schema-types.js';
-import type { VmStatus } from '../jobs/types.js';
+import type { JobState, VmStatus } from '../jobs/types.js';
 import { CloseCode } from '../protocol/codes.js';
 import { canRead, type Principal } from './auth.js';
 import type { StreamPosition } from './history/types.js';
@@ -36,6 +36,9 @@ export interface SubscriptionLimits {
   /** Live events held while the catch-up is pending; beyond, the client is closed to resume. */
   maxHeld: number;
 }
+
+/** Snapshot `state` messages per socket write (about 40 KiB of typical jobs). */
+const STATES_PER_WRITE = 64;
 
 /** How many per-job progress timestamps a subscription keeps before pruning the expired ones. */
 const PROGRESS_PRUNE_AT = 1024;
@@ -125,8 +128,24 @@ export class ClientSubscription {
     this.deliver(event, false);
   }
 
-  sendState(vm: string, position: StreamPosition, job: unknown): void {
-    this.output.send('state', `{"type":"state","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset},"job":${JSON.stringify(job)}}`);
+  /**
+   * A stream's snapshot: one `state` per matching job. They leave corked, `STATES_PER_WRITE` to a
+   * write: a write per message cost more than the messages, and one write for all of them would
+   * keep the client from reading the first while the rest are built.
+   */
+  sendStates(vm: string, position: StreamPosition, jobs: readonly JobState[]): void {
+    const head = `{"type":"state","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(position.epoch)},"offset":${position.offset},"job":`;
+    let batched = 0;
+    for (const job of jobs) {
+      if (!this.matchesJob(job)) continue;
+      if (batched === 0) this.output.cork();
+      this.output.send('state', `${head}${JSON.stringify(job)}}`);
+      if (++batched === STATES_PER_WRITE) {
+        this.output.uncork();
+        batched = 0;
+      }
+    }
+    if (batched > 0) this.output.uncork();
   }
 
   /** `status`: the VM's monitor status at the cut. */

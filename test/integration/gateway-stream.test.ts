@@ -221,6 +221,25 @@ describe('gateway stream protocol', () => {
     noInvalid(client);
   });
 
+  it('delivers shared frames of every WebSocket length class intact to several clients', async () => {
+    const { source, gateway } = await setup(['vm1']);
+    const clients = [await leftovers.client(gateway.wsUrl), await leftovers.client(gateway.wsUrl)];
+    for (const c of clients) {
+      await subscribe(c, { sub: 'a' });
+      await c.next((m) => m.type === 'synced');
+    }
+    // An event is never under 126 bytes: its frame carries a 16-bit length, or a 64-bit one over 65,535 bytes.
+    const sizes = [10, 70_000, 200, 66_000];
+    sizes.forEach((size, i) => source.transition('vm1', 'j0', i % 2 ? 'paused' : 'running', { error: 'e'.repeat(size) }));
+    for (const c of clients) {
+      await c.next((m) => m.type === 'event' && m.offset === sizes.length);
+      const events = c.ofType('event');
+      expect(events.map((m) => m.job.error.length)).toEqual(sizes);
+      assertChain(c.messages, 'vm1', 0);
+    }
+    noInvalid(...clients);
+  });
+
   it('closes every client with 1001 when the gateway drains', async () => {
     const { gateway } = await setup(['vm1']);
     const client = await leftovers.client(gateway.wsUrl);

@@ -94,8 +94,13 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
     let probeSeq = 0;
     const hooks = core.opened(
       {
-        // A Buffer is a shared, already encoded text frame (stream/frames.ts).
-        send: (data) => ws.send(data, { binary: false }),
+        // A Buffer is a shared, already encoded payload (stream/frames.ts): framed once for all
+        // its sockets and written as is. ws queues nothing of its own here (no compression), so
+        // the order with what ws sends stays the call order, and its bufferedAmount counts it.
+        send: (data) => {
+          if (typeof data === 'string' || ws.readyState !== ws.OPEN) ws.send(data, { binary: false });
+          else socket.write(framedText(data));
+        },
         // The upgraded TCP socket under ws: corked across a fan-out pass, its frames leave in one write.
         cork: () => socket.cork(),
         uncork: () => socket.uncork(),
@@ -189,6 +194,30 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
   };
+}
+
+/** Each shared payload's WebSocket frame, built on its first send and dropped with the payload. */
+const framed = new WeakMap<Buffer, Buffer>();
+
+/** An unmasked, final text frame (RFC 6455 section 5.2) carrying `payload`, as a server sends it. */
+function framedText(payload: Buffer): Buffer {
+  let frame = framed.get(payload);
+  if (frame) return frame;
+  const length = payload.length;
+  const header = length < 126 ? 2 : length < 65_536 ? 4 : 10;
+  frame = Buffer.allocUnsafe(header + length);
+  frame[0] = 0x81; // FIN + opcode 1 (text)
+  if (header === 2) frame[1] = length;
+  else if (header === 4) {
+    frame[1] = 126;
+    frame.writeUInt16BE(length, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeBigUInt64BE(BigInt(length), 2);
+  }
+  payload.copy(frame, header);
+  framed.set(payload, frame);
+  return frame;
 }
 
 function statusText(status: number): string {

@@ -144,6 +144,29 @@ describe('GatewayCore fan-out', () => {
     c.subscribe({ sub: 'c', since: { vm1: { epoch, offset: 3 } } });
     await expect.poll(() => c.socket.messages.find((m) => m.type === 'subscribed')?.streams.vm1).toMatchObject({ mode: 'snapshot', reason: 'unknown_epoch', offset: 0 });
   });
+
+  it('drops what a reset stream still had queued mid-sweep: a subscriber of the new epoch never gets it', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const hostHistory = new MemoryStreamHistory<StreamEvent>();
+    const replica = new ReplicaFeed(source, hostHistory);
+    await new StreamHub(source, hostHistory).start(replica);
+    const core = new GatewayCore({ feed: replica, fanoutChunk: 10, fanoutSliceMs: 60_000 });
+    cores.push(core);
+    await core.start();
+    const followers = Array.from({ length: 50 }, () => connect(core));
+    for (const f of followers) f.subscribe({ sub: 'a' });
+
+    source.transition('vm1', 'j0', 'running'); // offset 1: the first slice reaches 10 followers, the sweep goes on later
+    expect(followers.filter((f) => f.socket.events().length > 0)).toHaveLength(10);
+    replica.resetStream('vm1');
+    expect(followers.every((f) => f.socket.closed === 4500)).toBe(true);
+    const fresh = connect(core);
+    fresh.subscribe({ sub: 'fresh' });
+    expect(fresh.socket.messages.find((m) => m.type === 'synced')).toMatchObject({ offset: 0 });
+
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the sweep's later slices have run
+    expect(fresh.socket.events()).toEqual([]);
+  });
 });
 
 /** A feed that relays events the host's StreamHub numbered; state and history are the host's, read asynchronously. */

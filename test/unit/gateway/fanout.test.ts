@@ -4,6 +4,7 @@
  * counted from the shared frame. The guarantees stay as PROTOCOL.md states them: per-stream order,
  * `prev` chains, nothing lost, slow consumers closed with 4508.
  */
+import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ANONYMOUS, type Principal } from '../../../src/gateway/auth.js';
 import { GatewayCore, type ConnectionHooks, type GatewaySocket } from '../../../src/gateway/core.js';
@@ -20,7 +21,10 @@ class CorkSocket implements GatewaySocket {
   corked = 0;
   closed: number | undefined;
   private held: Array<string | Buffer> = [];
+  /** CPU each send burns, to make deliveries slow. */
+  spinMs = 0;
   send(data: string | Buffer): void {
+    for (const until = performance.now() + this.spinMs; performance.now() < until; );
     this.raw.push(data);
     this.bufferedAmount += this.grow;
     if (this.corked > 0) this.held.push(data);
@@ -68,7 +72,7 @@ function connect(core: GatewayCore, body: Msg, principal: Principal = ANONYMOUS)
 describe('fan-out batching', () => {
   it('sends events queued together to each connection in one corked write, in order, with intact prev chains', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { fanoutChunk: 100 });
+    const core = await makeCore(source, { fanoutChunk: 100, fanoutSliceMs: 60_000 });
     const clients = Array.from({ length: 300 }, () => connect(core, { sub: 'a' }));
     const before = clients.map((c) => c.socket.writes.length);
 
@@ -83,6 +87,39 @@ describe('fan-out batching', () => {
       expect(writes.map((w) => w.length)).toEqual([1, 4]);
       expect(c.socket.corked).toBe(0);
     });
+  });
+
+  it('yields to the event loop after the slice time even short of the chunk, and loses nothing', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const core = await makeCore(source, { fanoutChunk: 1000, fanoutSliceMs: 5 });
+    const clients = Array.from({ length: 40 }, () => connect(core, { sub: 'a' }));
+    for (const c of clients) c.socket.spinMs = 2; // each delivery costs 2 ms of CPU
+
+    source.transition('vm1', 'j0', 'running');
+    source.transition('vm1', 'j0', 'ready');
+    // The synchronous slice stopped after ~5 ms: a few deliveries, far fewer than the chunk allows.
+    const reached = clients.filter((c) => c.socket.events().length > 0).length;
+    expect(reached).toBeGreaterThan(0);
+    expect(reached).toBeLessThanOrEqual(4);
+
+    await expect.poll(() => clients.every((c) => c.socket.events().length === 2), { timeout: 10_000 }).toBe(true);
+    for (const c of clients) {
+      expect(c.socket.events().map((m) => m.offset)).toEqual([1, 2]);
+      assertChain(c.socket.messages, 'vm1', 0);
+    }
+  });
+
+  it('hands a connection at most 64 queued items per write, all of them in order', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const core = await makeCore(source, { fanoutChunk: 1, fanoutSliceMs: 60_000 });
+    const { socket } = connect(core, { sub: 'a' });
+    const before = socket.writes.length;
+    for (let i = 0; i < 101; i++) source.transition('vm1', 'j0', i % 2 ? 'paused' : 'running');
+
+    await expect.poll(() => socket.events().length).toBe(101);
+    expect(socket.writes.slice(before).map((w) => w.length)).toEqual([1, 64, 36]);
+    expect(socket.events().map((m) => m.offset)).toEqual(Array.from({ length: 101 }, (_, i) => i + 1));
+    assertChain(socket.messages, 'vm1', 0);
   });
 
   it('encodes a frame once per group of identical bytes and counts bytes from it', async () => {
