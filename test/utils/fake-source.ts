@@ -46,7 +46,8 @@ export type ScriptedReply = (command: string, args: Record<string, unknown> | un
 export class FakeJobSource implements JobSource {
   /** What the engine was told and what was written, in order: `note:complete`, `qmp:job-complete`. */
   readonly log: string[] = [];
-  readonly calls: { command: string; args: Record<string, unknown> | undefined }[] = [];
+  /** Every QMP command, with the reply timeout it was given. */
+  readonly calls: { command: string; args: Record<string, unknown> | undefined; timeoutMs?: number }[] = [];
   capabilitiesValue: MonitorCapabilities = capabilitiesFromVersion({ major: 7, minor: 2, micro: 0 });
   /** The monitor's answer to each command written. */
   reply: ScriptedReply = () => Promise.resolve({});
@@ -179,9 +180,9 @@ export class FakeJobSource implements JobSource {
   }
 
   private fakeMonitor(): QmpMonitor {
-    const execute = <T>(command: string, args?: Record<string, unknown>): Promise<T> => {
+    const execute = <T>(command: string, args?: Record<string, unknown>, options?: { timeoutMs?: number }): Promise<T> => {
       this.log.push(`qmp:${command}`);
-      this.calls.push({ command, args });
+      this.calls.push({ command, args, ...(options?.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}) });
       return this.reply(command, args) as Promise<T>;
     };
     const monitorState = this.monitorState;

@@ -227,6 +227,22 @@ describe('QMP outcomes', () => {
     expect(await handle(command('pause'), context())).toMatchObject({ error: { code: 'too_many_commands' } });
   });
 
+  it('timeoutMs runs out: timeout while nothing is in flight, outcome_unknown once the verb is out (PROTOCOL.md)', async () => {
+    setup();
+    source.set({ state: 'running' });
+    // timeoutMs: 1 leaves the written verb 1 ms for QEMU's reply; QMP's timeout then fires.
+    source.reply = (execute) => new Promise((_resolve, reject) => setTimeout(() => reject(new QmpTimeoutError({ execute }, 1)), 5));
+    expect(await handle(command('pause', { timeoutMs: 1 }), context())).toMatchObject({ error: { code: 'outcome_unknown', message: expect.stringContaining('may or may not') } });
+    expect(source.calls.at(-1)).toMatchObject({ command: 'job-pause', timeoutMs: 1 });
+    // Accepted, then await: concluded outlives the budget: timeout, the verb did take effect.
+    source.reply = () => Promise.resolve({});
+    expect(await handle(command('pause', { timeoutMs: 20, await: 'concluded' }), context())).toMatchObject({ error: { code: 'timeout', message: expect.stringContaining('was accepted') } });
+    // Waiting for ready when the budget runs out: timeout, and nothing was sent.
+    const before = source.calls.length;
+    expect(await handle(command('complete', { when: 'ready', timeoutMs: 20 }), context())).toMatchObject({ error: { code: 'timeout', message: expect.stringContaining('nothing was sent') } });
+    expect(source.calls.length).toBe(before);
+  });
+
   it('monitor down: vm_disconnected, nothing noted', async () => {
     setup();
     source.set({ state: 'running' });
