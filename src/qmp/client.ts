@@ -49,6 +49,13 @@ import type {
 /** Ids of our commands; callers cannot collide with them because they never choose ids. */
 export const COMMAND_ID_PREFIX = '__bjg#';
 
+/**
+ * Bytes read from one monitor before it waits a turn of the event loop. libuv reads a socket up to
+ * 32 times per turn, so a peer that floods could otherwise hold the loop (and every other VM, and
+ * /healthz) for megabytes of messages at a time.
+ */
+const READ_BURST_BYTES = 64 * 1024;
+
 /** setTimeout's ceiling (2^31 - 1 ms); a longer delay would fire at once. */
 const MAX_TIMER_MS = 2_147_483_647;
 
@@ -104,6 +111,8 @@ interface Connection {
   phaseTimer: NodeJS.Timeout | undefined;
   greeting: QmpGreeting | undefined;
   capabilitiesId: string | undefined;
+  /** Bytes read since the socket last waited a turn (see READ_BURST_BYTES). */
+  burstBytes: number;
 }
 
 /** Why a connection ended: `problem` goes to errors$ (non-fatal news); `cause` to pending commands. */
@@ -296,10 +305,14 @@ export class QmpClient implements QmpMonitor {
       phaseTimer: undefined,
       greeting: undefined,
       capabilitiesId: undefined,
+      burstBytes: 0,
     };
     this.connection = connection;
     socket.on('data', (chunk: Buffer) => {
-      if (this.connection === connection) connection.framer.push(chunk);
+      if (this.connection !== connection) return;
+      connection.framer.push(chunk);
+      connection.burstBytes += chunk.length;
+      if (connection.burstBytes >= READ_BURST_BYTES && this.connection === connection) this.waitATurn(connection);
     });
     socket.on('error', (err: Error) => this.onTransportError(connection, err));
     socket.on('end', () => this.onTransportEnd(connection));
@@ -314,6 +327,15 @@ export class QmpClient implements QmpMonitor {
     } else {
       this.onTransportUp(connection);
     }
+  }
+
+  /** Stops reading until the event loop has turned once, so others get their share of it. */
+  private waitATurn(connection: Connection): void {
+    connection.burstBytes = 0;
+    connection.socket.pause();
+    setImmediate(() => {
+      if (this.connection === connection) connection.socket.resume();
+    });
   }
 
   private onTransportUp(connection: Connection): void {

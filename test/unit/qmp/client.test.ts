@@ -534,3 +534,35 @@ describe('QmpClient transport and logging', () => {
     expect(() => new QmpClient({ address: 'unix:/x', reconnect: { jitter: 2 } })).toThrow(/reconnect.jitter/);
   });
 });
+
+describe('a monitor that floods (issue 15: hostile peer modes)', () => {
+  it('is read 64 KiB per turn of the event loop, so it cannot hold the loop for all it sends', async () => {
+    // A transport that hands the client megabytes in one turn, as libuv does (up to 32 reads of 64 KiB per turn).
+    const transport = new Duplex({
+      read() {},
+      write(chunk: Buffer, _encoding, done) {
+        const command = JSON.parse(chunk.toString()) as { execute: string; id: string };
+        if (command.execute === 'qmp_capabilities') setImmediate(() => transport.push(`${JSON.stringify({ return: {}, id: command.id })}\r\n`));
+        done();
+      },
+    });
+    transport.push(`${JSON.stringify({ QMP: { version: QEMU_7_2, capabilities: [] } })}\r\n`);
+    const { qmp, events } = client({ address: 'unix:/flood', connect: () => transport });
+    qmp.start();
+    await waitFor(() => qmp.state === 'ready', 'ready');
+    let burst = 0;
+    let maxBurst = 0;
+    qmp.events$.subscribe(() => {
+      if (burst++ === 0) setImmediate(() => ((maxBurst = Math.max(maxBurst, burst)), (burst = 0)));
+    });
+    const one = wire(event('FLOOD', { n: 123456 }));
+    const chunk = one.repeat(Math.floor(65_536 / one.length));
+    for (let i = 0; i < 48; i++) transport.push(chunk); // ~3 MiB in one turn
+    const total = 48 * Math.floor(65_536 / one.length);
+    await waitFor(() => events.length === total, () => `${total} events (got ${events.length})`);
+    await new Promise((resolve) => setImmediate(resolve));
+    maxBurst = Math.max(maxBurst, burst);
+    // Before, all ~35,000 were dispatched in one turn.
+    expect(maxBurst).toBeLessThanOrEqual(2 * Math.ceil(65_536 / one.length));
+  });
+});
