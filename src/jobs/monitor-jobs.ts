@@ -260,12 +260,17 @@ export class MonitorJobs {
     const record = this.records.get(id);
     if (!told || !record) return undefined;
     if (told.incarnation !== record.job.incarnation) return told;
-    const job: JobState = { ...record.job, state: told.state, ready: told.ready, stateSince: told.stateSince };
-    if (told.pauseReason === undefined) delete job.pauseReason;
-    else job.pauseReason = told.pauseReason;
-    if (told.outcome === undefined) delete job.outcome;
-    else job.outcome = told.outcome;
-    return job;
+    // Built without `delete`: a deleted key turns the object into a slow dictionary, and every
+    // snapshot of every new subscriber serializes one of these per job.
+    const { pauseReason: _pause, outcome: _outcome, ...details } = record.job;
+    return {
+      ...details,
+      state: told.state,
+      ready: told.ready,
+      stateSince: told.stateSince,
+      ...(told.pauseReason !== undefined ? { pauseReason: told.pauseReason } : {}),
+      ...(told.outcome !== undefined ? { outcome: told.outcome } : {}),
+    };
   }
 
   /**
