@@ -186,7 +186,8 @@ const ATTACKS: Record<Hostile, Attack> = {
         () => `${JSON.stringify({ return: {}, id: { odd: [n] } })}\r\n`,
         () => `${JSON.stringify({ surprise: true })}\r\n`,
       ];
-      const stop = pump(peer, () => lies[n++ % lies.length]!(), 50);
+      // ~2,000 lies a second: this case is about what they make the gateway say; the floods test volume.
+      const stop = pump(peer, () => lies[n++ % lies.length]!(), 10);
       return () => {
         stop();
         peer.handler = wellBehaved;
