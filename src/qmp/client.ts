@@ -111,7 +111,7 @@ interface Connection {
   phaseTimer: NodeJS.Timeout | undefined;
   greeting: QmpGreeting | undefined;
   capabilitiesId: string | undefined;
-  /** Bytes read since the socket last waited a turn (see READ_BURST_BYTES). */
+  /** Bytes read in this turn of the event loop (see READ_BURST_BYTES). */
   burstBytes: number;
 }
 
@@ -310,8 +310,10 @@ export class QmpClient implements QmpMonitor {
     this.connection = connection;
     socket.on('data', (chunk: Buffer) => {
       if (this.connection !== connection) return;
-      connection.framer.push(chunk);
+      // The count is per turn: the first read of a turn schedules its reset at the turn's end.
+      if (connection.burstBytes === 0) setImmediate(() => (connection.burstBytes = 0));
       connection.burstBytes += chunk.length;
+      connection.framer.push(chunk);
       if (connection.burstBytes >= READ_BURST_BYTES && this.connection === connection) this.waitATurn(connection);
     });
     socket.on('error', (err: Error) => this.onTransportError(connection, err));
@@ -331,7 +333,6 @@ export class QmpClient implements QmpMonitor {
 
   /** Stops reading until the event loop has turned once, so others get their share of it. */
   private waitATurn(connection: Connection): void {
-    connection.burstBytes = 0;
     connection.socket.pause();
     setImmediate(() => {
       if (this.connection === connection) connection.socket.resume();
