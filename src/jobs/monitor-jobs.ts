@@ -346,17 +346,17 @@ export class MonitorJobs {
   /** A new job id beyond the bound: not followed; a problem of the VM (GW_ERR_TOO_MANY_JOBS). */
   private refuseJob(id: string): void {
     const maxJobs = this.options.maxJobs ?? DEFAULT_MAX_JOBS;
-    this.noteProblem('GW_ERR_TOO_MANY_JOBS', `more than ${maxJobs} jobs at once; job ${JSON.stringify(id)} is not followed`, 'too many jobs on this VM; new job ids are not followed', { job: id, maxJobs });
+    this.throttled.warn(this.noteProblem('GW_ERR_TOO_MANY_JOBS', `more than ${maxJobs} jobs at once; job ${JSON.stringify(id)} is not followed`, { job: id, maxJobs }), 'too many jobs on this VM; new job ids are not followed');
   }
 
   /**
    * A problem that does not end the session (a malformed event or poll row, a job past the bound):
-   * counted by its code in the VM's info at once (read on demand, so no info$ per message), logged
-   * at most once a minute per kind.
+   * counted by its code in the VM's info at once (read on demand, so no info$ per message). Returns
+   * the log fields; callers log through `throttled` (at most once a minute per kind).
    */
-  private noteProblem(code: string, reason: string, logMessage: string, fields: Record<string, unknown>): void {
+  private noteProblem(code: string, reason: string, fields: Record<string, unknown>): Record<string, unknown> {
     this.book.problem({ code, message: reason, at: this.now() });
-    this.throttled.warn({ vm: this.vm, code, ...fields }, logMessage);
+    return { vm: this.vm, code, ...fields };
   }
 
   private get pollTimeoutMs(): number {
@@ -410,7 +410,7 @@ export class MonitorJobs {
       return;
     }
     const error = outcome.error;
-    if (error instanceof QmpProtocolError) this.noteProblem(error.code, error.message, 'job poll answered with malformed rows', { err: error });
+    if (error instanceof QmpProtocolError) this.throttled.warn(this.noteProblem(error.code, error.message, { err: error }), 'job poll answered with malformed rows');
     else this.logger.warn({ vm: this.vm, err: error }, 'job poll failed');
     if (outcome.unresponsive && !this.unresponsive && this.book.status === 'connected') {
       this.unresponsive = true;
@@ -438,7 +438,7 @@ export class MonitorJobs {
       parsed = parseJobEvent(event);
     } catch (error) {
       const code = error instanceof GatewayError ? error.code : 'QMP_ERR_PROTOCOL';
-      this.noteProblem(code, (error as Error).message, 'malformed job event ignored', { err: error });
+      this.throttled.warn(this.noteProblem(code, (error as Error).message, { err: error }), 'malformed job event ignored');
       return;
     }
     if (!parsed) return;
