@@ -168,7 +168,15 @@ export const fleet: Scenario = async (context) => {
   let used = { cpuMs: 0, wallMs: 1, coreShare: 0 };
   let bMs = 0;
   let redisMs = 0;
+  // The leg before the subscriber's socket: host receive -> edge A's fan-out done (the core's delivery lag).
+  const edgeLags: number[] = [];
+  const metricsLag = gatewayA.core.stats.onDeliveryLag;
+  gatewayA.core.stats.onDeliveryLag = (seconds) => {
+    edgeLags.push(seconds * 1000);
+    metricsLag?.(seconds);
+  };
   const loaded = await record([loadA, loadB], seconds, () => {
+    gatewayA.core.stats.onDeliveryLag = metricsLag;
     used = cpuA.read();
     bMs = procCpuMs(child.pid!) - bStart;
     redisMs = procCpuMs(redis.pid!) - redisStart;
@@ -222,6 +230,7 @@ export const fleet: Scenario = async (context) => {
   const usPerDeliveryB = (bMs * 1000) / (deliveriesA * (loaded.wallMs / 1000));
   const usPerDeliverySingle = (usedSingle.cpuMs * 1000) / (baseline.deliveriesPerSec * (usedSingle.wallMs / 1000));
   const load = loadavg()[0]!;
+  const edgeLag = summarize(edgeLags);
   const rows: Row[] = [
     { metric: 'fleet: machine load average (1 min) during the run', value: load.toFixed(1), samples: '1 reading' },
     { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${HOSTS} / 2 / ${count(subscribersPerEdge)}`, samples: '1 reading' },
@@ -229,6 +238,7 @@ export const fleet: Scenario = async (context) => {
     { metric: 'fleet: deliveries/s (both edges)', value: count(loaded.deliveriesPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: latency host receive -> subscriber p50', value: `${ms(loaded.latency.p50)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 5 ms at 2,000/s', met: loaded.latency.p50 <= 5 && transitionsPerSec >= RATE * 0.95 },
     { metric: 'fleet: latency host receive -> subscriber p99', value: `${ms(loaded.latency.p99)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 25 ms at 2,000/s', met: loaded.latency.p99 <= 25 && transitionsPerSec >= RATE * 0.95 },
+    { metric: 'fleet: latency host receive -> edge A fan-out done p50 / p99', value: `${ms(edgeLag.p50)} / ${ms(edgeLag.p99)} ms`, samples: `${count(edgeLag.count)} events in ${seconds} s` },
     { metric: 'fleet: Redis CPU (share of one core)', value: percent(redisMs / loaded.wallMs), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: Redis commands/s (loaded)', value: count(cmdPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}`, samples: `1 window of ${seconds} s` },
@@ -240,6 +250,6 @@ export const fleet: Scenario = async (context) => {
   return {
     name: 'fleet',
     rows,
-    raw: { load,  transitionsPerSec, loaded, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
+    raw: { load, transitionsPerSec, loaded, edgeLag, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
   };
 };
