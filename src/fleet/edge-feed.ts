@@ -110,6 +110,15 @@ export class EdgeFeed implements StreamFeed {
     return [...this.states].map(([vm, s]) => this.vmSnapshot(vm, s));
   }
 
+  snapshotOf(vms: readonly string[]): VmSnapshot[] {
+    const out: VmSnapshot[] = [];
+    for (const vm of vms) {
+      const s = this.states.get(vm);
+      if (s) out.push(this.vmSnapshot(vm, s));
+    }
+    return out;
+  }
+
   job(vm: string, id: string): JobState | undefined {
     return this.states.get(vm)?.jobs.get(id);
   }

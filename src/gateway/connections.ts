@@ -92,7 +92,7 @@ export class Connections {
   private welcomeVms(principal: Principal): { vms: VmStreamInfo[]; vmCount: number } {
     const readable = this.feed.vms().filter((vm) => canRead(principal, vm));
     if (readable.length > this.welcomeLimit) return { vms: [], vmCount: readable.length };
-    const statuses = new Map(this.feed.snapshot().map((s) => [s.vm, s.status]));
+    const statuses = new Map((this.feed.snapshotOf?.(readable) ?? this.feed.snapshot()).map((s) => [s.vm, s.status]));
     return { vms: readable.map((vm) => ({ vm, ...this.feed.position(vm), status: statuses.get(vm) ?? 'connecting' })), vmCount: readable.length };
   }
 

@@ -138,7 +138,7 @@ export class Subscriptions {
     since: ReadonlyMap<string, StreamPosition>,
   ): void {
     if (connection.closed || this.byConnection.get(connection)?.get(sub.id) !== sub) return;
-    const snapshot = new Map(this.feed.snapshot().map((s) => [s.vm, s]));
+    const snapshot = new Map((this.feed.snapshotOf?.(vms) ?? this.feed.snapshot()).map((s) => [s.vm, s]));
     const streams: Record<string, { mode: 'recovered' | 'snapshot'; epoch: string; offset: number; reason?: ResetReason }> = Object.create(null);
     const positions = new Map<string, StreamPosition>();
     const replays = new Map<string, StreamEvent[]>();

@@ -73,6 +73,11 @@ export interface StreamFeed {
   position(vm: string): StreamPosition;
   /** Every VM's monitor status and jobs, as of the last delivered event. */
   snapshot(): VmSnapshot[];
+  /**
+   * The same for only these VMs (those it serves), when the feed can answer per VM: a fleet edge
+   * serves thousands of VMs and a subscriber or welcome usually needs a few. Else snapshot() is filtered.
+   */
+  snapshotOf?(vms: readonly string[]): VmSnapshot[];
   /** Every event after `since` up to the head, or why that cannot be given; never a partial list. */
   read(vm: string, since: StreamPosition): MaybePromise<HistoryRead<StreamEvent>>;
 }
