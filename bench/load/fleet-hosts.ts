@@ -129,7 +129,15 @@ serveRpc({
 
   stats() {
     // offsets: the sum of every VM's head, which an edge that has caught up shows too.
-    return { generated, buffered: publishers.reduce((n, p) => n + p.status().buffered, 0), offsets: vms.reduce((n, vm) => n + vm.position.offset, 0), cpu: process.cpuUsage() };
+    const statuses = publishers.map((p) => p.status());
+    return {
+      generated,
+      buffered: statuses.reduce((n, s) => n + s.buffered, 0),
+      notOwned: statuses.reduce((n, s) => n + s.notOwned.length, 0),
+      resyncing: statuses.reduce((n, s) => n + s.resyncing.length, 0),
+      offsets: vms.reduce((n, vm) => n + vm.position.offset, 0),
+      cpu: process.cpuUsage(),
+    };
   },
 
   async close() {

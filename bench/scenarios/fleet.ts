@@ -189,9 +189,13 @@ export const fleet: Scenario = async (context) => {
   // Idle window: no transitions; what do the edges ask Redis for? It starts once edge A has applied
   // every event (a loaded machine leaves a backlog whose catch-ups are not idle cost).
   await hosts.call('rate', { perSec: 0 });
-  const { offsets } = await hosts.call<{ offsets: number }>('stats');
+  const hostStats = await hosts.call<{ offsets: number; buffered: number; notOwned: number; resyncing: number }>('stats');
   const headsA = () => edgeA.feed.vms().reduce((n, vm) => n + edgeA.feed.position(vm).offset, 0);
-  await waitFor('edge A caught up with the hosts', () => headsA() >= offsets, 120_000);
+  // Not fatal: a host that lost its lease under starvation publishes no more, and the window still tells.
+  const behindA = await waitFor('edge A caught up with the hosts', () => headsA() >= hostStats.offsets, 60_000)
+    .then(() => 0)
+    .catch(() => hostStats.offsets - headsA());
+  if (behindA > 0) log(`fleet: edge A still ${behindA} events behind the hosts (hosts: ${JSON.stringify(hostStats)})`);
   await sleep(1000);
   const before = { ...edgeA.feed.counters };
   const idleCmdStart = Number(info('stats').total_commands_processed);
@@ -250,6 +254,6 @@ export const fleet: Scenario = async (context) => {
   return {
     name: 'fleet',
     rows,
-    raw: { load, transitionsPerSec, loaded, edgeLag, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
+    raw: { load, transitionsPerSec, loaded, edgeLag, behindA, hostStats, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
   };
 };
