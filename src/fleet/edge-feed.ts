@@ -10,13 +10,14 @@
  * no longer holds reloads the VM (its subscribers then resume and get a snapshot with a reason).
  */
 import type { HistoryRead, MaybePromise, StreamPosition } from '../gateway/history/types.js';
-import { progressEvent } from '../gateway/stream/events.js';
+import { progressEvent, streamEvent } from '../gateway/stream/events.js';
 import type { FeedSink, StreamEvent, StreamFeed } from '../gateway/stream/feed.js';
 import type { JobState, ProgressUpdate, VmSnapshot, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from './connect.js';
 import { decodeWire, type WireKind } from './entry.js';
 import type { FleetHistory } from './history.js';
+import { goneReason, HostWatch } from './host-watch.js';
 import type { FleetStore, StoredVm } from './store.js';
 
 interface Notice {
@@ -63,6 +64,8 @@ export class EdgeFeed implements StreamFeed {
   private stopped = false;
   /** Redis calls made on behalf of notices (catch-ups, loads); the benchmark reports it. */
   readonly counters = { notices: 0, catchUps: 0, loads: 0, resyncs: 0 };
+  /** Hosts that stop renewing their leases: their VMs are marked disconnected in the stream. */
+  private readonly watch: HostWatch;
 
   constructor(
     private readonly store: FleetStore,
@@ -71,6 +74,7 @@ export class EdgeFeed implements StreamFeed {
     private readonly options: EdgeFeedOptions,
   ) {
     this.maxWaiting = options.maxWaiting ?? 10_000;
+    this.watch = new HostWatch({ vms: () => this.states, markGone: (vm, host) => this.markGone(vm, host), logger: options.logger });
   }
 
   /** Subscribe, then load every VM Redis knows. Notices that arrive meanwhile are kept and applied in order. */
@@ -88,10 +92,12 @@ export class EdgeFeed implements StreamFeed {
     this.setRedis(true);
     await this.discoverAll(await this.store.listVms());
     this.started = true;
+    this.watch.start();
   }
 
   stop(): void {
     this.stopped = true;
+    this.watch.stop();
     this.sink = NO_SINK;
     this.subscriber.disconnect();
   }
@@ -137,9 +143,12 @@ export class EdgeFeed implements StreamFeed {
     return this.states.has(vm);
   }
 
-  /** While Redis is out of reach the edge cannot vouch for anything: VMs disconnected, jobs stale. */
+  /**
+   * While Redis is out of reach the edge cannot vouch for anything: VMs disconnected, jobs stale.
+   * A VM the stream says is disconnected (its host is gone, or its monitor down) has stale jobs too.
+   */
   private vmSnapshot(vm: string, s: EdgeVm): VmSnapshot {
-    if (this.redisUp) return { vm, status: s.status, jobs: [...s.jobs.values()] };
+    if (this.redisUp && s.status !== 'disconnected') return { vm, status: s.status, jobs: [...s.jobs.values()] };
     return { vm, status: 'disconnected', jobs: [...s.jobs.values()].map((job) => ({ ...job, stale: true })) };
   }
 
@@ -164,6 +173,8 @@ export class EdgeFeed implements StreamFeed {
     } else if (type === 's') {
       const state = this.states.get(vm);
       if (state) state.status = message.slice(first + 1) as VmStatus;
+    } else if (type === 'h') {
+      this.watch.heard(vm, Number(message.slice(first + 1))); // a host, not a VM
     } else if (type === 'p') {
       if (this.states.has(vm)) this.sink.progress(progressEvent(JSON.parse(message.slice(first + 1)) as ProgressUpdate));
     }
@@ -320,7 +331,17 @@ export class EdgeFeed implements StreamFeed {
     }
   }
 
+  /** Record in the VM's stream, at the head this edge holds, that its host is gone (HostWatch). */
+  private async markGone(vm: string, host: string): Promise<string> {
+    const state = this.states.get(vm);
+    if (!state || !this.redisUp || state.busy) return 'later';
+    const at = { epoch: state.epoch, offset: state.head };
+    const { body } = streamEvent({ kind: 'vm', vm, status: 'disconnected', reason: goneReason(host), at: Date.now() }, at.epoch, at.offset + 1);
+    return this.store.markGone(vm, host, at, body, goneReason(host));
+  }
+
   private fromStored(stored: StoredVm): EdgeVm {
+    if (stored.host !== undefined) this.watch.seen(stored.host);
     return {
       epoch: stored.epoch,
       head: stored.head,

@@ -6,7 +6,7 @@
  *
  * A host gateway hands each appended event on to its publisher; an edge only follows.
  */
-import { MemoryStreamHistory } from '../gateway/history/memory.js';
+import { MemoryStreamHistory, newEpoch } from '../gateway/history/memory.js';
 import type { HistoryLimits, HistoryRead, MaybePromise, StreamHistory, StreamPosition } from '../gateway/history/types.js';
 import type { StreamEvent } from '../gateway/stream/feed.js';
 import { fromWire } from './entry.js';
@@ -26,6 +26,7 @@ export class FleetHistory implements StreamHistory<StreamEvent> {
   private readonly maxEntries: number;
   private readonly maxAgeMs: number;
   private readonly now: () => number;
+  private readonly restartListeners: ((vm: string, position: StreamPosition) => void)[] = [];
 
   constructor(private readonly store: FleetStore, private readonly options: FleetHistoryOptions = {}) {
     this.now = options.now ?? Date.now;
@@ -40,6 +41,18 @@ export class FleetHistory implements StreamHistory<StreamEvent> {
       if (!this.local.has(vm)) this.local.adopt(vm, position);
       return this.local.open(vm);
     });
+  }
+
+  /** Restart a stream at a new epoch (its offsets in Redis were written by another); the hub numbers from there. */
+  restart(vm: string): StreamPosition {
+    const position = { epoch: newEpoch(), offset: 0 };
+    this.local.adopt(vm, position);
+    for (const listener of this.restartListeners) listener(vm, position);
+    return position;
+  }
+
+  onRestart(listener: (vm: string, position: StreamPosition) => void): void {
+    this.restartListeners.push(listener);
   }
 
   /** Start (or restart) a stream at a position Redis vouches for. */

@@ -7,7 +7,7 @@ import type { Subscription } from 'rxjs';
 import type { CommandHandler } from '../gateway/control/controller.js';
 import type { GatewayHealth } from '../gateway/http.js';
 import type { HistoryLimits } from '../gateway/history/types.js';
-import type { JobSource, JobState } from '../jobs/types.js';
+import type { JobSource, JobState, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import { HostCommands } from './commands.js';
 import { connectOrFail, connectRedis, duplicateRedis, fatalAtStart, type RedisClient } from './connect.js';
@@ -85,8 +85,9 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     ...(options.historyLimits?.maxEntries !== undefined ? { maxLen: options.historyLimits.maxEntries } : {}),
     snapshotOf,
     unacked,
+    restart: (vm) => holder.history?.restart(vm),
     positionOf: (vm) => holder.history?.position(vm),
-    ...(source.seed ? { seed: (vm: string, jobs: readonly JobState[]) => source.seed?.(vm, jobs) } : {}),
+    ...(source.seed ? { seed: (vm: string, jobs: readonly JobState[], status: VmStatus) => source.seed?.(vm, jobs, status) } : {}),
     logger: log,
   });
   const history = new FleetHistory(store, {

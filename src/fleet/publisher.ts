@@ -16,9 +16,9 @@ import type { Logger } from '../log.js';
 import type { StreamPosition } from '../gateway/history/types.js';
 import { newEpoch } from '../gateway/history/memory.js';
 import type { StreamEvent } from '../gateway/stream/feed.js';
-import type { JobState, VmSnapshot } from '../jobs/types.js';
+import type { JobState, VmSnapshot, VmStatus } from '../jobs/types.js';
 import { toWire, type WireEvent } from './entry.js';
-import type { FleetStore } from './store.js';
+import type { FleetStore, StoredVm } from './store.js';
 import type { UnackedBook } from './unacked.js';
 
 export interface HostPublisherOptions {
@@ -37,7 +37,9 @@ export interface HostPublisherOptions {
   /** The local history's position of a VM. */
   positionOf: (vm: string) => StreamPosition | undefined;
   /** Hands the jobs Redis holds for a VM continued from an earlier process to the source, which reconciles them. */
-  seed?: (vm: string, jobs: readonly JobState[]) => void;
+  seed?: (vm: string, jobs: readonly JobState[], status: VmStatus) => void;
+  /** Restart the local stream at a new epoch (its offsets in Redis were written by another). */
+  restart?: (vm: string) => void;
   /** Where the host records streams served beyond Redis's head (none: a crash may reuse offsets). */
   unacked?: UnackedBook;
   logger: Logger;
@@ -114,8 +116,10 @@ export class HostPublisher {
       }
       const state: VmState = { mode: 'owner', lease: claim.lease, epoch: claim.epoch, acked: claim.head, pending: [], inflight: false, published: new Set() };
       this.vms.set(vm, state);
-      const jobs = claim.kind === 'same' ? await this.seed(vm, state) : [];
-      if (claim.kind === 'same' && this.options.unacked?.wasUnacked(vm, claim.epoch, claim.head)) await this.startOver(vm, state, jobs);
+      const stored = claim.kind === 'same' ? await this.seed(vm, state) : undefined;
+      // Redis holds what we served up to its head, except from an offset an edge wrote (our lease had lapsed).
+      const ours = stored?.gone !== undefined ? Math.min(claim.head, stored.gone - 1) : claim.head;
+      if (stored && this.options.unacked?.wasUnacked(vm, claim.epoch, ours)) await this.startOver(vm, state, [...stored.jobs.values()]);
       this.options.unacked?.reopened(vm);
       this.redisUp = true;
       this.options.logger.info({ vm, epoch: state.epoch, head: state.acked, continued: state.epoch === claim.epoch }, 'fleet: VM claimed');
@@ -133,12 +137,12 @@ export class HostPublisher {
    * while no host followed it concludes in the stream (`unknown`, or its true end if QEMU still
    * lists it) instead of staying a phantom; and Redis forgets them once the source does.
    */
-  private async seed(vm: string, state: VmState): Promise<JobState[]> {
+  private async seed(vm: string, state: VmState): Promise<StoredVm | undefined> {
     const stored = await this.store.loadVm(vm);
     const jobs = [...(stored?.jobs.values() ?? [])];
     for (const job of jobs) state.published.add(job.id);
-    if (jobs.length > 0) this.options.seed?.(vm, jobs);
-    return jobs;
+    if (stored) this.options.seed?.(vm, jobs, stored.status);
+    return stored;
   }
 
   /**
@@ -293,6 +297,12 @@ export class HostPublisher {
     const claim = await this.store.claim(vm, this.options.host, this.leaseTtlMs, local.epoch);
     if (claim.kind === 'owned') return this.notOwned(vm, claim.lease);
     state.lease = claim.lease;
+    if (claim.kind === 'same' && claim.epoch === local.epoch && claim.head > state.acked) {
+      // Offsets of our epoch that we did not write (an edge recorded our lease lapsing): ours beyond
+      // `acked` name other events there, so the stream goes on at a new epoch, here and in Redis.
+      this.options.logger.warn({ vm, epoch: local.epoch, ours: state.acked, redis: claim.head }, 'fleet: Redis holds offsets of this stream this host did not write (its lease lapsed); new epoch');
+      this.options.restart?.(vm);
+    }
     const snapshot = this.options.snapshotOf(vm);
     const jobs: JobState[] = snapshot?.jobs ?? [];
     const before = this.options.positionOf(vm)!;
@@ -343,6 +353,8 @@ export class HostPublisher {
       stats.renewals.error += held.length;
       return this.down(error);
     }
+    // Edges take this host's silence for longer than the TTL as its leases lapsing (one call per tick, not per VM).
+    this.store.heartbeat(this.options.host, this.leaseTtlMs).catch(() => undefined);
     await Promise.all(
       held.map(async ({ vm, state, lease }, i) => {
         const result = results[i];

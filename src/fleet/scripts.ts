@@ -40,6 +40,7 @@ export const REOPEN = `
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {'fenced', redis.call('GET', KEYS[2]) or ''} end
 redis.call('DEL', KEYS[3], KEYS[4])
 redis.call('HSET', KEYS[1], 'epoch', ARGV[2], 'head', ARGV[3], 'status', ARGV[4], 'reason', ARGV[5])
+redis.call('HDEL', KEYS[1], 'gone')
 for i = 8, #ARGV, 2 do redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) end
 redis.call('PUBLISH', ARGV[6], 'r\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[3])
 return {'ok'}
@@ -128,4 +129,25 @@ if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2])
 redis.call('PUBLISH', ARGV[3], 's\\n' .. ARGV[4] .. '\\n' .. ARGV[2])
 return 1
+`;
+
+/**
+ * An edge records that a VM's host is gone: its lease ended and it stopped renewing. The one write
+ * an edge makes to a stream, fenced by the lease's absence (a host that holds the lease, or claims
+ * it first, wins), at the head the edge saw, once per host and head (several edges may try). The
+ * offset is kept in the meta hash (`gone`): a restarted host that had served that offset itself
+ * knows its offset now names another event.
+ * ARGV: host, epoch, head, body (the `vm` event at head + 1), reason, channel, vm.
+ * Returns {'ok'} or {'leased'} / {'moved'} (another host, epoch or head) / {'done'}.
+ */
+export const MARK_GONE = `
+if redis.call('EXISTS', KEYS[2]) == 1 then return {'leased'} end
+local m = redis.call('HMGET', KEYS[1], 'host', 'epoch', 'head', 'status', 'reason')
+if m[1] ~= ARGV[1] or m[2] ~= ARGV[2] or tonumber(m[3]) ~= tonumber(ARGV[3]) then return {'moved'} end
+if m[4] == 'disconnected' and m[5] == ARGV[5] then return {'done'} end
+local offset = tonumber(ARGV[3]) + 1
+redis.call('XADD', KEYS[3], '0-' .. offset, 'k', 'v', 'b', ARGV[4], 'q', '')
+redis.call('HSET', KEYS[1], 'head', offset, 'status', 'disconnected', 'reason', ARGV[5], 'gone', offset)
+redis.call('PUBLISH', ARGV[6], 'e\\n' .. ARGV[7] .. '\\n' .. ARGV[2] .. '\\n' .. offset .. '\\nv\\n\\n' .. ARGV[4])
+return {'ok'}
 `;

@@ -8,7 +8,7 @@ import type { JobState, VmStatus } from '../jobs/types.js';
 import type { RedisClient } from './connect.js';
 import type { WireEvent, WireKind } from './entry.js';
 import { FleetKeys } from './keys.js';
-import { APPEND, CLAIM, PRUNE, RELEASE, RENEW, RENEW_MANY, REOPEN, STATUS } from './scripts.js';
+import { APPEND, CLAIM, MARK_GONE, PRUNE, RELEASE, RENEW, RENEW_MANY, REOPEN, STATUS } from './scripts.js';
 import { FleetStats } from './stats.js';
 
 export type ClaimResult =
@@ -24,6 +24,8 @@ export interface StoredVm {
   status: VmStatus;
   reason?: string;
   host?: string;
+  /** The offset at which an edge recorded that the host was gone (MARK_GONE), if any. */
+  gone?: number;
   jobs: Map<string, JobState>;
 }
 
@@ -35,7 +37,7 @@ export interface StoredEntry {
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
-type Scripted = Record<'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRenewMany' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus', ScriptFn>;
+type Scripted = Record<'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRenewMany' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus' | 'bjgMarkGone', ScriptFn>;
 
 /** Leases renewed per call at most: one script call blocks its Redis node, keep it short. */
 const RENEW_BATCH = 1000;
@@ -57,6 +59,7 @@ export class FleetStore {
       ['bjgRelease', RELEASE],
       ['bjgPrune', PRUNE],
       ['bjgStatus', STATUS],
+      ['bjgMarkGone', MARK_GONE],
     ] as const) {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 4, lua });
     }
@@ -171,6 +174,17 @@ export class FleetStore {
     await this.scripts.bjgStatus(...this.vmKeys(vm), lease, status, this.keys.notifyChannel(vm), vm);
   }
 
+  /** A host's word that it is alive and renews its leases every third of `ttlMs` (edges watch for its silence). */
+  async heartbeat(host: string, ttlMs: number): Promise<void> {
+    await this.redis.publish(this.keys.notifyChannel(host), `h\n${host}\n${ttlMs}`);
+  }
+
+  /** Edge: record in the stream that the VM's host is gone (see MARK_GONE). */
+  async markGone(vm: string, host: string, position: { epoch: string; offset: number }, body: string, reason: string): Promise<'ok' | 'leased' | 'moved' | 'done'> {
+    const reply = (await this.scripts.bjgMarkGone(...this.vmKeys(vm), host, position.epoch, position.offset, body, reason, this.keys.notifyChannel(vm), vm)) as string[];
+    return reply[0] as 'ok' | 'leased' | 'moved' | 'done';
+  }
+
   async lease(vm: string): Promise<string | null> {
     return this.redis.get(this.keys.vm(vm).lease);
   }
@@ -193,6 +207,7 @@ export class FleetStore {
       status: (meta.status as VmStatus | undefined) ?? 'connecting',
       ...(meta.reason ? { reason: meta.reason } : {}),
       ...(meta.host ? { host: meta.host } : {}),
+      ...(meta.gone ? { gone: Number(meta.gone) } : {}),
       jobs: new Map(Object.entries(jobs).map(([id, json]) => [id, JSON.parse(json) as JobState])),
     };
   }

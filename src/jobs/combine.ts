@@ -8,7 +8,7 @@ import { filter, merge, type Observable, type Subscription } from 'rxjs';
 import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { ControlAction, ControlArgs, ControlPort, ExecuteOptions, SendCheck, SourcePorts, Verdict } from './control-port.js';
-import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot } from './types.js';
+import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot, VmStatus } from './types.js';
 
 export interface CombineOptions {
   /** Told when a source adds a VM another source already serves. @default a warning on `logger` */
@@ -101,8 +101,8 @@ class Combined implements JobSource, ControlPort {
     return this.owners.get(vm)?.source.settle?.(vm, timeoutMs) ?? Promise.resolve();
   }
 
-  seed(vm: string, jobs: readonly JobState[]): void {
-    this.owners.get(vm)?.source.seed?.(vm, jobs);
+  seed(vm: string, jobs: readonly JobState[], status?: VmStatus): void {
+    this.owners.get(vm)?.source.seed?.(vm, jobs, status);
   }
 
   info(vm: string): VmInfo | undefined {

@@ -306,9 +306,17 @@ export class MonitorJobs {
    * Redis). They are taken as QEMU's jobs of unknown freshness (stale) until the reconcile: a job QEMU
    * still lists goes on from its known state, one it no longer lists concludes `unknown`, as after a
    * monitor reconnect. Ids the engine already follows are left alone. Call before or after the VM
-   * connects: if it is connected, a poll is asked for at once.
+   * connects: if it is connected, a poll is asked for at once. `status`, the VM's status those
+   * subscribers were last told, is corrected in the stream when the engine knows otherwise.
    */
-  seed(jobs: readonly JobState[]): void {
+  seed(jobs: readonly JobState[], status?: VmStatus): void {
+    const now = this.book.status;
+    if (status !== undefined && status !== now && now !== 'connecting') {
+      const change: StreamInput = { kind: 'vm', vm: this.vm, status: now, at: this.now() };
+      const reason = this.book.info().reason;
+      if (reason !== undefined) change.reason = reason;
+      this.changesSubject.next(change);
+    }
     let added = 0;
     for (const job of jobs) {
       if (this.records.has(job.id) || this.records.size >= this.maxRecords) continue;

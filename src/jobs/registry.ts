@@ -12,7 +12,7 @@ import type { QmpMonitor } from '../qmp/types.js';
 import type { ControlPort } from './control-port.js';
 import { MonitorJobs, isQmpMonitor, type JobFeed, type MonitorJobsOptions } from './monitor-jobs.js';
 import { QmpControl, type QmpControlOptions } from './qmp-control.js';
-import type { JobSource, JobState, MonitorCapabilities, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot } from './types.js';
+import type { JobSource, JobState, MonitorCapabilities, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot, VmStatus } from './types.js';
 
 /** A monitor the registry created and therefore closes. */
 export interface OwnedMonitor extends QmpMonitor {
@@ -131,8 +131,8 @@ export class JobRegistry implements JobSource {
     return this.entries.get(vm)?.engine.settle(timeoutMs) ?? Promise.resolve();
   }
 
-  seed(vm: string, jobs: readonly JobState[]): void {
-    this.entries.get(vm)?.engine.seed(jobs);
+  seed(vm: string, jobs: readonly JobState[], status?: VmStatus): void {
+    this.entries.get(vm)?.engine.seed(jobs, status);
   }
 
   /** The VM's engine: for a control port of another backend, which must tell it of each verb (noteVerb). */

@@ -152,9 +152,10 @@ export interface JobSource {
   /**
    * Jobs subscribers were told of by an earlier process (a fleet host restarted: Redis kept them).
    * The source reconciles them with its backend like jobs it saw before a reconnect: still listed,
-   * they go on; gone, they conclude `unknown`. Sources that cannot take them leave this out.
+   * they go on; gone, they conclude `unknown`. `status` is the VM status they were last told: a
+   * source that knows otherwise says so in the stream. Sources that cannot take them leave this out.
    */
-  seed?(vm: string, jobs: readonly JobState[]): void;
+  seed?(vm: string, jobs: readonly JobState[], status?: VmStatus): void;
   readonly changes$: Observable<StreamInput>;
   readonly progress$: Observable<ProgressUpdate>;
   /** The VM's info now (counters current), or undefined for a VM the source does not follow. */

@@ -163,6 +163,54 @@ describeRedis('fleet truth', () => {
         expect(onEdge.streams.vm1).toMatchObject({ mode: 'snapshot', reason: 'unknown_epoch', epoch: resumed.streams.vm1.epoch });
         await e.next((m) => m.type === 'state' && m.job.id === 'm');
       });
+
+      it("a host killed with -9 while Redis is fine: edges mark its VMs disconnected, jobs stale, once its lease lapses; its restart clears it", async () => {
+        await freshRedis();
+        const qsd = await startQsd({ monitors: ['gw'] });
+        stops.push(() => qsd.dispose());
+        const ttlMs = 3000;
+        const args = ['--config', fleetConfig({ leaseTtlMs: ttlMs }), ...hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') })];
+        const host = await serveProcess(args);
+        stops.push(async () => host.run.child.kill('SIGKILL'));
+        const edge = await serveInProcess(edgeArgs(redis.url));
+        stops.push(() => edge.stop());
+        const e = await client(edge.gateway.wsUrl);
+        e.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] } });
+        const synced = await e.next((m) => m.type === 'synced');
+        await startMirror(qsd, qsd, { jobId: 'm', speed: 1 * MiB, dataMiB: 16 });
+        await e.next((m) => m.type === 'event' && m.job.id === 'm', 60_000);
+        // Alive and renewing: nothing is marked for as long as two TTLs.
+        await new Promise((r) => setTimeout(r, 2 * ttlMs));
+        expect(streamMessages(e, 'vm1').filter((m) => m.type === 'vm' && m.status === 'disconnected')).toEqual([]);
+
+        const killedAt = Date.now();
+        host.run.child.kill('SIGKILL');
+        await host.run.exited;
+        const gone = await e.next((m) => m.type === 'vm' && m.status === 'disconnected', 30_000);
+        console.log(`fleet-truth: host kill -9 -> edge marks vm1 disconnected after ${Date.now() - killedAt} ms (lease TTL ${ttlMs} ms)`);
+        expect(gone.reason).toBe('host gateway h1 is gone: its lease on this VM lapsed');
+        expect(gone.epoch).toBe(synced.epoch);
+        // A new client of the edge sees the VM disconnected and its job stale.
+        const fresh = await client(edge.gateway.wsUrl);
+        fresh.send({ type: 'subscribe', id: 's', sub: 'a' });
+        const freshSynced = await fresh.next((m) => m.type === 'synced');
+        expect(freshSynced.status).toBe('disconnected');
+        expect(fresh.messages.find((m) => m.type === 'state' && m.job.id === 'm')!.job.stale).toBe(true);
+
+        // The host comes back: same epoch, the edge's record is part of the stream, and connected clears it.
+        const again = await serveProcess(args);
+        stops.push(async () => again.run.child.kill('SIGKILL'));
+        const back = await e.next((m) => m.type === 'vm' && m.status === 'connected' && m.offset > gone.offset, 30_000);
+        expect(back.epoch).toBe(synced.epoch);
+        const onEdge = streamMessages(e, 'vm1');
+        expect(onEdge.map((m) => m.offset)).toEqual(onEdge.map((_, i) => synced.offset + i + 1));
+        // The restarted host serves the same history: a client of it that resumes from before the kill replays the edge's record.
+        const h = await client(again.wsUrl);
+        h.send({ type: 'subscribe', id: 's', sub: 'a', since: { vm1: { epoch: synced.epoch, offset: gone.offset - 1 } } });
+        expect((await h.next((m) => m.type === 'subscribed')).streams.vm1.mode).toBe('recovered');
+        const replayed = await h.next((m) => m.type === 'vm' && m.offset === gone.offset);
+        expect(replayed).toMatchObject({ status: 'disconnected', reason: gone.reason });
+      });
     });
   });
 });

@@ -39,6 +39,11 @@ export interface StreamHistory<E extends HistoryEntry> {
   read(vm: string, since: StreamPosition): MaybePromise<HistoryRead<E>>;
   /** Forget a stream (VM removed); a later `open` starts a new epoch. */
   drop(vm: string): MaybePromise<void>;
+  /**
+   * Histories that may restart a stream at a new epoch on their own (a fleet host whose stream in
+   * Redis was written by another) tell the numbering feed, which continues from `position`.
+   */
+  onRestart?(listener: (vm: string, position: StreamPosition) => void): void;
 }
 
 export interface HistoryLimits {

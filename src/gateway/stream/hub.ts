@@ -28,6 +28,11 @@ export class StreamHub implements StreamFeed {
     // What the source reports while an asynchronous history opens the streams (a fleet host's claims
     // in Redis) waits here in order and is numbered once they are open: a reconcile that ran
     // meanwhile is in the stream, not only in the snapshot. Bounded by the source's own bounds on jobs.
+    // A stream the history restarted at a new epoch: number from there; its followers resume (snapshot).
+    this.history.onRestart?.((vm, position) => {
+      this.positions.set(vm, { ...position });
+      sink.reset(vm);
+    });
     let held: StreamInput[] | undefined = [];
     this.subscriptions.push(this.source.changes$.subscribe((input) => (held ? held.push(input) : sink.event(this.number(input)))));
     for (const vm of this.source.vms()) this.positions.set(vm, await this.history.open(vm));
