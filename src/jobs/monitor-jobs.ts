@@ -107,8 +107,8 @@ export class MonitorJobs {
   /** The monitor is up but QEMU stopped answering polls; the VM is reported disconnected meanwhile. */
   private unresponsive = false;
   private lastProblem: string | undefined;
-  /** Seq of the newest event received: a poll sent now sees at least that far. */
-  private lastEventSeq = -1;
+  /** Seq of the newest message received (event or poll reply): a poll sent now sees at least that far. */
+  private lastReceivedSeq = -1;
   /** The VM's status and info (backend, version, problems). */
   private readonly book: VmInfoBook;
   private readonly poll: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
@@ -212,7 +212,7 @@ export class MonitorJobs {
         pollNow$: this.pollNow,
         poll: ({ caps }) => {
           // Its snapshot includes every event received so far, and maybe none after (see normalize.ts).
-          const sentAfterSeq = this.lastEventSeq;
+          const sentAfterSeq = this.lastReceivedSeq;
           return from(this.poll(caps)).pipe(map((result): PollResult => ({ ...result, sentAfterSeq })));
         },
         scheduler,
@@ -413,6 +413,8 @@ export class MonitorJobs {
 
   private onPollOutcome(outcome: PollOutcome): void {
     if (outcome.kind === 'polled') {
+      // A job first seen by this poll must not look newer than the next poll's snapshot.
+      this.lastReceivedSeq = Math.max(this.lastReceivedSeq, outcome.result.seq);
       if (this.unresponsive) this.onResponsiveAgain();
       this.onPoll(outcome.result, outcome.reconcile);
       return;
@@ -438,7 +440,7 @@ export class MonitorJobs {
   }
 
   private onEvent(event: QmpEvent): void {
-    this.lastEventSeq = Math.max(this.lastEventSeq, event.seq);
+    this.lastReceivedSeq = Math.max(this.lastReceivedSeq, event.seq);
     // QEMU speaks again: probe now rather than at the next tick.
     if (this.unresponsive) this.pollNow.next();
     let parsed;
