@@ -10,7 +10,9 @@
  *
  * What Redis has not acknowledged waits in a buffer bounded in events across all VMs. Past the
  * bound the buffer is dropped and every affected stream is re-opened in Redis when it is back: a
- * client resuming across that stretch gets a snapshot with a reason, never a hole.
+ * client resuming across that stretch gets a snapshot with a reason, never a hole. The epoch stays:
+ * every offset still names the one event the host served (a new epoch would reset the host's own
+ * clients, who lost nothing). Offsets in Redis the host did not write do take a new epoch (resync).
  */
 import type { Logger } from '../log.js';
 import type { StreamPosition } from '../gateway/history/types.js';
