@@ -74,6 +74,8 @@ export interface RedisServerOptions {
   port?: number;
   /** Run as a cluster node (`cluster-enabled yes`). */
   cluster?: boolean;
+  /** A cluster node's bus port. @default a free port (Redis's own default, port + 10000, may be taken) */
+  clusterPort?: number;
   /** Serve TLS only (`port 0`, `tls-port`): the URL becomes rediss://, redis-cli trusts `caFile`. */
   tls?: { certFile: string; keyFile: string; caFile: string };
   /** ACL user created besides `default` (which then requires this password too). */
@@ -110,14 +112,24 @@ export class RedisServer {
   static async start(options: RedisServerOptions = {}): Promise<RedisServer> {
     const ownsDir = options.dir === undefined;
     const dir = options.dir ?? makeShortTempDir('bjr-');
-    const server = new RedisServer(options.port ?? (await freePort()), dir, options, ownsDir);
-    try {
-      await server.launch();
-    } catch (error) {
-      await server.dispose();
-      throw error;
+    // Free ports are only free when asked: another process may bind one first, so a start that
+    // lost that race is tried again on new ports (unless the caller fixed them).
+    for (let attempt = 1; ; attempt++) {
+      const clusterPort = options.cluster ? (options.clusterPort ?? (await freePort())) : undefined;
+      const server = new RedisServer(options.port ?? (await freePort()), dir, { ...options, ...(clusterPort !== undefined ? { clusterPort } : {}) }, ownsDir);
+      try {
+        await server.launch();
+        return server;
+      } catch (error) {
+        await server.stop();
+        server.unregister();
+        const raced = error instanceof LabError && error.message.includes('Address already in use') && options.port === undefined && options.clusterPort === undefined;
+        if (!raced || attempt >= 3) {
+          if (ownsDir) rmSync(dir, { recursive: true, force: true });
+          throw error;
+        }
+      }
     }
-    return server;
   }
 
   get pid(): number | undefined {
@@ -191,7 +203,10 @@ export class RedisServer {
       'loglevel warning',
       'logfile ""',
     ];
-    if (this.options.cluster) lines.push('cluster-enabled yes', `cluster-config-file ${join(this.dir, 'nodes.conf')}`, 'cluster-node-timeout 5000');
+    if (this.options.cluster) {
+      lines.push('cluster-enabled yes', `cluster-config-file ${join(this.dir, 'nodes.conf')}`, 'cluster-node-timeout 5000');
+      if (this.options.clusterPort !== undefined) lines.push(`cluster-port ${this.options.clusterPort}`);
+    }
     const user = this.options.user;
     if (user) {
       // The hash form: any password (spaces included) and no plain text in the file.
