@@ -107,14 +107,18 @@ export const fleet: Scenario = async (context) => {
   const { quick, resources, log } = context;
   const seconds = quick ? 5 : 15;
   const subscribersPerEdge = quick ? 1000 : SUBSCRIBERS_PER_EDGE;
+  // Quick mode keeps the shape (many hosts, two edges) at a tenth of the VMs: claiming 10,000 leases
+  // alone takes most of a quick run's budget.
+  const hostCount = quick ? 20 : HOSTS;
+  const vmsPerHost = quick ? 50 : VMS_PER_HOST;
   const redis = await startRedis();
   resources.defer('redis-server', () => redis.dispose());
   const info = (section: string): Record<string, string> =>
     Object.fromEntries(redis.cli('info', section).split('\r\n').filter((l) => l.includes(':')).map((l) => l.split(':') as [string, string]));
 
-  log(`fleet: ${HOSTS} simulated hosts x ${VMS_PER_HOST} VMs claiming in Redis`);
+  log(`fleet: ${hostCount} simulated hosts x ${vmsPerHost} VMs claiming in Redis`);
   const hosts = fork(context, 'fleet-hosts');
-  const { vms } = await hosts.call<{ vms: string[] }>('start', { redisUrl: redis.url, hosts: HOSTS, vmsPerHost: VMS_PER_HOST }, 10 * 60_000);
+  const { vms } = await hosts.call<{ vms: string[] }>('start', { redisUrl: redis.url, hosts: hostCount, vmsPerHost }, 10 * 60_000);
 
   // One token per subscriber and edge, each limited to two VMs.
   const dir = makeShortTempDir('bjb-');
@@ -196,7 +200,9 @@ export const fleet: Scenario = async (context) => {
     .then(() => 0)
     .catch(() => hostStats.offsets - headsA());
   if (behindA > 0) log(`fleet: edge A still ${behindA} events behind the hosts (hosts: ${JSON.stringify(hostStats)})`);
-  await sleep(1000);
+  // One renewal tick (a third of the default 15 s lease) first: at that tick each host prunes the jobs
+  // the loaded window ended, a one-off cleanup after activity, not what an idle VM costs.
+  await sleep(6000);
   const before = { ...edgeA.feed.counters };
   const idleCmdStart = Number(info('stats').total_commands_processed);
   await sleep(5000);
@@ -237,7 +243,7 @@ export const fleet: Scenario = async (context) => {
   const edgeLag = summarize(edgeLags);
   const rows: Row[] = [
     { metric: 'fleet: machine load average (1 min) during the run', value: load.toFixed(1), samples: '1 reading' },
-    { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${HOSTS} / 2 / ${count(subscribersPerEdge)}`, samples: '1 reading' },
+    { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${hostCount} / 2 / ${count(subscribersPerEdge)}`, samples: '1 reading' },
     { metric: 'fleet: transitions/s fleet-wide (measured)', value: count(transitionsPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: deliveries/s (both edges)', value: count(loaded.deliveriesPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: latency host receive -> subscriber p50', value: `${ms(loaded.latency.p50)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 5 ms at 2,000/s', met: loaded.latency.p50 <= 5 && transitionsPerSec >= RATE * 0.95 },
@@ -248,7 +254,8 @@ export const fleet: Scenario = async (context) => {
     { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}`, samples: `1 window of ${seconds} s` },
     { metric: 'fleet: edge CPU per delivery A / B vs single gateway', value: `${usPerDeliveryA.toFixed(1)} / ${usPerDeliveryB.toFixed(1)} vs ${usPerDeliverySingle.toFixed(1)} µs`, samples: `1 window of ${seconds} s` },
     { metric: 'fleet: single gateway latency p50 / p99 (same rate)', value: `${ms(baseline.latency.p50)} / ${ms(baseline.latency.p99)} ms`, samples: `${count(baseline.latency.count)} latency samples in ${seconds} s` },
-    { metric: 'fleet: idle: Redis commands/s (all hosts\' lease renewals)', value: count(idleCmdPerSec), samples: '1 window of 5 s' },
+    // Redis counts the GET and PEXPIRE a renewal script runs per lease: one script call per host and tick.
+    { metric: 'fleet: idle: Redis commands/s, all hosts (lease renewals + heartbeats; commands inside scripts counted)', value: `${count(idleCmdPerSec)} (${(idleCmdPerSec / vms.length).toFixed(2)} per VM)`, samples: '1 window of 5 s' },
     { metric: 'fleet: idle: Redis calls by edge A for its 10,000 idle VMs', value: count(edgeIdleCalls), samples: '1 window of 5 s', goal: '0', met: edgeIdleCalls === 0 },
   ];
   return {
