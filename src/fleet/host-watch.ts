@@ -8,7 +8,8 @@
  * The host's return clears it with its own `connected`.
  *
  * Cost: no Redis call while hosts are heard (the heartbeat is one message per host and tick, not
- * per VM); one call per VM of a host that went silent, then nothing until it is heard again.
+ * per VM); one call per VM of a host that went silent, then nothing until it is heard again (nor a
+ * walk over the VMs once all of that host's carry the mark).
  */
 import type { Logger } from '../log.js';
 
@@ -40,6 +41,8 @@ interface Host {
   /** Not before this: a VM whose lease still lived, or whose stream moved, is tried again later. */
   retryAt: number;
   logged: boolean;
+  /** Silent, and every VM of it carries the mark: no pass needed until it is heard or names a VM again. */
+  settled?: boolean;
 }
 
 export class HostWatch {
@@ -70,7 +73,9 @@ export class HostWatch {
 
   /** A host named by a VM loaded from Redis: it gets one TTL from now to be heard. */
   seen(host: string): void {
-    if (!this.hosts.has(host)) this.hosts.set(host, { heardAt: this.now(), ttlMs: this.options.defaultTtlMs ?? 15_000, retryAt: 0, logged: false });
+    const known = this.hosts.get(host);
+    if (!known) this.hosts.set(host, { heardAt: this.now(), ttlMs: this.options.defaultTtlMs ?? 15_000, retryAt: 0, logged: false });
+    else known.settled = false; // a VM loaded since may still need its mark
   }
 
   /** Hosts silent past their TTL; their VMs not yet marked are marked (a pass a second). */
@@ -78,13 +83,16 @@ export class HostWatch {
     const now = this.now();
     const silent = new Map<string, Host>();
     for (const [name, host] of this.hosts) {
-      if (now - host.heardAt > (host.ttlMs * 4) / 3 && now >= host.retryAt) silent.set(name, host);
+      if (!host.settled && now - host.heardAt > (host.ttlMs * 4) / 3 && now >= host.retryAt) silent.set(name, host);
     }
     if (silent.size === 0) return;
+    const unmarked = new Set<string>();
     for (const [vm, state] of this.options.vms()) {
       const host = state.host === undefined ? undefined : silent.get(state.host);
-      if (!host || this.marking.has(vm)) continue;
+      if (!host) continue;
       if (state.status === 'disconnected' && state.reason === goneReason(state.host!)) continue;
+      unmarked.add(state.host!);
+      if (this.marking.has(vm)) continue;
       if (!host.logged) {
         host.logged = true;
         this.options.logger.warn({ host: state.host, silentMs: now - host.heardAt }, 'fleet edge: host gateway silent past its lease TTL; marking its VMs disconnected');
@@ -101,5 +109,7 @@ export class HostWatch {
         })
         .finally(() => this.marking.delete(vm));
     }
+    // A host gone for good would otherwise cost a walk over every VM each second.
+    for (const [name, host] of silent) if (!unmarked.has(name)) host.settled = true;
   }
 }
