@@ -6,13 +6,8 @@ export { GatewayClient } from './gateway-client.js';
 export { wasReady } from './waiters.js';
 export type { CallOptions } from './calls.js';
 export type { WaitTarget } from './waiters.js';
-export type {
-  CommandRequest,
-  GatewayClientEvents,
-  GatewayClientOptions,
-  SnapshotEvent,
-  SyncedOptions,
-} from './gateway-client.js';
+export type { CommandRequest } from './commands.js';
+export type { GatewayClientEvents, GatewayClientOptions, SnapshotEvent, SyncedOptions } from './options.js';
 export type { ConnectionStatus } from './session.js';
 export { endpoint } from './session.js';
 export type { StreamPosition } from './cursors.js';

@@ -1,5 +1,5 @@
 /**
- * LibvirtClient: one connection to libvirtd over its RPC protocol, kept open.
+ * LibvirtClient: one connection to libvirtd over its RPC protocol, kept open, and the typed API.
  *
  *   idle ──start()──> connecting ──socket up──> negotiating ──────────────────────────> ready
  *                        ^            auth list, connect open, keepalive, versions,      │ EOF, error, protocol
@@ -7,16 +7,11 @@
  *                        └──── backoff timer ── disconnected <───────────────────────────┘
  *   any state ──close()──> closed (final)
  *
- * Inbound bytes go through the length framer; each message gets the next `seq` and is routed by
- * its header: a reply to the call with its serial (never by order), an event to its watch by
- * callback id, a keepalive PING answered at once. Everything a message triggers is dispatched
- * synchronously before the next message is read, which gives consumers wire order.
- *
- * What is fatal for the connection (drop, backoff, new session, consumers resync): a bad length
- * word, a bad header, a reply to a serial never sent, an event body that does not decode (an event
- * was lost). A reply body that does not decode fails only its call: the stream is still aligned.
+ * The socket, its calls and the routing of inbound messages are connection.ts's; this file runs the
+ * session around it: negotiation, reconnects, watches, and the stamp and delivery of each event.
+ * Everything a message triggers is dispatched synchronously before the next message is read, which
+ * gives consumers wire order.
  */
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
@@ -26,23 +21,16 @@ import {
   LibvirtClosedError,
   LibvirtConnectError,
   LibvirtError,
-  LibvirtKeepaliveError,
   LibvirtOutcomeUnknownError,
   LibvirtProtocolError,
-  LibvirtRemoteError,
-  LibvirtTimeoutError,
-  LibvirtTooManyPendingError,
   StateError,
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import { specs, type CallSpec } from './calls.js';
-import * as codec from './codec.js';
+import { RpcConnection, type Loss, type WireCounters } from './connection.js';
 import * as c from './constants.js';
-import { hexEvidence, RpcFramer } from './framing.js';
-import { decodeEvent, type CallbackSpace, type DecodedEvent } from './events.js';
-import { HeldEvents, type EventStamp } from './held-events.js';
-import { KeepaliveTimer } from './keepalive.js';
-import { classifyHeader } from './messages.js';
+import type { CallbackSpace, DecodedEvent } from './events.js';
+import type { EventStamp } from './held-events.js';
 import { negotiate, unpackVersion } from './negotiate.js';
 import { MAX_TIMER_MS, resolveClientOptions, type ResolvedClientOptions } from './options.js';
 import { WatchRegistry, type Watch } from './watches.js';
@@ -65,34 +53,9 @@ import type {
   LibvirtVersion,
   MonitorWatchOptions,
 } from './types.js';
-import { XdrError } from './xdr.js';
 
 /** How long close() waits for libvirtd to acknowledge connect close before dropping the socket. */
 const CLOSE_GRACE_MS = 1_000;
-
-interface PendingCall {
-  readonly spec: CallSpec<unknown>;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (error: Error) => void;
-  readonly timer: NodeJS.Timeout;
-}
-
-interface Connection {
-  readonly socket: Duplex;
-  readonly framer: RpcFramer;
-  connectTimer: NodeJS.Timeout | undefined;
-  keepalive: KeepaliveTimer | undefined;
-  /** Serials are per connection; 0 is never used for a call. */
-  serial: number;
-  readonly pending: Map<number, PendingCall>;
-  readonly held: HeldEvents;
-}
-
-interface Loss {
-  message: string;
-  problem?: LibvirtError;
-  cause?: unknown;
-}
 
 const nothing = (): void => {};
 
@@ -115,11 +78,10 @@ export class LibvirtClient implements LibvirtConnection {
   readonly monitorEvents$: Observable<LibvirtMonitorEvent> = this.monitorEventSubject.asObservable();
   readonly errors$: Observable<LibvirtError> = this.errorSubject.asObservable();
 
-  private connection: Connection | undefined;
+  private connection: RpcConnection | undefined;
   private currentSession: LibvirtSession | undefined;
   private sessionCount = 0;
-  private inboundSeq = 0;
-  private sentCalls = 0;
+  private readonly counters: WireCounters = { seq: 0, calls: 0 };
   /** Failed attempts and short-lived sessions since the last healthy one: the next delay. */
   private readonly backoff: ReconnectBackoff;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -153,12 +115,12 @@ export class LibvirtClient implements LibvirtConnection {
 
   /** Calls written to libvirtd so far, over all sessions (negotiation included), for metrics. */
   get callsSent(): number {
-    return this.sentCalls;
+    return this.counters.calls;
   }
 
   /** Calls awaiting a reply on the current connection. */
   get pendingCount(): number {
-    return this.connection?.pending.size ?? 0;
+    return this.connection?.pendingCount ?? 0;
   }
 
   start(): void {
@@ -186,8 +148,8 @@ export class LibvirtClient implements LibvirtConnection {
       this.connection = undefined;
       this.currentSession = undefined;
       if (connection) {
-        this.teardown(connection);
-        this.failPending(connection, (spec) => new LibvirtOutcomeUnknownError(spec.info, { cause: new LibvirtClosedError(`${this.name}: closed while waiting for the reply`) }));
+        connection.destroy();
+        connection.failPending((spec) => new LibvirtOutcomeUnknownError(spec.info, { cause: new LibvirtClosedError(`${this.name}: closed while waiting for the reply`) }));
       }
       this.watches.closeAll();
       this.log.info({ libvirt: this.name }, 'closed');
@@ -283,37 +245,12 @@ export class LibvirtClient implements LibvirtConnection {
   }
 
   /** Write a call on a connection (any state; negotiation uses this directly) and await its reply. */
-  private send<R>(connection: Connection, spec: CallSpec<R>, timeoutMs: number): Promise<R> {
+  private send<R>(connection: RpcConnection, spec: CallSpec<R>, timeoutMs: number): Promise<R> {
     if (connection.socket.destroyed) {
       // A negotiation step after the loss of its connection: nothing is written.
       return Promise.reject(new StateError(`${this.name}: cannot call ${spec.info.procedure}: its connection is gone`, this.state, ['negotiating', 'ready']));
     }
-    if (connection.pending.size >= this.options.maxPendingCalls) {
-      return Promise.reject(new LibvirtTooManyPendingError(spec.info, this.options.maxPendingCalls));
-    }
-    let body: Buffer | undefined;
-    try {
-      body = spec.encode ? codec.encodeBody(spec.encode) : undefined;
-    } catch (err) {
-      return Promise.reject(new TypeError(`${this.name}: ${spec.info.procedure}: bad arguments: ${(err as Error).message}`, { cause: err }));
-    }
-    connection.serial = connection.serial >= 0xffffffff ? 1 : connection.serial + 1;
-    const serial = connection.serial;
-    const message = codec.encodeMessage(
-      { prog: spec.program, vers: spec.version, proc: spec.proc, type: c.MessageType.Call, serial, status: c.MessageStatus.Ok },
-      body,
-    );
-    return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        connection.pending.delete(serial);
-        this.log.warn({ libvirt: this.name, serial, procedure: spec.info.procedure, timeoutMs }, 'call timed out; a late reply will be dropped');
-        reject(new LibvirtTimeoutError(spec.info, timeoutMs));
-      }, timeoutMs);
-      connection.pending.set(serial, { spec: spec as CallSpec<unknown>, resolve: resolve as (value: unknown) => void, reject, timer });
-      this.log.debug({ libvirt: this.name, serial, procedure: spec.info.procedure, args: spec.info.args }, '-->');
-      connection.socket.write(message);
-      this.sentCalls++;
-    });
+    return connection.call(spec, timeoutMs);
   }
 
   // ---- connection lifecycle -------------------------------------------------------------------
@@ -328,40 +265,21 @@ export class LibvirtClient implements LibvirtConnection {
       this.afterLoss();
       return;
     }
-    const connection: Connection = {
-      socket,
-      framer: new RpcFramer(
-        (message) => this.onMessage(connection, message),
-        (error) => this.lose(connection, { message: error.message, problem: error, cause: error }),
-        { maxMessageBytes: this.options.maxMessageBytes },
-      ),
-      connectTimer: undefined,
-      keepalive: undefined,
-      serial: 0,
-      pending: new Map(),
-      held: new HeldEvents(),
-    };
-    this.connection = connection;
-    socket.on('data', (chunk: Buffer) => {
-      if (this.connection === connection) connection.framer.push(chunk);
+    const { name, log, socketPath, connectTimeoutMs, maxMessageBytes, maxPendingCalls } = this.options;
+    const connection: RpcConnection = new RpcConnection(socket, { name, log, socketPath, connectTimeoutMs, maxMessageBytes, maxPendingCalls }, this.counters, {
+      up: () => void this.negotiate(connection),
+      transportError: (err) => this.onTransportError(connection, err),
+      transportEnd: () => this.onTransportEnd(connection),
+      lost: (loss) => this.lose(connection, loss),
+      problem: (error) => this.emitProblem(error),
+      event: (decoded, seq) => this.onEvent(connection, decoded, seq),
     });
-    socket.on('error', (err: Error) => this.onTransportError(connection, err));
-    socket.on('end', () => this.onTransportEnd(connection));
-    socket.on('close', () => this.onTransportEnd(connection));
-    if (socket instanceof net.Socket && socket.connecting) {
-      connection.connectTimer = setTimeout(() => {
-        const error = new LibvirtConnectError(this.socketPath, `connect timed out after ${this.options.connectTimeoutMs} ms`);
-        this.lose(connection, { message: error.message, problem: error });
-      }, this.options.connectTimeoutMs);
-      socket.once('connect', () => void this.negotiate(connection));
-    } else {
-      void this.negotiate(connection);
-    }
+    this.connection = connection;
+    connection.open();
   }
 
-  private async negotiate(connection: Connection): Promise<void> {
+  private async negotiate(connection: RpcConnection): Promise<void> {
     if (this.connection !== connection) return;
-    clearTimeout(connection.connectTimer);
     this.setState('negotiating');
     const timeout = this.options.negotiateTimeoutMs;
     try {
@@ -372,14 +290,7 @@ export class LibvirtClient implements LibvirtConnection {
         keepalive: this.options.keepalive !== false,
       });
       const config = this.options.keepalive;
-      if (keepalive && config !== false && this.connection === connection) {
-        const { intervalMs, count } = config;
-        connection.keepalive = new KeepaliveTimer(intervalMs, count, () => this.sendKeepalive(connection, c.KEEPALIVE_PROC_PING), () => {
-          const error = new LibvirtKeepaliveError(this.socketPath, intervalMs, count);
-          this.lose(connection, { message: error.message, problem: error });
-        });
-        connection.keepalive.start();
-      }
+      if (keepalive && config !== false && this.connection === connection) connection.startKeepalive(config.intervalMs, config.count);
       const number = this.sessionCount + 1;
       const watches = await this.watches.registerAll(number);
       if (this.connection !== connection) return;
@@ -391,7 +302,7 @@ export class LibvirtClient implements LibvirtConnection {
         hypervisorVersion,
         keepalive,
         startedAt: Date.now(),
-        seq: this.inboundSeq,
+        seq: this.counters.seq,
         watches,
       });
       this.currentSession = session;
@@ -412,8 +323,7 @@ export class LibvirtClient implements LibvirtConnection {
     }
   }
 
-  private onTransportError(connection: Connection, err: Error): void {
-    if (this.connection !== connection) return;
+  private onTransportError(connection: RpcConnection, err: Error): void {
     if (this.state === 'ready') {
       this.lose(connection, { message: `transport error: ${err.message}`, cause: err });
     } else {
@@ -422,10 +332,7 @@ export class LibvirtClient implements LibvirtConnection {
     }
   }
 
-  private onTransportEnd(connection: Connection): void {
-    if (this.connection !== connection) return;
-    connection.framer.end(); // a message cut short is a `truncated` protocol error (and a loss)
-    if (this.connection !== connection) return;
+  private onTransportEnd(connection: RpcConnection): void {
     if (this.state === 'ready') {
       this.lose(connection, { message: 'libvirtd closed the connection (EOF)' });
     } else {
@@ -435,16 +342,16 @@ export class LibvirtClient implements LibvirtConnection {
   }
 
   /** End a connection (once), fail its calls, forget its callbacks, then reconnect per policy. */
-  private lose(connection: Connection, loss: Loss): void {
+  private lose(connection: RpcConnection, loss: Loss): void {
     if (this.connection !== connection) return;
     this.connection = undefined;
     this.currentSession = undefined;
-    this.teardown(connection);
-    const fields = { libvirt: this.name, pending: connection.pending.size, reason: loss.message };
+    connection.destroy();
+    const fields = { libvirt: this.name, pending: connection.pendingCount, reason: loss.message };
     if (loss.problem) this.log.warn(fields, 'connection lost');
     else this.log.info(fields, 'connection lost');
     this.watches.sessionEnded();
-    this.failPending(connection, (spec) => new LibvirtOutcomeUnknownError(spec.info, { cause: loss.cause ?? loss.problem ?? new Error(loss.message) }));
+    connection.failPending((spec) => new LibvirtOutcomeUnknownError(spec.info, { cause: loss.cause ?? loss.problem ?? new Error(loss.message) }));
     if (loss.problem) this.emitProblem(loss.problem);
     this.afterLoss();
   }
@@ -461,93 +368,9 @@ export class LibvirtClient implements LibvirtConnection {
     }, delayMs);
   }
 
-  private teardown(connection: Connection): void {
-    clearTimeout(connection.connectTimer);
-    connection.keepalive?.stop();
-    connection.framer.stop();
-    connection.socket.destroy();
-  }
+  // ---- events -------------------------------------------------------------------------------
 
-  private failPending(connection: Connection, toError: (spec: CallSpec<unknown>) => Error): void {
-    const calls = [...connection.pending.values()];
-    connection.pending.clear();
-    for (const call of calls) {
-      clearTimeout(call.timer);
-      call.reject(toError(call.spec));
-    }
-  }
-
-  // ---- inbound --------------------------------------------------------------------------------
-
-  private onMessage(connection: Connection, message: Buffer): void {
-    const seq = ++this.inboundSeq;
-    connection.keepalive?.heard();
-    const header = codec.decodeHeader(message);
-    const body = message.subarray(c.VIR_NET_MESSAGE_HEADER_BYTES);
-    this.log.debug({ libvirt: this.name, seq, prog: header.prog, proc: header.proc, type: header.type, serial: header.serial, status: header.status, bytes: message.length }, '<--');
-    const classified = classifyHeader(header);
-    const headerFault = (text: string): void => {
-      const error = new LibvirtProtocolError('header', text, hexEvidence(message));
-      this.lose(connection, { message: error.message, problem: error, cause: error });
-    };
-    switch (classified.kind) {
-      case 'fault':
-        return headerFault(classified.reason);
-      case 'ping':
-        return this.sendKeepalive(connection, c.KEEPALIVE_PROC_PONG);
-      case 'pong':
-        return; // heard() above is all a PONG is for
-      case 'reply':
-        return this.onReply(connection, header, body, message, headerFault);
-      case 'event':
-        return this.onEvent(connection, header, body, message, seq);
-      case 'stream':
-        // Well framed, so it is reported and skipped rather than fatal.
-        this.emitProblem(new LibvirtProtocolError('unexpected-message', `stream packet for serial ${header.serial}; this client opens no streams`, hexEvidence(message)));
-    }
-  }
-
-  private onReply(connection: Connection, header: codec.MessageHeader, body: Buffer, message: Buffer, headerFault: (text: string) => void): void {
-    const call = connection.pending.get(header.serial);
-    if (!call) {
-      if (header.serial === 0 || header.serial > connection.serial) return headerFault(`reply to serial ${header.serial}, which was never sent`);
-      this.log.warn({ libvirt: this.name, serial: header.serial }, 'reply to a timed-out call dropped');
-      return;
-    }
-    if (call.spec.program !== header.prog || call.spec.proc !== header.proc) {
-      return headerFault(`reply for serial ${header.serial} names procedure ${header.proc}, the call was ${call.spec.info.procedure}`);
-    }
-    connection.pending.delete(header.serial);
-    clearTimeout(call.timer);
-    try {
-      if (header.status === c.MessageStatus.Error) {
-        const e = codec.decodeBody(body, 'remote_error', codec.readRemoteError);
-        call.reject(new LibvirtRemoteError(call.spec.info, e.code, c.VIR_ERROR_NAMES[e.code], e.domain, e.level, e.message, e));
-      } else {
-        call.resolve(codec.decodeBody(body, call.spec.info.procedure, call.spec.decode));
-      }
-    } catch (err) {
-      // A body that does not decode fails its call only: the framing is intact.
-      const error = bodyError(err, `reply to ${call.spec.info.procedure}`, message);
-      call.reject(error);
-      this.emitProblem(error);
-    }
-  }
-
-  private onEvent(connection: Connection, header: codec.MessageHeader, body: Buffer, message: Buffer, seq: number): void {
-    let decoded: DecodedEvent | undefined;
-    try {
-      decoded = decodeEvent(header.prog, header.proc, body);
-    } catch (err) {
-      // An event was lost: drop the connection, so the next session's resync covers it.
-      const error = err instanceof LibvirtProtocolError ? err : bodyError(err, `event ${header.proc}`, message);
-      this.lose(connection, { message: error.message, problem: error, cause: err });
-      return;
-    }
-    if (!decoded) {
-      this.emitProblem(new LibvirtProtocolError('unexpected-message', `event procedure ${header.proc} of program 0x${header.prog.toString(16)} was never registered`, hexEvidence(message)));
-      return;
-    }
+  private onEvent(connection: RpcConnection, decoded: DecodedEvent, seq: number): void {
     const stamp: EventStamp = {
       domain: decoded.domain,
       receivedAt: Date.now(),
@@ -576,14 +399,6 @@ export class LibvirtClient implements LibvirtConnection {
   private dropHeld(): void {
     const dropped = this.connection?.held.clear() ?? 0;
     if (dropped > 0) this.log.debug({ libvirt: this.name, dropped }, 'events for no watch dropped');
-  }
-
-  private sendKeepalive(connection: Connection, proc: number): void {
-    if (this.connection !== connection) return;
-    this.log.debug({ libvirt: this.name, keepalive: proc === c.KEEPALIVE_PROC_PING ? 'PING' : 'PONG' }, '-->');
-    connection.socket.write(
-      codec.encodeMessage({ prog: c.KEEPALIVE_PROGRAM, vers: c.KEEPALIVE_PROTOCOL_VERSION, proc, type: c.MessageType.Message, serial: 0, status: c.MessageStatus.Ok }),
-    );
   }
 
   // ---- watches --------------------------------------------------------------------------------
@@ -628,14 +443,5 @@ export class LibvirtClient implements LibvirtConnection {
     }
   }
 }
-
-function bodyError(err: unknown, what: string, message: Buffer): LibvirtProtocolError {
-  if (err instanceof XdrError) {
-    const fault = err.trailing ? 'trailing-bytes' : 'body';
-    return new LibvirtProtocolError(fault, `${what}: ${err.message}`, hexEvidence(message), { cause: err });
-  }
-  return new LibvirtProtocolError('body', `${what}: ${(err as Error).message}`, hexEvidence(message), { cause: err });
-}
-
 
 const fmt = (v: LibvirtVersion): string => `${v.major}.${v.minor}.${v.micro}`;
