@@ -81,6 +81,8 @@ export interface PublisherStatus {
 
 export class HostPublisher {
   private readonly vms = new Map<string, VmState>();
+  /** VMs that may have work for the write loop (pending events, or a copy to restart): a flush walks these, not every VM. */
+  private readonly due = new Set<string>();
   private readonly leaseTtlMs: number;
   private readonly maxBuffered: number;
   private readonly maxLen: number;
@@ -129,6 +131,7 @@ export class HostPublisher {
     } catch (error) {
       this.down(error);
       this.vms.set(vm, { mode: 'unclaimed', lease: '', epoch: fresh, acked: 0, pending: [], inflight: false, published: new Set() });
+      this.due.add(vm);
       this.schedule();
       return { epoch: fresh, offset: 0 };
     }
@@ -178,6 +181,7 @@ export class HostPublisher {
           this.buffered -= s.pending.length;
           s.pending = [];
           s.mode = s.mode === 'owner' ? 'resync' : s.mode;
+          this.due.add(name);
         }
       }
       this.schedule();
@@ -185,6 +189,7 @@ export class HostPublisher {
     }
     state.pending.push({ ...toWire(event), appendedMs: performance.now() });
     this.buffered++;
+    this.due.add(vm);
     this.schedule();
   }
 
@@ -229,9 +234,12 @@ export class HostPublisher {
     });
   }
 
+  /** Start a Redis call for every due VM that has none in flight (one in flight re-marks itself when done). */
   private flush(): void {
-    for (const [vm, state] of this.vms) {
-      if (state.inflight) continue;
+    for (const vm of this.due) {
+      this.due.delete(vm);
+      const state = this.vms.get(vm);
+      if (!state || state.inflight) continue;
       if (state.mode === 'owner' && state.pending.length > 0) void this.run(vm, state, () => this.appendBatch(vm, state));
       else if (state.mode === 'resync' || state.mode === 'unclaimed') void this.run(vm, state, () => this.resync(vm, state));
     }
@@ -247,8 +255,9 @@ export class HostPublisher {
     } finally {
       state.inflight = false;
     }
+    // Still due: more events came meanwhile, or the step failed (the retry timer flushes when Redis is down).
+    if ((state.mode === 'owner' && state.pending.length > 0) || state.mode === 'resync' || state.mode === 'unclaimed') this.due.add(vm);
     if (this.redisUp && (state.pending.length > 0 || state.mode === 'resync')) this.schedule();
-    void vm;
   }
 
   private async appendBatch(vm: string, state: VmState): Promise<void> {
@@ -290,6 +299,7 @@ export class HostPublisher {
     this.buffered -= state.pending.length;
     state.pending = [];
     state.mode = 'resync';
+    this.due.add(vm);
   }
 
   /** Claim again if needed, then restart Redis's copy at our position with the full current state. */
