@@ -4,7 +4,7 @@
  * synthetic: transitions are generated at a fleet-wide rate, round-robin over the VMs, each stamped
  * at generation (the "QMP receive" instant the latency is measured from).
  */
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { connectRedis, parseRedisUrl, type RedisClient } from '../../dist/fleet/connect.js';
 import { FleetHistory } from '../../dist/fleet/history.js';
 import { HostPublisher } from '../../dist/fleet/publisher.js';
@@ -14,6 +14,7 @@ import type { StreamPosition } from '../../dist/gateway/history/types.js';
 import { silentLogger } from '../../dist/log.js';
 import type { JobState, JobStatusName } from '../../dist/jobs/types.js';
 import { serveRpc } from '../lib/rpc.js';
+import { startWindowProfile } from '../lib/window-profile.js';
 
 interface SimVm {
   name: string;
@@ -33,6 +34,10 @@ const publishers: HostPublisher[] = [];
 let timer: NodeJS.Timeout | undefined;
 let next = 0;
 let generated = 0;
+/** While recording: host receive -> Redis acknowledged the APPEND (ms; receive is the append here), and this process's stalls. */
+let publishLags: number[] | undefined;
+let loopDelay: IntervalHistogram | undefined;
+let stopProfile: (() => Promise<void>) | undefined;
 
 function jobState(vm: string, id: string, state: JobStatusName, at: number): JobState {
   const iso = new Date(at).toISOString();
@@ -84,6 +89,7 @@ serveRpc({
       await redis.connect();
       clients.push(redis);
       const store = new FleetStore(redis);
+      store.stats.onPublishLag = (seconds) => publishLags?.push(seconds * 1000);
       const holder: { history?: FleetHistory } = {};
       const publisher = new HostPublisher(store, {
         host: `sim${h}`,
@@ -125,6 +131,25 @@ serveRpc({
       for (; sent < due; sent++) transition(vms[next++ % vms.length]!);
     }, TICK_MS);
     return null;
+  },
+
+  async startRecording({ profile }: { profile?: boolean }) {
+    if (profile) stopProfile = await startWindowProfile('fleet-hosts-window');
+    publishLags = [];
+    loopDelay = monitorEventLoopDelay({ resolution: 1 });
+    loopDelay.enable();
+    return null;
+  },
+
+  async stopRecording() {
+    await stopProfile?.();
+    stopProfile = undefined;
+    const samples = publishLags ?? [];
+    publishLags = undefined;
+    loopDelay?.disable();
+    const stalls = loopDelay ? { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 } : undefined;
+    loopDelay = undefined;
+    return { publishLags: samples, stalls };
   },
 
   stats() {

@@ -4,8 +4,10 @@
  * every `sampleEvery`-th is parsed for latency: receive time minus the event's `ts` (the instant the
  * simulated host received it; `ts` has millisecond resolution).
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { serveRpc } from '../lib/rpc.js';
+import { startWindowProfile } from '../lib/window-profile.js';
 import { wallNow } from '../lib/stats.js';
 
 const BATCH = 200;
@@ -14,6 +16,8 @@ let recording = false;
 let deliveries = 0;
 let sampleEvery = 8;
 let samples: number[] = [];
+let loopDelay: IntervalHistogram | undefined;
+let stopProfile: (() => Promise<void>) | undefined;
 
 function open(url: string, token: string, vms: string[]): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
@@ -37,16 +41,23 @@ serveRpc({
     }
     return sockets.length;
   },
-  startRecording({ every }: { every: number }) {
+  async startRecording({ every, profile }: { every: number; profile?: boolean }) {
+    if (profile) stopProfile = await startWindowProfile('fleet-subscribers-window');
     sampleEvery = every;
     deliveries = 0;
     samples = [];
     recording = true;
+    loopDelay = monitorEventLoopDelay({ resolution: 1 });
+    loopDelay.enable();
     return null;
   },
-  stopRecording() {
+  async stopRecording() {
     recording = false;
-    return { deliveries, samples };
+    await stopProfile?.();
+    stopProfile = undefined;
+    loopDelay?.disable();
+    const stalls = loopDelay ? { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 } : undefined;
+    return { deliveries, samples, stalls };
   },
   disconnectAll() {
     for (const s of sockets.splice(0)) s.terminate();

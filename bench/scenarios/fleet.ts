@@ -9,9 +9,9 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { Session } from 'node:inspector/promises';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Subject, NEVER } from 'rxjs';
@@ -26,6 +26,7 @@ import { sleep, waitFor } from '../lib/resources.js';
 import type { RpcChild } from '../lib/rpc.js';
 import { count, ms, percent, type Row, type Scenario, type ScenarioContext } from '../lib/scenario.js';
 import { CpuMeter, summarize } from '../lib/stats.js';
+import { profiling, startWindowProfile } from '../lib/window-profile.js';
 import { RpcChild as Child } from '../lib/rpc.js';
 
 const HOSTS = 100;
@@ -40,46 +41,44 @@ function procCpuMs(pid: number): number {
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS;
 }
 
-/**
- * With `--cpu-prof` the bench host profiles its whole life, mostly setup (10,000 connections); this
- * profiles edge A (this process) over the loaded window alone, next to it.
- */
-async function profileWindow(): Promise<(() => Promise<void>) | undefined> {
-  if (!process.execArgv.some((a) => a.startsWith('--cpu-prof'))) return undefined;
-  const session = new Session();
-  session.connect();
-  await session.post('Profiler.enable');
-  await session.post('Profiler.start');
-  return async () => {
-    const { profile } = await session.post('Profiler.stop');
-    const dir = new URL('../../bench/results/profiles/', import.meta.url);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(new URL('fleet-edgeA-window.cpuprofile', dir), JSON.stringify(profile));
-    session.disconnect();
-  };
-}
-
 function fork(context: ScenarioContext, module: string): RpcChild {
   const child = new Child(new URL(`../load/${module}.js`, import.meta.url));
   context.resources.defer(`${module} process`, () => child.close());
   return child;
 }
 
+/** A process's event-loop delay over the window (ms): how long a ready event could wait for its turn. */
+interface Stalls {
+  p99: number;
+  max: number;
+}
+
 interface Window {
   deliveriesPerSec: number;
   latency: ReturnType<typeof summarize>;
+  /** Per subscriber process, in the order given. */
+  latencies: ReturnType<typeof summarize>[];
+  stalls: (Stalls | undefined)[];
 }
 
-async function record(subscribers: RpcChild[], seconds: number, extra: () => void): Promise<Window & { wallMs: number }> {
-  await Promise.all(subscribers.map((s) => s.call('startRecording', { every: 4 })));
+async function record(subscribers: RpcChild[], seconds: number, extra: () => void, profileFirst = false): Promise<Window & { wallMs: number }> {
+  await Promise.all(subscribers.map((s, i) => s.call('startRecording', { every: 4, profile: profileFirst && i === 0 })));
   const started = performance.now();
   await sleep(seconds * 1000);
   extra();
   const wallMs = performance.now() - started;
-  const results = await Promise.all(subscribers.map((s) => s.call<{ deliveries: number; samples: number[] }>('stopRecording')));
+  const results = await Promise.all(subscribers.map((s) => s.call<{ deliveries: number; samples: number[]; stalls?: Stalls }>('stopRecording')));
   const deliveries = results.reduce((n, r) => n + r.deliveries, 0);
-  return { deliveriesPerSec: deliveries / (wallMs / 1000), latency: summarize(results.flatMap((r) => r.samples)), wallMs };
+  return {
+    deliveriesPerSec: deliveries / (wallMs / 1000),
+    latency: summarize(results.flatMap((r) => r.samples)),
+    latencies: results.map((r) => summarize(r.samples)),
+    stalls: results.map((r) => r.stalls),
+    wallMs,
+  };
 }
+
+const stallText = (s: Stalls | undefined): string => (s ? `${ms(s.p99)} / ${ms(s.max)}` : 'n/a');
 
 /** The baseline: one gateway, its own in-process source, the same VMs and rate. */
 function syntheticSource(vms: string[]): { source: JobSource; emit(vm: string, job: JobState, from: string | null): void } {
@@ -168,7 +167,9 @@ export const fleet: Scenario = async (context) => {
   const redisStart = procCpuMs(redis.pid!);
   const cmdStart = Number(info('stats').total_commands_processed);
   const genStart = (await hosts.call<{ generated: number }>('stats')).generated;
-  const stopProfile = await profileWindow();
+  // With `--cpu-prof` the bench host profiles its whole life, mostly setup (10,000 connections): edge A
+  // (this process), the hosts and edge A's subscribers also profile the loaded window alone.
+  const stopProfile = profiling() ? await startWindowProfile('fleet-edgeA-window') : undefined;
   let used = { cpuMs: 0, wallMs: 1, coreShare: 0 };
   let bMs = 0;
   let redisMs = 0;
@@ -179,12 +180,23 @@ export const fleet: Scenario = async (context) => {
     edgeLags.push(seconds * 1000);
     metricsLag?.(seconds);
   };
+  // The stages before it: host receive -> Redis acknowledged the APPEND (in the hosts' process), and
+  // host receive -> edge A read the notice; and each process's event-loop stalls.
+  const readLags: number[] = [];
+  edgeA.stats.onReadLag = (seconds) => readLags.push(seconds * 1000);
+  const loopA = monitorEventLoopDelay({ resolution: 1 });
+  loopA.enable();
+  await hosts.call('startRecording', { profile: profiling() });
   const loaded = await record([loadA, loadB], seconds, () => {
     gatewayA.core.stats.onDeliveryLag = metricsLag;
+    edgeA.stats.onReadLag = undefined;
+    loopA.disable();
     used = cpuA.read();
     bMs = procCpuMs(child.pid!) - bStart;
     redisMs = procCpuMs(redis.pid!) - redisStart;
-  });
+  }, profiling());
+  const hostRecording = await hosts.call<{ publishLags: number[]; stalls?: Stalls }>('stopRecording');
+  const stallsA: Stalls = { p99: loopA.percentile(99) / 1e6, max: loopA.max / 1e6 };
   await stopProfile?.();
   const cmdPerSec = (Number(info('stats').total_commands_processed) - cmdStart) / (loaded.wallMs / 1000);
   const transitionsPerSec = ((await hosts.call<{ generated: number }>('stats')).generated - genStart) / (loaded.wallMs / 1000);
@@ -241,6 +253,10 @@ export const fleet: Scenario = async (context) => {
   const usPerDeliverySingle = (usedSingle.cpuMs * 1000) / (baseline.deliveriesPerSec * (usedSingle.wallMs / 1000));
   const load = loadavg()[0]!;
   const edgeLag = summarize(edgeLags);
+  const publishLag = summarize(hostRecording.publishLags);
+  const readLag = summarize(readLags);
+  const [subA, subB] = loaded.latencies;
+  const stage = (s: ReturnType<typeof summarize>): string => `${ms(s.p50)} / ${ms(s.p99)} ms`;
   const rows: Row[] = [
     { metric: 'fleet: machine load average (1 min) during the run', value: load.toFixed(1), samples: '1 reading' },
     { metric: 'fleet: VMs / simulated hosts / edges / subscribers per edge', value: `${count(vms.length)} / ${hostCount} / 2 / ${count(subscribersPerEdge)}`, samples: '1 reading' },
@@ -248,7 +264,12 @@ export const fleet: Scenario = async (context) => {
     { metric: 'fleet: deliveries/s (both edges)', value: count(loaded.deliveriesPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: latency host receive -> subscriber p50', value: `${ms(loaded.latency.p50)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 5 ms at 2,000/s', met: loaded.latency.p50 <= 5 && transitionsPerSec >= RATE * 0.95 },
     { metric: 'fleet: latency host receive -> subscriber p99', value: `${ms(loaded.latency.p99)} ms`, samples: `${count(loaded.latency.count)} latency samples in ${seconds} s`, goal: '<= 25 ms at 2,000/s', met: loaded.latency.p99 <= 25 && transitionsPerSec >= RATE * 0.95 },
-    { metric: 'fleet: latency host receive -> edge A fan-out done p50 / p99', value: `${ms(edgeLag.p50)} / ${ms(edgeLag.p99)} ms`, samples: `${count(edgeLag.count)} events in ${seconds} s` },
+    // Each stage from the same instant (host receive), so the rows add up the way an event travels.
+    { metric: 'fleet: stage host receive -> XADD acked by Redis (hosts) p50 / p99', value: stage(publishLag), samples: `${count(publishLag.count)} events in ${seconds} s` },
+    { metric: 'fleet: stage host receive -> edge A read the notice p50 / p99', value: stage(readLag), samples: `${count(readLag.count)} events in ${seconds} s` },
+    { metric: 'fleet: stage host receive -> edge A fan-out done p50 / p99', value: stage(edgeLag), samples: `${count(edgeLag.count)} events in ${seconds} s` },
+    { metric: 'fleet: stage host receive -> subscriber of edge A / of edge B p50 / p99', value: `${stage(subA!)} / ${stage(subB!)}`, samples: `${count(subA!.count)} / ${count(subB!.count)} latency samples in ${seconds} s` },
+    { metric: 'fleet: event-loop stalls p99 / max: hosts / edge A / subscribers A / subscribers B', value: `${stallText(hostRecording.stalls)} / ${stallText(stallsA)} / ${stallText(loaded.stalls[0])} / ${stallText(loaded.stalls[1])} ms`, samples: `1 window of ${seconds} s each` },
     { metric: 'fleet: Redis CPU (share of one core)', value: percent(redisMs / loaded.wallMs), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: Redis commands/s (loaded)', value: count(cmdPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}`, samples: `1 window of ${seconds} s` },
@@ -261,6 +282,6 @@ export const fleet: Scenario = async (context) => {
   return {
     name: 'fleet',
     rows,
-    raw: { load, transitionsPerSec, loaded, edgeLag, behindA, hostStats, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
+    raw: { load, transitionsPerSec, loaded, edgeLag, publishLag, readLag, stalls: { hosts: hostRecording.stalls, edgeA: stallsA }, behindA, hostStats, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
   };
 };

@@ -163,6 +163,8 @@ export class EdgeFeed implements StreamFeed {
       if (!f) return;
       const [, vmName = '', epoch = '', offset = '', kind = '', q = '', body = ''] = f;
       this.counters.notices++;
+      const readLag = this.store.stats.onReadLag;
+      if (readLag && q !== '') readLag((performance.timeOrigin + performance.now() - Number(q)) / 1000);
       this.onNotice({ vm: vmName, epoch, offset: Number(offset), kind: kind as WireKind, q, body });
     } else if (type === 'r') {
       if (this.states.has(vm)) void this.catchUp(vm);

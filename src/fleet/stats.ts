@@ -22,6 +22,8 @@ export class FleetStats {
   onRedisLatency: ((op: RedisOp, seconds: number) => void) | undefined;
   /** From the local append to Redis's acknowledgement of the event (host). */
   onPublishLag: ((seconds: number) => void) | undefined;
+  /** From the host's QMP receive to this edge reading the event's notice (edge; clocks of one machine or synced hosts). */
+  onReadLag: ((seconds: number) => void) | undefined;
 
   /** Time one Redis round trip (failures too: a slow failure is worth seeing). */
   async timed<T>(op: RedisOp, call: Promise<T>): Promise<T> {
