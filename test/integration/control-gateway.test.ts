@@ -2,15 +2,14 @@
  * Job control through a real gateway (ws on 127.0.0.1:0 and the HTTP mirror), with tokens: the
  * controller is the gateway's commandHandler; the job source and its monitor are in memory.
  */
-import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { makeJobController, type JobController } from '../../src/gateway/control/index.js';
 import { clientSubprotocols } from '../../src/protocol/codes.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 import { LogRecorder } from '../utils/log-recorder.js';
 import { waitUntil } from '../utils/job-scenarios.js';
 import { Leftovers } from '../utils/gateway-support.js';
+import { testTokens } from '../utils/tokens.js';
 
 const leftovers = new Leftovers();
 let controller: JobController | undefined;
@@ -19,13 +18,7 @@ afterEach(async () => {
   await leftovers.dispose();
 });
 
-const sha = (token: string) => createHash('sha256').update(token).digest('hex');
-const tokens = TokenAuthenticator.fromJson({
-  tokens: [
-    { name: 'ops', sha256: sha('ops-secret'), scopes: ['read', 'control'] },
-    { name: 'dash', sha256: sha('dash-secret'), scopes: ['read'] },
-  ],
-});
+const tokens = testTokens({ name: 'ops', scopes: ['read', 'control'] }, { name: 'dash', scopes: ['read'] });
 
 async function start() {
   const source = new FakeJobSource();

@@ -2,24 +2,18 @@
  * Authentication at the upgrade (401 before any WebSocket), scopes and per-VM allowlists,
  * Origin allowlist, connections per token, and the loopback-only rule without tokens.
  */
-import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
 import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { clientSubprotocols, SUBPROTOCOL } from '../../src/protocol/codes.js';
 import { startGateway } from '../../src/gateway/server.js';
 import { Leftovers, TestClient } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
+import { bearer, sha256Hex, testTokens } from '../utils/tokens.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());
 
-const sha = (token: string) => createHash('sha256').update(token).digest('hex');
-const tokens = TokenAuthenticator.fromJson({
-  tokens: [
-    { name: 'ops', sha256: sha('ops-secret'), scopes: ['read', 'control'] },
-    { name: 'dash', sha256: sha('dash-secret'), scopes: ['read'], vms: ['vm1'] },
-  ],
-});
+const tokens = testTokens({ name: 'ops', scopes: ['read', 'control'] }, { name: 'dash', scopes: ['read'], vms: ['vm1'] });
 
 async function gatewayWithTokens(extra: Parameters<Leftovers['gateway']>[0] extends infer O ? Partial<O> : never = {}) {
   const source = new FakeJobSource(['vm1', 'vm2']);
@@ -54,7 +48,7 @@ describe('gateway auth', () => {
 
   it('accepts a header token and a browser subprotocol token, and never echoes the token', async () => {
     const { gateway } = await gatewayWithTokens();
-    const byHeader = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer ops-secret' } });
+    const byHeader = await leftovers.client(gateway.wsUrl, bearer('ops-secret'));
     expect((await byHeader.next()).scopes).toEqual(['read', 'control']);
     const byProtocol = await leftovers.client(gateway.wsUrl, { protocols: clientSubprotocols('ops-secret') });
     expect(byProtocol.ws.protocol).toBe(SUBPROTOCOL);
@@ -65,7 +59,7 @@ describe('gateway auth', () => {
 
   it('limits a read token to its VMs: welcome, snapshot, subscribe and /v1/jobs', async () => {
     const { source, gateway } = await gatewayWithTokens();
-    const client = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer dash-secret' } });
+    const client = await leftovers.client(gateway.wsUrl, bearer('dash-secret'));
     const welcome = await client.next();
     expect(welcome.vms.map((v: { vm: string }) => v.vm)).toEqual(['vm1']);
     expect(welcome.scopes).toEqual(['read']);
@@ -82,7 +76,7 @@ describe('gateway auth', () => {
     await client.next((m) => m.type === 'event');
     expect(client.ofType('event').map((m) => m.vm)).toEqual(['vm1']);
 
-    const jobs = (await (await fetch(`${gateway.url}/v1/jobs`, { headers: { Authorization: 'Bearer dash-secret' } })).json()) as { vms: { vm: string }[] };
+    const jobs = (await (await fetch(`${gateway.url}/v1/jobs`, bearer('dash-secret'))).json()) as { vms: { vm: string }[] };
     expect(jobs.vms.map((v) => v.vm)).toEqual(['vm1']);
     expect(client.invalid).toEqual([]);
   });
@@ -97,7 +91,7 @@ describe('gateway auth', () => {
           : { type: 'result', id: message.id, ok: false, error: { code: 'forbidden', message: 'read-only token' } };
       },
     });
-    const reader = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer dash-secret' } });
+    const reader = await leftovers.client(gateway.wsUrl, bearer('dash-secret'));
     reader.send({ type: 'command', id: 'c1', vm: 'vm1', job: 'j1', action: 'complete' });
     expect(await reader.next((m) => m.type === 'result')).toMatchObject({ id: 'c1', ok: false, error: { code: 'forbidden' } });
     expect(seen).toEqual(['dash:read']);
@@ -125,7 +119,7 @@ describe('gateway auth', () => {
     await expect.poll(() => gateway.core.connectionsOf('ops'), { timeout: 10_000 }).toBe(1);
     await (await leftovers.client(gateway.wsUrl, { headers: auth })).next((m) => m.type === 'welcome');
     // Another token is not affected.
-    const other = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer dash-secret' } });
+    const other = await leftovers.client(gateway.wsUrl, bearer('dash-secret'));
     await other.next((m) => m.type === 'welcome');
   });
 
@@ -142,7 +136,7 @@ describe('gateway auth', () => {
 describe('TokenAuthenticator', () => {
   it('rejects malformed token files with the failing path', () => {
     expect(() => TokenAuthenticator.fromJson({ tokens: [{ name: 'a', sha256: 'zz', scopes: ['read'] }] }, 't.json')).toThrow(/t\.json: \/tokens\/0\/sha256/);
-    expect(() => TokenAuthenticator.fromJson({ tokens: [{ name: 'a', sha256: sha('x'), scopes: ['admin'] }] })).toThrow(/\/tokens\/0\/scopes/);
+    expect(() => TokenAuthenticator.fromJson({ tokens: [{ name: 'a', sha256: sha256Hex('x'), scopes: ['admin'] }] })).toThrow(/\/tokens\/0\/scopes/);
     expect(() => TokenAuthenticator.fromJson({})).toThrow(/\/tokens/);
   });
 });

@@ -3,24 +3,16 @@
  * the schema's bound and always says how many there are; `GET /v1/jobs?limit=&after=` pages through
  * them in name order. Real `ws` and HTTP on loopback; every message is checked against its schema.
  */
-import { createHash } from 'node:crypto';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { jobsPageLimit, welcomeVmLimit } from '../../src/protocol/messages.js';
 import { Leftovers } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
+import { bearer, testTokens } from '../utils/tokens.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());
 
-const sha = (token: string) => createHash('sha256').update(token).digest('hex');
-const tokens = TokenAuthenticator.fromJson({
-  tokens: [
-    { name: 'ops', sha256: sha('ops-secret'), scopes: ['read', 'control'] },
-    { name: 'two', sha256: sha('two-secret'), scopes: ['read'], vms: ['vm7', 'vm1000'] },
-  ],
-});
-const auth = (token: string) => ({ headers: { Authorization: `Bearer ${token}` } });
+const tokens = testTokens({ name: 'ops', scopes: ['read', 'control'] }, { name: 'two', scopes: ['read'], vms: ['vm7', 'vm1000'] });
 
 async function fleetGateway(count: number) {
   const names = Array.from({ length: count }, (_, i) => `vm${i}`);
@@ -36,12 +28,12 @@ describe('welcome and GET /v1/jobs with more VMs than a welcome lists', () => {
     expect(limit).toBe(1000);
     const { gateway } = await fleetGateway(limit + 1);
 
-    const ops = await leftovers.client(gateway.wsUrl, auth('ops-secret'));
+    const ops = await leftovers.client(gateway.wsUrl, bearer('ops-secret'));
     const big = await ops.next((m) => m.type === 'welcome');
     expect(big).toMatchObject({ vms: [], vmCount: limit + 1 });
     expect(JSON.stringify(big).length).toBeLessThan(200);
 
-    const two = await leftovers.client(gateway.wsUrl, auth('two-secret'));
+    const two = await leftovers.client(gateway.wsUrl, bearer('two-secret'));
     const small = await two.next((m) => m.type === 'welcome');
     expect(small.vmCount).toBe(2);
     expect(small.vms.map((v: { vm: string }) => v.vm).sort()).toEqual(['vm1000', 'vm7']);
@@ -52,7 +44,7 @@ describe('welcome and GET /v1/jobs with more VMs than a welcome lists', () => {
   it('pages through every VM in name order with limit/after and next, and refuses a malformed page', async () => {
     const { names, gateway } = await fleetGateway(1001);
     const get = async (query: string, token = 'ops-secret') => {
-      const res = await fetch(`${gateway.url}/v1/jobs${query}`, auth(token));
+      const res = await fetch(`${gateway.url}/v1/jobs${query}`, bearer(token));
       return { status: res.status, body: (await res.json()) as { vms: { vm: string; offset: number; jobs: unknown[] }[]; next?: string; error?: string } };
     };
 

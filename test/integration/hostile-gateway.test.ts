@@ -4,21 +4,20 @@
  * tokenless loopback gateway, a control-only token, VM names that are Object.prototype keys, a
  * malformed percent-escape in a command URL, and the HTTP command in-flight limit.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import type { Logger } from '../../src/log.js';
 import { Leftovers, TestClient } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 import { waitFor } from '../utils/wait-for.js';
+import { bearer, testTokens } from '../utils/tokens.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());
 
-const sha = (token: string) => createHash('sha256').update(token).digest('hex');
 const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 
@@ -61,7 +60,7 @@ function recordingLogger(): Logger & { errors: unknown[] } {
 describe('refused upgrades with trailing bytes (defect 1)', () => {
   it('keeps descriptors flat and lets the gateway close, for 401, 403 and 404', async () => {
     const source = new FakeJobSource(['vm1']);
-    const tokens = TokenAuthenticator.fromJson({ tokens: [{ name: 'ops', sha256: sha('ops-secret'), scopes: ['read', 'control'] }] });
+    const tokens = testTokens({ name: 'ops', scopes: ['read', 'control'] });
     const gateway = await leftovers.gateway({ source, tokens, allowedOrigins: ['http://ok.example'] });
     const baseline = openFds();
     const kinds: [string, Record<string, string>, number][] = [
@@ -132,7 +131,7 @@ describe('DNS rebinding on a tokenless loopback gateway (defect 3)', () => {
 
   it('leaves a gateway with tokens to its tokens', async () => {
     const source = new FakeJobSource(['vm1']);
-    const tokens = TokenAuthenticator.fromJson({ tokens: [{ name: 'ops', sha256: sha('ops-secret'), scopes: ['read'] }] });
+    const tokens = testTokens({ name: 'ops', scopes: ['read'] });
     const gateway = await leftovers.gateway({ source, tokens });
     const res = await httpRequest(gateway.port, 'GET', '/v1/jobs', { Host: 'gateway.example.org', Authorization: 'Bearer ops-secret' });
     expect(res.status).toBe(200);
@@ -143,24 +142,19 @@ describe('a control-only token (defect 4: control does not imply read)', () => {
   it('can command the VMs it may control, but not read snapshots or subscribe', async () => {
     const source = new FakeJobSource(['vm1']);
     source.transition('vm1', 'j1', 'running');
-    const tokens = TokenAuthenticator.fromJson({
-      tokens: [
-        { name: 'pivot', sha256: sha('pivot-secret'), scopes: ['control'] },
-        { name: 'both', sha256: sha('both-secret'), scopes: ['read', 'control'] },
-      ],
-    });
+    const tokens = testTokens({ name: 'pivot', scopes: ['control'] }, { name: 'both', scopes: ['read', 'control'] });
     const gateway = await leftovers.gateway({
       source,
       tokens,
       commandHandler: async (message) => ({ type: 'result', id: message.id, ok: true, job: source.job('vm1', 'j1')! }),
     });
-    const jobs = await fetch(`${gateway.url}/v1/jobs`, { headers: { Authorization: 'Bearer pivot-secret' } });
+    const jobs = await fetch(`${gateway.url}/v1/jobs`, bearer('pivot-secret'));
     expect(jobs.status).toBe(403);
     expect(((await jobs.json()) as { error: string }).error).toMatch(/read scope/);
-    const both = await fetch(`${gateway.url}/v1/jobs`, { headers: { Authorization: 'Bearer both-secret' } });
+    const both = await fetch(`${gateway.url}/v1/jobs`, bearer('both-secret'));
     expect(both.status).toBe(200);
 
-    const client = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer pivot-secret' } });
+    const client = await leftovers.client(gateway.wsUrl, bearer('pivot-secret'));
     const welcome = await client.next();
     expect(welcome).toMatchObject({ type: 'welcome', scopes: ['control'], vms: [] });
     client.send({ type: 'subscribe', id: 's1', sub: 'all' });

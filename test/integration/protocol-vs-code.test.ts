@@ -4,25 +4,19 @@
  * 4429), `synced` carries the VM's status, and the HTTP command mirror bounds the commands a token
  * has in flight (it accepted any number).
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { nodeWebSocket } from '../../src/client/node.js';
 import type { CommandMessage, ResultMessage } from '../../src/generated/schema-types.js';
 import { Leftovers } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
+import { bearer, testTokens } from '../utils/tokens.js';
 
 const leftovers = new Leftovers();
 afterEach(() => leftovers.dispose());
 
-const sha = (token: string) => createHash('sha256').update(token).digest('hex');
-const tokens = TokenAuthenticator.fromJson({
-  tokens: [
-    { name: 'ops', sha256: sha('ops-secret'), scopes: ['read', 'control'] },
-    { name: 'other', sha256: sha('other-secret'), scopes: ['read', 'control'] },
-  ],
-});
+const tokens = testTokens({ name: 'ops', scopes: ['read', 'control'] }, { name: 'other', scopes: ['read', 'control'] });
 
 /** The raw answer to an upgrade request: status line and headers, up to the blank line. */
 function rawUpgradeHead(port: number, token: string): Promise<string> {
@@ -59,7 +53,7 @@ function rawUpgradeHead(port: number, token: string): Promise<string> {
 describe('the per-token connection limit is refused at the upgrade', () => {
   it('answers HTTP 429 with Retry-After and opens no WebSocket; the client library backs off as after 4429', async () => {
     const gateway = await leftovers.gateway({ source: new FakeJobSource(['vm1']), tokens, maxConnectionsPerToken: 1 });
-    const first = await leftovers.client(gateway.wsUrl, { headers: { Authorization: 'Bearer ops-secret' } });
+    const first = await leftovers.client(gateway.wsUrl, bearer('ops-secret'));
     await first.next((m) => m.type === 'welcome');
 
     const head = await rawUpgradeHead(gateway.port, 'ops-secret');

@@ -3,7 +3,6 @@
  * qemu-storage-daemon, and `wait`, `watch` and `complete` talking to it over WebSocket.
  */
 import { writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { startMirror } from '../../src/lab/jobs.js';
@@ -11,6 +10,7 @@ import { describeBuilt, runCli } from '../utils/built-cli.js';
 import { serveCli as serve } from '../utils/cli-gateway.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, makeTestDir, startQsd } from '../utils/qsd.js';
+import { tokensFile as tokensJson } from '../utils/tokens.js';
 
 const MiB = 1024 * 1024;
 
@@ -72,8 +72,7 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       const qsd = await startQsd();
       const dir = makeTestDir();
       const tokensFile = join(dir, 'tokens.json');
-      const sha256 = (t: string) => createHash('sha256').update(t).digest('hex');
-      writeFileSync(tokensFile, JSON.stringify({ tokens: [{ name: 'ops', sha256: sha256('s3cret-token'), scopes: ['read', 'control'] }] }));
+      writeFileSync(tokensFile, JSON.stringify(tokensJson([{ name: 'ops', secret: 's3cret-token', scopes: ['read', 'control'] }])));
       const first = await serve(qsd, ['--listen', '127.0.0.1:0', '--tokens', tokensFile]);
       await startMirror(qsd, qsd, { jobId: 'r0', dataMiB: 16, speed: 8 * MiB });
 

@@ -3,7 +3,7 @@
  * order, and the snapshot/tail cut holds for subscriptions added mid-fan-out and for a history
  * that answers asynchronously (the shape a Redis Streams history will have).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ANONYMOUS } from '../../../src/gateway/auth.js';
 import { GatewayCore, type ConnectionHooks, type GatewaySocket } from '../../../src/gateway/core.js';
 import { MemoryStreamHistory } from '../../../src/gateway/history/memory.js';
@@ -12,6 +12,7 @@ import type { FeedSink, ProgressEvent, StreamEvent, StreamFeed } from '../../../
 import { StreamHub } from '../../../src/gateway/stream/hub.js';
 import type { VmSnapshot } from '../../../src/jobs/types.js';
 import { assertChain, type Msg } from '../../utils/gateway-support.js';
+import { useCores } from '../../utils/core-harness.js';
 import { FakeJobSource } from '../../utils/fake-source.js';
 
 class MemorySocket implements GatewaySocket {
@@ -29,20 +30,7 @@ class MemorySocket implements GatewaySocket {
   }
 }
 
-const cores: GatewayCore[] = [];
-afterEach(() => {
-  for (const core of cores.splice(0)) {
-    core.drain();
-    core.stop();
-  }
-});
-
-async function makeCore(source: FakeJobSource, options: Partial<ConstructorParameters<typeof GatewayCore>[0]> = {}) {
-  const core = new GatewayCore({ source, ...options });
-  cores.push(core);
-  await core.start();
-  return core;
-}
+const makeCore = useCores();
 
 function connect(core: GatewayCore): { socket: MemorySocket; hooks: ConnectionHooks; subscribe(body: Msg): void } {
   const socket = new MemorySocket();
@@ -53,7 +41,7 @@ function connect(core: GatewayCore): { socket: MemorySocket; hooks: ConnectionHo
 describe('GatewayCore fan-out', () => {
   it('yields between chunks, keeps order, and never double-sends to a subscriber added mid-fan-out', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { fanoutChunk: 100 });
+    const core = await makeCore({ source, fanoutChunk: 100 });
     const clients = Array.from({ length: 1000 }, () => connect(core));
     for (const c of clients) c.subscribe({ sub: 'a' });
 
@@ -93,7 +81,7 @@ describe('GatewayCore fan-out', () => {
       drop: (vm) => memory.drop(vm),
     };
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { history: slow });
+    const core = await makeCore({ source, history: slow });
     source.transition('vm1', 'j0', 'running'); // 1
     source.transition('vm1', 'j0', 'paused'); // 2
     const { epoch } = memory.open('vm1');
@@ -119,9 +107,7 @@ describe('GatewayCore fan-out', () => {
     const replica = new ReplicaFeed(source, hostHistory);
     const host = new StreamHub(source, hostHistory);
     await host.start(replica);
-    const core = new GatewayCore({ feed: replica });
-    cores.push(core);
-    await core.start();
+    const core = await makeCore({ feed: replica });
 
     source.transition('vm1', 'j0', 'running'); // 1
     source.transition('vm1', 'j0', 'paused'); // 2
@@ -150,9 +136,7 @@ describe('GatewayCore fan-out', () => {
     const hostHistory = new MemoryStreamHistory<StreamEvent>();
     const replica = new ReplicaFeed(source, hostHistory);
     await new StreamHub(source, hostHistory).start(replica);
-    const core = new GatewayCore({ feed: replica, fanoutChunk: 10, fanoutSliceMs: 60_000 });
-    cores.push(core);
-    await core.start();
+    const core = await makeCore({ feed: replica, fanoutChunk: 10, fanoutSliceMs: 60_000 });
     const followers = Array.from({ length: 50 }, () => connect(core));
     for (const f of followers) f.subscribe({ sub: 'a' });
 

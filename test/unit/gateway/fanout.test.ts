@@ -5,11 +5,12 @@
  * `prev` chains, nothing lost, slow consumers closed with 4508.
  */
 import { performance } from 'node:perf_hooks';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ANONYMOUS, type Principal } from '../../../src/gateway/auth.js';
 import { GatewayCore, type ConnectionHooks, type GatewaySocket } from '../../../src/gateway/core.js';
 import { CloseCode } from '../../../src/protocol/codes.js';
 import { assertChain, type Msg } from '../../utils/gateway-support.js';
+import { useCores } from '../../utils/core-harness.js';
 import { FakeJobSource } from '../../utils/fake-source.js';
 
 /** A socket that records each write: a frame sent uncorked is a write of one, corked frames leave together at the last uncork. */
@@ -47,20 +48,7 @@ class CorkSocket implements GatewaySocket {
   }
 }
 
-const cores: GatewayCore[] = [];
-afterEach(() => {
-  for (const core of cores.splice(0)) {
-    core.drain();
-    core.stop();
-  }
-});
-
-async function makeCore(source: FakeJobSource, options: Partial<ConstructorParameters<typeof GatewayCore>[0]> = {}) {
-  const core = new GatewayCore({ source, ...options });
-  cores.push(core);
-  await core.start();
-  return core;
-}
+const makeCore = useCores();
 
 function connect(core: GatewayCore, body: Msg, principal: Principal = ANONYMOUS): { socket: CorkSocket; hooks: ConnectionHooks } {
   const socket = new CorkSocket();
@@ -72,7 +60,7 @@ function connect(core: GatewayCore, body: Msg, principal: Principal = ANONYMOUS)
 describe('fan-out batching', () => {
   it('sends events queued together to each connection in one corked write, in order, with intact prev chains', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { fanoutChunk: 100, fanoutSliceMs: 60_000 });
+    const core = await makeCore({ source, fanoutChunk: 100, fanoutSliceMs: 60_000 });
     const clients = Array.from({ length: 300 }, () => connect(core, { sub: 'a' }));
     const before = clients.map((c) => c.socket.writes.length);
 
@@ -91,7 +79,7 @@ describe('fan-out batching', () => {
 
   it('yields to the event loop after the slice time even short of the chunk, and loses nothing', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { fanoutChunk: 1000, fanoutSliceMs: 5 });
+    const core = await makeCore({ source, fanoutChunk: 1000, fanoutSliceMs: 5 });
     const clients = Array.from({ length: 40 }, () => connect(core, { sub: 'a' }));
     for (const c of clients) c.socket.spinMs = 2; // each delivery costs 2 ms of CPU
 
@@ -111,7 +99,7 @@ describe('fan-out batching', () => {
 
   it('hands a connection at most 64 queued items per write, all of them in order', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { fanoutChunk: 1, fanoutSliceMs: 60_000 });
+    const core = await makeCore({ source, fanoutChunk: 1, fanoutSliceMs: 60_000 });
     const { socket } = connect(core, { sub: 'a' });
     const before = socket.writes.length;
     for (let i = 0; i < 101; i++) source.transition('vm1', 'j0', i % 2 ? 'paused' : 'running');
@@ -124,7 +112,7 @@ describe('fan-out batching', () => {
 
   it('encodes a frame once per group of identical bytes and counts bytes from it', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source);
+    const core = await makeCore({ source });
     const same = [connect(core, { sub: 'a' }), connect(core, { sub: 'a' }), connect(core, { sub: 'a' })];
     const otherName = connect(core, { sub: 'b' });
     const onlyJ0 = connect(core, { sub: 'a', filter: { jobs: ['j0'] } });
@@ -165,7 +153,7 @@ describe('fan-out batching', () => {
 
   it('still closes a slow consumer with 4508 in the middle of a corked batch, and leaves it uncorked', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore(source, { backpressure: { softBytes: 1000, hardBytes: 2000 } });
+    const core = await makeCore({ source, backpressure: { softBytes: 1000, hardBytes: 2000 } });
     const slow = connect(core, { sub: 'a' });
     const fast = connect(core, { sub: 'a' });
     slow.socket.grow = 900; // every frame adds 900 unread bytes
@@ -185,7 +173,7 @@ describe('fan-out by VM (issue 12: a fleet edge with thousands of narrow subscri
     const vms = Array.from({ length: 1000 }, (_, i) => `vm${i}`);
     const source = new FakeJobSource(vms);
     // A slice of 10 visits: visiting all 1,000 subscriptions would take 100 slices, each after a setImmediate.
-    const core = await makeCore(source, { fanoutChunk: 10 });
+    const core = await makeCore({ source, fanoutChunk: 10 });
     const clients = vms.map((vm) => connect(core, { sub: 's', filter: { vms: [vm] } }));
     source.transition('vm999', 'j0', 'running');
     // Synchronously: the one follower was the pass's first (and only) visit.
@@ -195,7 +183,7 @@ describe('fan-out by VM (issue 12: a fleet edge with thousands of narrow subscri
 
   it('keeps order, prev chains and exactly-once across filtered, token-limited and unscoped subscriptions in mixed passes', async () => {
     const source = new FakeJobSource(['vm1', 'vm2', 'vm3']);
-    const core = await makeCore(source, { fanoutChunk: 3 });
+    const core = await makeCore({ source, fanoutChunk: 3 });
     const limited: Principal = { name: 'limited', scopes: new Set(['read']), vms: new Set(['vm2', 'vm3']) };
     const both = connect(core, { sub: 'a', filter: { vms: ['vm1', 'vm2'] } });
     const tokenOnly = connect(core, { sub: 'a' }, limited);
