@@ -42,7 +42,7 @@ export interface ScenarioResult {
 export type Scenario = (context: ScenarioContext) => Promise<ScenarioResult>;
 
 /** Forks a load generator of bench/load/ and registers its shutdown. */
-export function forkLoad(context: ScenarioContext, module: 'subscribers' | 'simulator' | 'qemu-lab'): RpcChild {
+export function forkLoad(context: ScenarioContext, module: 'subscribers' | 'simulator' | 'qemu-lab' | 'bare-burst'): RpcChild {
   const child = new RpcChild(new URL(`../load/${module}.js`, import.meta.url));
   context.resources.defer(`${module} process`, () => child.close());
   return child;

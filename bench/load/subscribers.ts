@@ -2,12 +2,15 @@
  * Load generator (forked): N WebSocket subscribers on 127.0.0.1, kept in a separate process so the
  * gateway's CPU is measured alone. Speaks the v1 protocol (welcome, subscribe, synced) or, against
  * the bare `ws` baseline, just receives. Frames are counted without parsing; every
- * `sampleEvery`-th delivery is parsed and stamped with its receive time for latency.
+ * `sampleEvery`-th delivery is parsed and stamped with its receive time for latency. `lean`
+ * subscribers (lean-ws.ts) read raw frames and stamp them when their bytes arrive; the burst uses
+ * them for the gateway and the bare baseline alike.
  */
 import WebSocket from 'ws';
 import { serveRpc } from '../lib/rpc.js';
 import { wallNow } from '../lib/stats.js';
 import { transitionKey } from '../lib/transition-key.js';
+import { LeanWebSocket } from './lean-ws.js';
 
 const CONNECT_BATCH = 200;
 const MAX_SAMPLES = 200_000;
@@ -21,6 +24,8 @@ export interface ConnectArgs {
   mode: 'gateway' | 'bare';
   /** The subscribe message's filter (gateway mode). */
   filter?: Record<string, unknown>;
+  /** Raw-frame subscribers (lean-ws.ts) instead of `ws` clients. */
+  lean?: boolean;
 }
 
 /** A delivery sample: the receive time and, for gateway frames, what identifies the transition. */
@@ -32,7 +37,10 @@ export interface DeliverySample {
 }
 
 interface Subscriber {
-  socket: WebSocket;
+  readonly isOpen: () => boolean;
+  readonly terminate: () => void;
+  /** Resolves once the socket is closed. */
+  closed: Promise<void>;
   /** Resolves once the subscription is synced (gateway) or the socket is open (bare). */
   ready: Promise<void>;
   /** Receive time of the first frame containing every `watch` string, since the last watch. */
@@ -44,15 +52,36 @@ let recording = false;
 let deliveries = 0;
 let sampleEvery = 16;
 let samples: DeliverySample[] = [];
-let watch: string[] | undefined;
+let watch: Buffer[] | undefined;
+/** The watched burst: subscribers that saw it, this process's CPU when the last one did, and one frame's text. */
+let watchedCount = 0;
+let watchCpuAt: NodeJS.CpuUsage | undefined;
+let watchCpuMs: number | undefined;
+let watchedFrame: string | undefined;
+let onAllWatched: (() => void) | undefined;
 let closes = 0;
 
-function onFrame(subscriber: Subscriber, data: WebSocket.RawData, mode: ConnectArgs['mode']): void {
-  if (!recording && !watch) return;
-  const recv = wallNow();
-  const text = data.toString();
-  if (watch && subscriber.watched === undefined && watch.every((part) => text.includes(part))) subscriber.watched = recv;
+function hasWatched(bytes: Buffer, start: number, end: number, parts: readonly Buffer[]): boolean {
+  for (const part of parts) {
+    const at = bytes.indexOf(part, start);
+    if (at < 0 || at + part.length > end) return false;
+  }
+  return true;
+}
+
+/** A frame received live; `bytes[start, end)` is its payload (valid during the call only). */
+function onFrame(subscriber: Subscriber, bytes: Buffer, start: number, end: number, recv: number, mode: ConnectArgs['mode']): void {
+  if (watch && subscriber.watched === undefined && hasWatched(bytes, start, end, watch)) {
+    subscriber.watched = recv;
+    watchedFrame ??= bytes.toString('utf8', start, end);
+    if (++watchedCount === subscribers.length) {
+      const used = process.cpuUsage(watchCpuAt);
+      watchCpuMs = (used.user + used.system) / 1000;
+      onAllWatched?.();
+    }
+  }
   if (!recording) return;
+  const text = bytes.toString('utf8', start, end);
   if (mode === 'gateway' && !text.startsWith('{"type":"event"')) return;
   deliveries++;
   if (deliveries % sampleEvery !== 0 || samples.length >= MAX_SAMPLES) return;
@@ -61,34 +90,60 @@ function onFrame(subscriber: Subscriber, data: WebSocket.RawData, mode: ConnectA
   else samples.push({ recv, key: transitionKey(message.vm, message.job) });
 }
 
+/**
+ * The v1 client side up to synced (gateway mode): the messages before it are parsed, the live ones
+ * go to onFrame. Returns the handler of one text message, and `ready` settles with the sync.
+ */
+function v1Client(args: ConnectArgs, send: (text: string) => void, live: (bytes: Buffer, start: number, end: number, recv: number) => void) {
+  let streams = -1;
+  let synced = 0;
+  let settle: { resolve: () => void; reject: (error: Error) => void } | undefined;
+  const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+  const text = (bytes: Buffer, start: number, end: number, recv: number): void => {
+    if (args.mode === 'bare' || (streams >= 0 && synced >= streams)) return live(bytes, start, end, recv);
+    const message = JSON.parse(bytes.toString('utf8', start, end));
+    if (message.type === 'welcome') {
+      send(JSON.stringify({ type: 'subscribe', id: '1', sub: 's', progress: { intervalMs: 0 }, ...(args.filter ? { filter: args.filter } : {}) }));
+    } else if (message.type === 'subscribed') {
+      streams = Object.keys(message.streams).length;
+      if (streams === 0) settle!.resolve();
+    } else if (message.type === 'synced') {
+      if (++synced >= streams) settle!.resolve();
+    } else if (message.type === 'error') {
+      settle!.reject(new Error(`subscribe refused: ${message.code} ${message.message}`));
+    }
+  };
+  return { text, ready, fail: (error: Error) => settle!.reject(error), opened: () => args.mode === 'bare' && settle!.resolve() };
+}
+
 function openSubscriber(args: ConnectArgs, index: number): Subscriber {
-  const socket = new WebSocket(args.url, { perMessageDeflate: false });
-  const subscriber = { socket } as Subscriber;
-  subscriber.ready = new Promise<void>((resolve, reject) => {
-    let streams = -1;
-    let synced = 0;
-    socket.once('error', reject);
-    socket.once('close', (code) => {
-      closes++;
-      reject(new Error(`subscriber ${index} closed with ${code} before it was ready`));
-    });
-    if (args.mode === 'bare') socket.once('open', () => resolve());
+  let markClosed!: () => void;
+  const subscriber = { closed: new Promise<void>((resolve) => (markClosed = resolve)) } as Subscriber;
+  const live = (bytes: Buffer, start: number, end: number, recv: number) => onFrame(subscriber, bytes, start, end, recv, args.mode);
+  const onClose = (code: number): void => {
+    closes++;
+    client.fail(new Error(`subscriber ${index} closed with ${code} before it was ready`));
+    markClosed();
+  };
+  let client: ReturnType<typeof v1Client>;
+  if (args.lean) {
+    const socket: LeanWebSocket = new LeanWebSocket(args.url, { opened: () => client.opened(), text: (...a) => client.text(...a), closed: onClose });
+    client = v1Client(args, (text) => socket.sendText(text), live);
+    Object.assign(subscriber, { isOpen: () => socket.open, terminate: () => socket.terminate() });
+  } else {
+    const socket = new WebSocket(args.url, { perMessageDeflate: false });
+    client = v1Client(args, (text) => socket.send(text), live);
+    socket.once('error', (error) => client.fail(error));
+    socket.once('close', onClose);
+    socket.once('open', () => client.opened());
     socket.on('message', (data) => {
-      if (streams >= 0 && synced >= streams) return onFrame(subscriber, data, args.mode);
-      if (args.mode === 'bare') return onFrame(subscriber, data, args.mode);
-      const message = JSON.parse(data.toString());
-      if (message.type === 'welcome') {
-        socket.send(JSON.stringify({ type: 'subscribe', id: '1', sub: 's', progress: { intervalMs: 0 }, ...(args.filter ? { filter: args.filter } : {}) }));
-      } else if (message.type === 'subscribed') {
-        streams = Object.keys(message.streams).length;
-        if (streams === 0) resolve();
-      } else if (message.type === 'synced') {
-        if (++synced >= streams) resolve();
-      } else if (message.type === 'error') {
-        reject(new Error(`subscribe refused: ${message.code} ${message.message}`));
-      }
+      const recv = wallNow();
+      const bytes = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      client.text(bytes, 0, bytes.length, recv);
     });
-  });
+    Object.assign(subscriber, { isOpen: () => socket.readyState === WebSocket.OPEN, terminate: () => socket.terminate() });
+  }
+  subscriber.ready = client.ready;
   subscriber.ready.catch(() => undefined);
   return subscriber;
 }
@@ -149,6 +204,11 @@ function watchReady(url: string): Promise<null> {
   });
 }
 
+function watchedResult() {
+  const times = subscribers.flatMap((s) => (s.watched === undefined ? [] : [s.watched]));
+  return { times, missing: subscribers.length - times.length, cpuMs: watchCpuMs, frame: watchedFrame };
+}
+
 serveRpc({
   connect,
   /** One subscriber to everything that records when each job's ready arrives; resolves once synced. */
@@ -168,36 +228,45 @@ serveRpc({
   },
   stopRecording() {
     recording = false;
-    const result = { deliveries, samples, closes, open: subscribers.filter((s) => s.socket.readyState === WebSocket.OPEN).length };
+    const result = { deliveries, samples, closes, open: subscribers.filter((s) => s.isOpen()).length };
     samples = [];
     return result;
   },
-  /** Start watching for frames containing every string in `parts` (one receive time per subscriber). */
+  /**
+   * Start watching for frames containing every string in `parts` (one receive time per subscriber),
+   * and this process's CPU from now until the last subscriber has it.
+   */
   watch({ parts }: { parts: string[] }) {
     for (const s of subscribers) delete s.watched;
-    watch = parts;
+    watch = parts.map((part) => Buffer.from(part));
+    watchedCount = 0;
+    watchCpuMs = undefined;
+    watchedFrame = undefined;
+    watchCpuAt = process.cpuUsage();
     return null;
   },
-  /** Receive times of the watched frame so far, and how many subscribers have not seen it yet. */
-  watched() {
-    const times = subscribers.flatMap((s) => (s.watched === undefined ? [] : [s.watched]));
-    return { times, missing: subscribers.length - times.length };
+  /** Resolves once every subscriber has the watched frame (or after `timeoutMs`), then as `watched`. */
+  async waitWatched({ timeoutMs }: { timeoutMs: number }) {
+    if (watchedCount < subscribers.length) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeoutMs);
+        onAllWatched = () => (clearTimeout(timer), resolve());
+      });
+      onAllWatched = undefined;
+    }
+    return watchedResult();
   },
+  /** Receive times of the watched frame so far, how many subscribers have not seen it yet, this process's CPU for it. */
+  watched: () => watchedResult(),
   async disconnectAll() {
-    const closing = subscribers.splice(0).map(
-      (s) => new Promise<void>((resolve) => {
-        if (s.socket.readyState === WebSocket.CLOSED) return resolve();
-        s.socket.once('close', () => resolve());
-        s.socket.terminate();
-      }),
-    );
+    const closing = subscribers.splice(0).map((s) => (s.terminate(), s.closed));
     await Promise.all(closing);
     watch = undefined;
     return null;
   },
   close() {
     readySocket?.terminate();
-    for (const s of subscribers.splice(0)) s.socket.terminate();
+    for (const s of subscribers.splice(0)) s.terminate();
     return null;
   },
 });
