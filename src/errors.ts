@@ -10,6 +10,7 @@
  *   │   ├── QmpOutcomeUnknownError  the connection dropped while a command was in flight
  *   │   ├── QmpProtocolError  the peer broke the protocol (bad JSON, oversized message, id-less error)
  *   │   ├── QmpConnectError   could not connect / negotiate (cause attached)
+ *   │   ├── QmpDisconnectedError  a negotiated session ended from the other side (EOF, transport error)
  *   │   ├── QmpMonitorBusyError  connected, but no greeting: another client holds this monitor
  *   │   ├── QmpClosedError    the client (or listener) is closed
  *   │   └── QmpTooManyPendingError  maxPendingCommands commands already await replies
@@ -39,6 +40,7 @@ export type ErrorCode =
   | 'QMP_ERR_OUTCOME_UNKNOWN'
   | 'QMP_ERR_PROTOCOL'
   | 'QMP_ERR_CONNECT'
+  | 'QMP_ERR_DISCONNECTED'
   | 'QMP_ERR_MONITOR_BUSY'
   | 'QMP_ERR_CLOSED'
   | 'QMP_ERR_TOO_MANY_PENDING'
@@ -127,6 +129,14 @@ export class QmpConnectError extends QmpError {
   override name = 'QmpConnectError';
   constructor(readonly address: string, message: string, options?: { cause?: unknown }) {
     super('QMP_ERR_CONNECT', `${address}: ${message}`, options);
+  }
+}
+
+/** A negotiated session ended from the other side: EOF (QEMU exited, the peer hung up) or a transport error. */
+export class QmpDisconnectedError extends QmpError {
+  override name = 'QmpDisconnectedError';
+  constructor(readonly address: string, message: string, options?: { cause?: unknown }) {
+    super('QMP_ERR_DISCONNECTED', `${address}: ${message}`, options);
   }
 }
 

@@ -22,6 +22,7 @@ import {
   QmpClosedError,
   QmpCommandError,
   QmpConnectError,
+  QmpDisconnectedError,
   QmpError,
   QmpMonitorBusyError,
   QmpOutcomeUnknownError,
@@ -355,7 +356,8 @@ export class QmpClient implements QmpMonitor {
   private onTransportError(connection: Connection, err: Error): void {
     if (this.connection !== connection) return;
     if (this.state === 'ready') {
-      this.lose(connection, { message: `transport error: ${err.message}`, cause: err });
+      const error = new QmpDisconnectedError(this.addressText, `transport error: ${err.message}`, { cause: err });
+      this.lose(connection, { message: error.message, problem: error, cause: err });
     } else {
       const error = new QmpConnectError(this.addressText, `${this.state === 'connecting' ? 'connect' : 'negotiation'} failed: ${err.message}`, { cause: err });
       this.lose(connection, { message: error.message, problem: error, cause: err });
@@ -367,7 +369,9 @@ export class QmpClient implements QmpMonitor {
     connection.framer.end(); // reports a message cut short by EOF (in the log), harmless otherwise
     if (this.connection !== connection) return;
     if (this.state === 'ready') {
-      this.lose(connection, { message: 'the monitor closed the connection (EOF)' });
+      // Also a clean close (QEMU exited): the VM's `disconnected` says why, with a code.
+      const error = new QmpDisconnectedError(this.addressText, 'the monitor closed the connection (EOF)');
+      this.lose(connection, { message: error.message, problem: error });
     } else {
       const phase = connection.greeting ? 'before negotiation completed' : 'before the greeting';
       const error = new QmpConnectError(this.addressText, `the monitor closed the connection ${phase}`);

@@ -85,7 +85,7 @@ export interface QmpMonitor {
   readonly events$: Observable<QmpEvent>;
   /** Commands written to QEMU so far, over all sessions (for metrics; test doubles may omit it). */
   readonly commandsSent?: number;
-  /** Non-fatal problems worth surfacing (connect failures, monitor busy, protocol errors before a reconnect). */
+  /** Non-fatal problems worth surfacing (connect failures, monitor busy, protocol errors, a session's end, before a reconnect). */
   readonly errors$: Observable<QmpError>;
   /** Run a command; rejects with QmpCommandError / QmpTimeoutError / QmpOutcomeUnknownError / StateError. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, options?: ExecuteOptions): Promise<T>;

@@ -114,7 +114,9 @@ describe('QmpClient runstate', () => {
     await waitFor(() => qmp.state === 'disconnected', 'disconnected');
     expect(states).toEqual(['idle', 'connecting', 'negotiating', 'ready', 'disconnected']);
     expect(qmp.session).toBeUndefined();
-    expect(errors).toEqual([]); // EOF in ready is news for state$, not a problem
+    // A clean close after negotiation still says why, with a code (the VM's `disconnected` reason).
+    expect(errors.map((e) => e.code)).toEqual(['QMP_ERR_DISCONNECTED']);
+    expect(errors[0]!.message).toMatch(/: the monitor closed the connection \(EOF\)$/);
   });
 
   it('goes connecting -> disconnected when nothing listens, reporting a QmpConnectError with the cause', async () => {
