@@ -20,6 +20,8 @@ const TOO_MANY_RETRY_AFTER_S = 30;
 export const DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 64;
 /** Inbound WebSocket frame limit in bytes. */
 export const DEFAULT_MAX_PAYLOAD = 65_536;
+/** Ticks per heartbeat interval; each pings its share of the sockets. */
+const HEARTBEAT_SLICES = 25;
 
 export interface WsAdapterOptions {
   core: GatewayCore;
@@ -153,18 +155,41 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
   };
   server.on('upgrade', onUpgrade);
 
+  // The heartbeat visits a slice of the sockets per tick, a round per interval: one sweep over 5,000
+  // sockets held the event loop ~90 ms (and their pongs came back together), a stall in the path of
+  // every event once an interval. Each socket is still pinged once per interval, and ended at its
+  // next turn (an interval later; never under half of one) when it did not answer.
   const heartbeatMs = options.heartbeatMs ?? 25_000;
+  const pingedAt = new WeakMap<WebSocket, number>();
+  let round: Iterator<WebSocket> | undefined;
+  let perTick = 0;
+  let ticks = 0;
   const heartbeat = setInterval(() => {
-    for (const ws of wss.clients) {
+    if (++ticks >= HEARTBEAT_SLICES && !round) {
+      ticks = 0;
+      round = wss.clients.values();
+      perTick = Math.ceil(wss.clients.size / HEARTBEAT_SLICES);
+    }
+    if (!round) return;
+    const now = performance.now();
+    for (let i = 0; i < perTick; i++) {
+      const next = round.next();
+      if (next.done) {
+        round = undefined;
+        return;
+      }
+      const ws = next.value;
       if (alive.get(ws) === false) {
+        if (now - (pingedAt.get(ws) ?? 0) < heartbeatMs / 2) continue; // its turn came early (sockets before it closed)
         log.debug({}, 'terminating a WebSocket peer that missed a heartbeat');
         ws.terminate();
         continue;
       }
       alive.set(ws, false);
+      pingedAt.set(ws, now);
       ws.ping();
     }
-  }, heartbeatMs);
+  }, Math.max(1, heartbeatMs / HEARTBEAT_SLICES));
   heartbeat.unref();
 
   return {
