@@ -14,6 +14,7 @@ import { LeanWebSocket } from './lean-ws.js';
 
 const CONNECT_BATCH = 200;
 const MAX_SAMPLES = 200_000;
+const STATE_PREFIX = Buffer.from('{"type":"state"');
 /** Connecting N subscribers may take this long: 2 min, or 20 ms each (19,800 on a loaded 2-core machine took over 2 min). */
 const connectTimeoutMs = (count: number): number => Math.max(120_000, count * 20);
 
@@ -160,27 +161,53 @@ async function connect(args: ConnectArgs): Promise<{ connected: number }> {
   return { connected: subscribers.length };
 }
 
-/** One fresh subscriber to everything: ms from subscribe to the last synced, and the states received. */
-function timeSnapshot(url: string): Promise<{ ms: number; states: number }> {
+/**
+ * One fresh subscriber to everything: ms from subscribe to the last synced, the states received, and
+ * this process's CPU for it. `lean`: a raw-frame client (lean-ws.ts) that parses only welcome,
+ * subscribed and synced and counts the states by their first bytes, as the fan-out's subscribers
+ * count frames; otherwise a `ws` client that parses every message.
+ */
+function timeSnapshot(url: string, lean: boolean): Promise<{ ms: number; states: number; cpuMs: number }> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false });
+    const cpu = process.cpuUsage();
     let sentAt = 0;
     let streams = -1;
     let synced = 0;
     let states = 0;
-    socket.once('error', reject);
-    socket.on('message', (data) => {
-      const message = JSON.parse(data.toString());
+    let send: (text: string) => void = () => undefined;
+    let close: () => void = () => undefined;
+    const text = (bytes: Buffer, start: number, end: number): void => {
+      if (bytes.compare(STATE_PREFIX, 0, STATE_PREFIX.length, start, Math.min(end, start + STATE_PREFIX.length)) === 0) {
+        states++;
+        return;
+      }
+      const message = JSON.parse(bytes.toString('utf8', start, end));
       if (message.type === 'welcome') {
         sentAt = performance.now();
-        socket.send(JSON.stringify({ type: 'subscribe', id: '1', sub: 'snap', progress: { intervalMs: 0 } }));
+        send(JSON.stringify({ type: 'subscribe', id: '1', sub: 'snap', progress: { intervalMs: 0 } }));
       } else if (message.type === 'subscribed') streams = Object.keys(message.streams).length;
-      else if (message.type === 'state') states++;
       else if (message.type === 'synced' && ++synced === streams) {
         const ms = performance.now() - sentAt;
-        socket.close();
-        resolve({ ms, states });
-      }
+        close();
+        const used = process.cpuUsage(cpu);
+        resolve({ ms, states, cpuMs: (used.user + used.system) / 1000 });
+      } else if (message.type === 'error') reject(new Error(`subscribe refused: ${message.code}`));
+    };
+    if (lean) {
+      const socket = new LeanWebSocket(url, { opened: () => undefined, text, closed: () => undefined });
+      send = (t) => socket.sendText(t);
+      close = () => socket.terminate();
+      return;
+    }
+    const socket = new WebSocket(url, { perMessageDeflate: false });
+    send = (t) => socket.send(t);
+    close = () => socket.close();
+    socket.once('error', reject);
+    socket.on('message', (data) => {
+      const bytes = data as Buffer;
+      // A parsing client: every message parsed, states included.
+      if (bytes.compare(STATE_PREFIX, 0, STATE_PREFIX.length, 0, Math.min(bytes.length, STATE_PREFIX.length)) === 0) JSON.parse(bytes.toString());
+      text(bytes, 0, bytes.length);
     });
   });
 }
@@ -214,9 +241,9 @@ serveRpc({
   /** One subscriber to everything that records when each job's ready arrives; resolves once synced. */
   watchReady: ({ url }: { url: string }) => watchReady(url),
   readyTimes: () => Object.fromEntries(readyAt),
-  async snapshotTimes({ url, repeats }: { url: string; repeats: number }) {
+  async snapshotTimes({ url, repeats, lean = false }: { url: string; repeats: number; lean?: boolean }) {
     const results = [];
-    for (let i = 0; i < repeats; i++) results.push(await timeSnapshot(url));
+    for (let i = 0; i < repeats; i++) results.push(await timeSnapshot(url, lean));
     return results;
   },
   startRecording({ every }: { every: number }) {
