@@ -99,6 +99,11 @@ const MAX_UNIDENTIFIED_CHANGES = 32;
 
 export class MonitorJobs {
   private readonly records = new Map<string, JobRecord>();
+  /** Records present and not ended: the poll cadence's `active`, kept by setRecord (no walk over retained jobs per event). */
+  private liveRecords = 0;
+  /** Records of ended jobs, and no earlier than when the first of them is past its retention: prune()'s cheap test. */
+  private endedRecords = 0;
+  private nextExpiry = Infinity;
   /** Last emitted state per job id: what subscribers were told. */
   private readonly published = new Map<string, JobState>();
   /** Highest incarnation per id, kept after the record is dropped so a reused id never repeats one. */
@@ -218,8 +223,7 @@ export class MonitorJobs {
         scheduler,
       }).subscribe((outcome) => this.onPollOutcome(outcome)),
     );
-    const retentionMs = this.options.retentionMs ?? 600_000;
-    this.subscriptions.add(interval(Math.max(1_000, retentionMs / 10), scheduler).subscribe(() => this.prune()));
+    this.subscriptions.add(interval(Math.max(1_000, this.retentionMs / 10), scheduler).subscribe(() => this.prune()));
   }
 
   /** Stops following the monitor (does not close it). */
@@ -260,6 +264,8 @@ export class MonitorJobs {
     const record = this.records.get(id);
     if (!told || !record) return undefined;
     if (told.incarnation !== record.job.incarnation) return told;
+    // Published as it stands (the usual case): it is already that object, in the same key order.
+    if (told === record.job && told.pauseReason === undefined && told.outcome === undefined) return told;
     // Built without `delete`: a deleted key turns the object into a slow dictionary, and every
     // snapshot of every new subscriber serializes one of these per job.
     const { pauseReason: _pause, outcome: _outcome, ...details } = record.job;
@@ -323,7 +329,7 @@ export class MonitorJobs {
       // A concluded job QEMU still listed stays present (a dismiss may follow); one that ended by vanishing, or dismissed, is gone.
       const present = job.state !== 'dismissed' && !(job.state === 'concluded' && job.outcome === 'unknown');
       const told: JobState = { ...job, stale: present && !isTerminalState(job.state) };
-      this.records.set(job.id, {
+      this.setRecord(job.id, undefined, {
         job: told,
         present,
         lastEventSeq: -1,
@@ -488,7 +494,11 @@ export class MonitorJobs {
         this.apply(row.id, { kind: 'poll', row, ...stamp });
       }
       if (index < rows.length) return false;
-      vanished ??= [...this.records.keys()].filter((id) => !listed.has(id));
+      // Only a job QEMU knew can vanish (an ended one is left alone by the reducer anyway).
+      if (!vanished) {
+        vanished = [];
+        for (const [id, record] of this.records) if (record.present && !listed.has(id)) vanished.push(id);
+      }
       while (vanished.length > 0 && budget-- > 0) {
         const id = vanished.pop()!;
         this.apply(id, { kind: 'vanished', id, ...stamp });
@@ -523,7 +533,7 @@ export class MonitorJobs {
     const record = result.record;
     if (!record) return;
     if (before === undefined && this.records.size >= this.maxRecords) return this.refuseJob(id);
-    this.records.set(id, record);
+    if (record !== before) this.setRecord(id, before, record);
     this.rememberIncarnation(id, record.job.incarnation);
     if (result.change) {
       const change: PendingChange = { key: id, ...result.change, job: record.job, at: input.at };
@@ -577,15 +587,21 @@ export class MonitorJobs {
     this.queuedPoll = undefined;
   }
 
+  /** Every change to `records` but pruning (which drops only ended jobs) goes through here. */
+  private setRecord(id: string, before: JobRecord | undefined, record: JobRecord): void {
+    this.liveRecords += Number(isLive(record)) - Number(before !== undefined && isLive(before));
+    this.endedRecords += Number(!record.present) - Number(before !== undefined && !before.present);
+    if (!record.present) this.nextExpiry = Math.min(this.nextExpiry, Date.parse(record.job.stateSince) + this.retentionMs);
+    this.records.set(id, record);
+  }
+
+  private get retentionMs(): number {
+    return this.options.retentionMs ?? 600_000;
+  }
+
   /** Feeds the poll cadence: call once after each batch of inputs. */
   private updateActivity(): void {
-    let active = false;
-    for (const record of this.records.values()) {
-      if (record.present && !isTerminalState(record.job.state)) {
-        active = true;
-        break;
-      }
-    }
+    const active = this.liveRecords > 0;
     if (active !== this.active.value) this.active.next(active);
   }
 
@@ -614,23 +630,35 @@ export class MonitorJobs {
     }
   }
 
-  /** Drops ended jobs QEMU no longer knows, past their retention or beyond the count bound. */
+  /**
+   * Drops ended jobs QEMU no longer knows, past their retention or beyond the count bound. Runs after
+   * every poll, where nothing is usually due: the counters say so without a walk over the records.
+   */
   private prune(): void {
-    const retentionMs = this.options.retentionMs ?? 600_000;
+    const { retentionMs } = this;
     const maxRetained = this.options.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS;
     const now = this.now();
+    if (this.endedRecords <= maxRetained && now < this.nextExpiry) return;
     const ended = [...this.records.entries()]
       .filter(([, r]) => !r.present)
-      .sort(([, a], [, b]) => Date.parse(a.job.stateSince) - Date.parse(b.job.stateSince));
-    ended.forEach(([id, record], index) => {
-      const expired = now - Date.parse(record.job.stateSince) >= retentionMs;
+      .map(([id, record]) => ({ id, since: Date.parse(record.job.stateSince) }))
+      .sort((a, b) => a.since - b.since);
+    this.endedRecords = 0;
+    this.nextExpiry = Infinity;
+    ended.forEach(({ id, since }, index) => {
+      const expired = now - since >= retentionMs;
       if (expired || ended.length - index > maxRetained) {
         this.records.delete(id);
         this.published.delete(id);
+      } else {
+        this.endedRecords++;
+        this.nextExpiry = Math.min(this.nextExpiry, since + retentionMs);
       }
     });
   }
 }
+
+const isLive = (record: JobRecord): boolean => record.present && !isTerminalState(record.job.state);
 
 /** What a poll that timed out waited for, e.g. "no reply to query-block-jobs within 5000 ms". */
 function describePollTimeout(error: unknown, pollTimeoutMs: number): string {

@@ -479,10 +479,11 @@ function finish(record: JobRecord | undefined, d: Draft, source: JobState['sourc
   }
   const from = before ? transitionKey(before) : null;
   const to = transitionKey(job);
-  if (!before || before.state !== job.state) job.stateSince = iso(at);
+  let stamp: string | undefined;
+  if (!before || before.state !== job.state) job.stateSince = stamp = iso(at);
   const progressChanged = !before || !sameProgress(before.progress, job.progress);
   if (!before || progressChanged || detailsChanged(before, job)) {
-    job.updatedAt = iso(at);
+    job.updatedAt = stamp ?? iso(at);
     job.source = source;
   }
   const result: ReduceResult = { record: d, progressChanged };
@@ -511,4 +512,9 @@ function detailsChanged(a: JobState, b: JobState): boolean {
   return DETAIL_FIELDS.some((field) => a[field] !== b[field]) || a.lastIoError !== b.lastIoError;
 }
 
-const iso = (ms: number): string => new Date(ms).toISOString();
+/** One entry of memory: the inputs of one QMP read share their receive time, and finish() asks twice. */
+let lastIso = { ms: Number.NaN, text: '' };
+function iso(ms: number): string {
+  if (ms !== lastIso.ms) lastIso = { ms, text: new Date(ms).toISOString() };
+  return lastIso.text;
+}

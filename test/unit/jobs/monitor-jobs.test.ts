@@ -29,6 +29,8 @@ interface Script {
   polls: { marble: string; result: PollResult }[];
   options?: MonitorJobsOptions;
   until: number;
+  /** Checks at given frames, with the engine and the number of polls asked for so far. */
+  probes?: { frame: number; check: (engine: MonitorJobs, polls: number) => void }[];
 }
 
 /** Runs the engine over the script; returns `frame:vm-or-job:label` for every change emitted. */
@@ -64,6 +66,7 @@ function run(script: Script): string[] {
       seen.push(`${scheduler.now()}:${change.kind === 'vm' ? `vm:${change.status}` : `${change.job.id}:${label(change.to)}`}`);
     });
     engine.start();
+    for (const probe of script.probes ?? []) scheduler.schedule(() => probe.check(engine, pollIndex), probe.frame);
     scheduler.schedule(() => engine.stop(), script.until);
     flush();
   });
@@ -116,5 +119,38 @@ describe('MonitorJobs (virtual time)', () => {
       until: 600,
     });
     expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '350:m:paused/user', '400:m:running', '420:m:aborting']);
+  });
+
+  it('ended jobs beyond maxRetainedJobs are dropped oldest first at the next poll, all of them once past retentionMs; polling stops with the last live job', () => {
+    const ids = ['j0', 'j1', 'j2', 'j3', 'j4', 'j5'];
+    const statuses = ['created', 'running', 'concluded', 'null'];
+    const eventValues: Record<string, QmpEvent> = {};
+    let marble = '-';
+    ids.forEach((id, i) =>
+      statuses.forEach((status, k) => {
+        const key = String.fromCharCode(97 + i * statuses.length + k);
+        marble += key;
+        eventValues[key] = jsc(i * statuses.length + k + 1, id, status);
+      }),
+    );
+    const kept: Record<number, string[]> = {};
+    const polled: Record<number, number> = {};
+    const probe = (frame: number) => ({ frame, check: (engine: MonitorJobs, polls: number) => { kept[frame] = engine.snapshot().jobs.map((j) => j.id); polled[frame] = polls; } });
+    run({
+      events: marble,
+      eventValues,
+      // Every poll answers at once, with a snapshot older than the events: it ends nothing itself.
+      polls: Array.from({ length: 20 }, () => ({ marble: '(r|)', result: poll(0, []) })),
+      options: { maxRetainedJobs: 3, retentionMs: 500 },
+      probes: [probe(100), probe(1001), probe(3500)],
+      until: 4000,
+    });
+    // The poll each created asked for pruned to 3 ended jobs (j5 was not ended yet at j5's poll).
+    expect(kept[100]).toEqual(['j2', 'j3', 'j4', 'j5']);
+    // The prune on the retention clock (every 1 s) drops every ended job past 500 ms.
+    expect(kept[1001]).toEqual([]);
+    // One poll at connect, one per new job; none after: no job is active any more.
+    expect(polled[100]).toBe(1 + ids.length);
+    expect(polled[3500]).toBe(1 + ids.length);
   });
 });
