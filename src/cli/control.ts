@@ -1,8 +1,9 @@
 /**
- * `blockjob-gateway complete|cancel|pause|resume ws://HOST:PORT --vm NAME --job ID [...]`: the
- * protocol's `command` message from a shell, through the client library. `complete` waits for the job
- * to be truly ready by default. When another client got there first (two completes of one job), the
- * loser reports what happened to the job, not QEMU's "Job not found".
+ * `blockjob-gateway complete|cancel|pause|resume|set-speed|finalize|dismiss ws://HOST:PORT --vm NAME
+ * --job ID [...]`: the protocol's `command` message from a shell, through the client library, one
+ * subcommand per action the protocol has. `complete` waits for the job to be truly ready by default.
+ * When another client got there first (two completes of one job), the loser reports what happened to
+ * the job, not QEMU's "Job not found".
  */
 import type { GatewayClient } from '../client/gateway-client.js';
 import { ClientError, ClientSubscribeError } from '../client/errors.js';
@@ -12,8 +13,18 @@ import type { CommandAction, JobState, ResultFailure, ResultMessage } from '../g
 import { commandDefaults } from '../protocol/messages.js';
 import { DEFAULT_CONNECT_TIMEOUT, TOKEN_ENV, cliClient, connectTimeout, describeJob, gatewayUrl, parseDuration, parseRemoteArgs, requireFlag, token, usageFailure } from './remote.js';
 
-export const CONTROL_ACTIONS = ['complete', 'cancel', 'pause', 'resume'] as const;
+export const CONTROL_ACTIONS = ['complete', 'cancel', 'pause', 'resume', 'set-speed', 'finalize', 'dismiss'] as const satisfies readonly CommandAction[];
 export type ControlAction = (typeof CONTROL_ACTIONS)[number];
+
+const SPEED_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 };
+
+/** `--speed`: bytes/s as a whole number, or with a binary unit (`8M`, `8MiB`, `512k`); 0 = unlimited. */
+export function parseSpeed(text: string): number {
+  const m = /^(\d+)\s*(?:([kmgt])(?:i?b)?)?(?:\/s)?$/i.exec(text.trim());
+  const bytes = m ? Number(m[1]) * SPEED_UNITS[(m[2] ?? '').toLowerCase()]! : NaN;
+  if (!Number.isSafeInteger(bytes)) throw new UsageError(`set-speed: --speed: '${text}' is not a speed in bytes/s (e.g. 0, 1048576, 8M, 512KiB)`);
+  return bytes;
+}
 
 export const usage = (action: string) => `Usage: blockjob-gateway ${action} ws://HOST:PORT --vm NAME --job ID [options]
 
@@ -25,6 +36,7 @@ Options:
 ${action === 'complete' ? '  --when ready|now            wait until the job is ready (default) or answer not_ready now\n' : ''}\
   --await accepted|concluded  answer when QEMU accepted the verb (default) or when the job concluded
 ${action === 'cancel' ? '  --force                     force (no completion, no pivot), even after ready\n' : ''}\
+${action === 'set-speed' ? '  --speed BYTES/S             the new limit (required): bytes/s, or 8M, 512KiB (binary units); 0 = unlimited\n' : ''}\
   --timeout DURATION          give up waiting after this long (default ${commandDefaults().timeoutMs / 60_000}m)
   --connect-timeout DURATION  give up when the gateway does not answer for this long (default ${DEFAULT_CONNECT_TIMEOUT},
                               never more than --timeout); a refused connection fails at once
@@ -55,6 +67,7 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
       ...(action === 'complete' ? { when: { type: 'string' } } : {}),
       await: { type: 'string' },
       ...(action === 'cancel' ? { force: { type: 'boolean', default: false } } : {}),
+      ...(action === 'set-speed' ? { speed: { type: 'string' } } : {}),
       timeout: { type: 'string' },
       'connect-timeout': { type: 'string' },
     },
@@ -63,13 +76,14 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
   );
   if (parsed.exit !== undefined) return parsed.exit;
   const { values, positionals } = parsed;
-  let url: string, vm: string, job: string, timeoutMs: number, connectTimeoutMs: number;
+  let url: string, vm: string, job: string, timeoutMs: number, connectTimeoutMs: number, speed: number | undefined;
   try {
     url = gatewayUrl(positionals, action);
     vm = requireFlag(values.vm, '--vm', action);
     job = requireFlag(values.job, '--job', action);
     timeoutMs = values.timeout !== undefined ? parseDuration(values.timeout, '--timeout') : commandDefaults().timeoutMs;
     connectTimeoutMs = connectTimeout(values['connect-timeout'], timeoutMs);
+    speed = action === 'set-speed' ? parseSpeed(requireFlag(values.speed as string | undefined, '--speed', action)) : undefined;
     if (values.when !== undefined && values.when !== 'ready' && values.when !== 'now') throw new UsageError(`${action}: --when must be ready or now`);
     if (values.await !== undefined && values.await !== 'accepted' && values.await !== 'concluded') throw new UsageError(`${action}: --await must be accepted or concluded`);
   } catch (err) {
@@ -79,12 +93,13 @@ export async function run(action: ControlAction, argv: string[]): Promise<number
   const command = {
     vm,
     job,
-    action: action as CommandAction,
+    action,
     timeoutMs, // always: it is also the client's own deadline for the answer
     // Other unset fields are left to the gateway, which applies the schema's defaults.
     ...(action === 'complete' && values.when !== undefined ? { when: values.when as 'ready' | 'now' } : {}),
     ...(values.await ? { await: values.await as 'accepted' | 'concluded' } : {}),
     ...(action === 'cancel' && values.force === true ? { force: true } : {}),
+    ...(speed !== undefined ? { speed } : {}),
   };
   const started = Date.now();
   const client = cliClient(url, { token: token(values.token), filter: { vms: [vm], jobs: [job] }, connectTimeoutMs, progressIntervalMs: 0 });

@@ -42,6 +42,9 @@ export const COMMANDS: Readonly<Record<string, CommandEntry>> = {
   cancel: { summary: 'cancel a job', load: async () => (await import('./control.js')).runner('cancel') },
   pause: { summary: 'pause a job', load: async () => (await import('./control.js')).runner('pause') },
   resume: { summary: 'resume a paused job', load: async () => (await import('./control.js')).runner('resume') },
+  'set-speed': { summary: "change a job's speed limit (bytes/s; 0 = unlimited)", load: async () => (await import('./control.js')).runner('set-speed') },
+  finalize: { summary: 'finalize a pending job (one started with auto-finalize off)', load: async () => (await import('./control.js')).runner('finalize') },
+  dismiss: { summary: 'dismiss a concluded job (one started with auto-dismiss off)', load: async () => (await import('./control.js')).runner('dismiss') },
 };
 
 export function usage(commands: Readonly<Record<string, CommandEntry>> = COMMANDS): string {

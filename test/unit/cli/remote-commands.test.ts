@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { judge, WAIT_EXIT } from '../../../src/cli/wait.js';
+import { parseSpeed } from '../../../src/cli/control.js';
 import { parseDuration } from '../../../src/cli/remote.js';
 import type { JobState } from '../../../src/generated/schema-types.js';
 
@@ -46,5 +47,19 @@ describe('durations', () => {
     expect(parseDuration('250ms', '--timeout')).toBe(250);
     expect(parseDuration('90', '--timeout')).toBe(90_000);
     expect(() => parseDuration('ten', '--timeout')).toThrow(/--timeout: 'ten' is not a duration/);
+  });
+});
+
+describe('set-speed --speed', () => {
+  it('takes bytes/s, or binary units (k, M, G, T, with or without iB and /s); 0 is unlimited', () => {
+    expect(parseSpeed('0')).toBe(0);
+    expect(parseSpeed('1048576')).toBe(1048576);
+    expect(parseSpeed('512k')).toBe(512 * 1024);
+    expect(parseSpeed('8M')).toBe(8 * 1024 ** 2);
+    expect(parseSpeed('8MiB/s')).toBe(8 * 1024 ** 2);
+    expect(parseSpeed('2 GiB')).toBe(2 * 1024 ** 3);
+  });
+  it('refuses what is not a whole, safe number of bytes/s', () => {
+    for (const text of ['fast', '-1', '1.5M', '8X', '', '9999999999999T']) expect(() => parseSpeed(text), text).toThrow(/--speed: .* is not a speed in bytes\/s/);
   });
 });

@@ -22,6 +22,9 @@ const COMMANDS: Record<string, string[]> = {
   cancel: [URL_, '--vm', 'vm1', '--job', 'j0'],
   pause: [URL_, '--vm', 'vm1', '--job', 'j0'],
   resume: [URL_, '--vm', 'vm1', '--job', 'j0'],
+  'set-speed': [URL_, '--vm', 'vm1', '--job', 'j0', '--speed', '8M'],
+  finalize: [URL_, '--vm', 'vm1', '--job', 'j0'],
+  dismiss: [URL_, '--vm', 'vm1', '--job', 'j0'],
 };
 
 describeBuilt('CLI usage errors, one rule', () => {
@@ -54,7 +57,9 @@ describeBuilt('CLI usage errors, one rule', () => {
     expect(help('complete')).not.toContain('--force');
     expect(help('cancel')).toContain('--force');
     expect(help('cancel')).not.toContain('--when');
-    for (const verb of ['pause', 'resume']) expect([verb, /--when|--force/.test(help(verb))]).toEqual([verb, false]);
+    for (const verb of ['pause', 'resume', 'finalize', 'dismiss']) expect([verb, /--when|--force|--speed/.test(help(verb))]).toEqual([verb, false]);
+    expect(help('set-speed')).toMatch(/--speed BYTES\/S .*0 = unlimited/);
+    expect(help('set-speed')).not.toMatch(/--when|--force/);
   });
 
   it('accepts the http:// URL the demo prints (mapped to ws://): the failure is the connection, not usage', () => {
