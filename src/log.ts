@@ -8,12 +8,22 @@ export interface Logger {
   info(fields: Record<string, unknown>, message?: string): void;
   warn(fields: Record<string, unknown>, message?: string): void;
   error(fields: Record<string, unknown>, message?: string): void;
+  /**
+   * Whether a level is logged (pino has it). Hot paths ask before building a debug line's fields,
+   * so an idle gateway makes no garbage for lines nobody reads; without it, debug counts as on.
+   */
+  isLevelEnabled?(level: string): boolean;
+}
+
+/** Whether `logger` writes debug lines: build their fields only then. */
+export function debugEnabled(logger: Logger): boolean {
+  return logger.isLevelEnabled?.('debug') ?? true;
 }
 
 const ignore = (): void => {};
 
 /** The default: log nothing. */
-export const silentLogger: Logger = { debug: ignore, info: ignore, warn: ignore, error: ignore };
+export const silentLogger: Logger = { debug: ignore, info: ignore, warn: ignore, error: ignore, isLevelEnabled: () => false };
 
 /**
  * Warnings a peer can cause at will (a malformed message, a reply to an id never sent): each kind

@@ -20,6 +20,8 @@ class IdlePollClock {
   private members = 0;
   private slot = 0;
   private timer: Subscription | undefined;
+  /** The slot being ticked, copied (reused, so a tick makes no garbage). */
+  private readonly batch: Array<() => void> = [];
 
   constructor(
     private readonly intervalMs: number,
@@ -55,7 +57,13 @@ class IdlePollClock {
     this.timer = this.scheduler.schedule(function () {
       clock.slot = (clock.slot + 1) % SLOTS;
       // A copy: a poll may end a VM's idleness (and its membership) synchronously.
-      for (const tick of [...clock.slots[clock.slot]!]) tick();
+      const batch = clock.batch;
+      for (const tick of clock.slots[clock.slot]!) batch.push(tick);
+      try {
+        for (let i = 0; i < batch.length; i++) batch[i]!();
+      } finally {
+        batch.length = 0;
+      }
       if (clock.members > 0) this.schedule(undefined, every);
     }, every);
   }

@@ -116,7 +116,8 @@ export class MonitorJobs {
   private lastReceivedSeq = -1;
   /** The VM's status and info (backend, version, problems). */
   private readonly book: VmInfoBook;
-  private readonly poll: (caps: MonitorCapabilities) => ObservableInput<PollResult>;
+  /** One poll, its result stamped with the seq of the last message received before it was sent. */
+  private readonly poll: (caps: MonitorCapabilities, sentAfterSeq: number) => ObservableInput<PollResult>;
   private readonly detect: (version: MonitorCapabilities['version']) => ObservableInput<DetectedCapabilities>;
   private readonly pending = new Subject<PendingChange>();
   private readonly changesSubject = new Subject<StreamInput>();
@@ -168,7 +169,10 @@ export class MonitorJobs {
     this.throttled = new ThrottledLog(this.logger, 60_000, this.now);
     unresponsiveThreshold(options); // a bad setting fails here, not when polling starts
     const monitor = isQmpMonitor(feed) ? feed : undefined;
-    const poll = options.poll ?? (monitor && ((caps: MonitorCapabilities) => pollMonitor(monitor, caps, this.pollTimeoutMs, this.records.size === 0)));
+    const custom = options.poll;
+    const poll = custom
+      ? (caps: MonitorCapabilities, sentAfterSeq: number) => from(custom(caps)).pipe(map((result): PollResult => ({ ...result, sentAfterSeq })))
+      : monitor && ((caps: MonitorCapabilities, sentAfterSeq: number) => pollMonitor(monitor, caps, this.pollTimeoutMs, this.records.size === 0, sentAfterSeq));
     const detect = options.detectCapabilities ?? (monitor && ((version: MonitorCapabilities['version']) => detectCapabilities(monitor, version, this.pollTimeoutMs)));
     if (!poll || !detect) throw new ConfigError('a job feed that is not a QMP monitor needs the poll and detectCapabilities options', vm);
     this.poll = poll;
@@ -215,11 +219,8 @@ export class MonitorJobs {
         sessions$: sessionsWithCaps$,
         active$: this.active,
         pollNow$: this.pollNow,
-        poll: ({ caps }) => {
-          // Its snapshot includes every event received so far, and maybe none after (see normalize.ts).
-          const sentAfterSeq = this.lastReceivedSeq;
-          return from(this.poll(caps)).pipe(map((result): PollResult => ({ ...result, sentAfterSeq })));
-        },
+        // Its snapshot includes every event received so far, and maybe none after (see normalize.ts).
+        poll: ({ caps }) => this.poll(caps, this.lastReceivedSeq),
         scheduler,
       }).subscribe((outcome) => this.onPollOutcome(outcome)),
     );

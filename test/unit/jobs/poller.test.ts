@@ -82,3 +82,24 @@ describe('pollJobs cadence', () => {
     run({ sessions: 's 14ms x 14ms t', active: 'a', poll: '--(r|)', until: '^ 45ms !', expected: '--R 9ms p 19ms R 9ms p', pollStarts: [0, 10, 30, 40] });
   });
 });
+
+describe('pollJobs: a poll that throws', () => {
+  it('fails like any other failed poll, and the cadence goes on', () => {
+    const scheduler = new TestScheduler((actual, wanted) => expect(actual).toEqual(wanted));
+    scheduler.run(({ hot, expectObservable }) => {
+      let calls = 0;
+      const out$ = pollJobs({
+        sessions$: hot('s', { s: 1 }),
+        active$: hot('a', { a: true }).pipe(shareReplay(1)),
+        poll: () => {
+          if (calls++ === 0) throw new Error('no monitor');
+          return [result];
+        },
+        activePollMs: 10,
+        pollTimeoutMs: 5,
+        scheduler,
+      }).pipe(map(letter));
+      expectObservable(out$, '^ 25ms !').toBe('F 9ms R 9ms p');
+    });
+  });
+});

@@ -250,6 +250,26 @@ describe('QmpClient execute', () => {
     expect(qmp.state).toBe('ready');
   });
 
+  it('waits for many replies without a timer per command, and each command still times out on its own', async () => {
+    const { qmp, peer } = await connected();
+    const timers = (): number => process.getActiveResourcesInfo().filter((kind) => kind === 'Timeout').length;
+    const before = timers();
+    // 200 polls in flight (the peer answers none yet): one shared deadline, not 200 timers.
+    const polls = Array.from({ length: 200 }, () => qmp.executeWithMeta('query-jobs', undefined, { timeoutMs: 60_000 }).catch((e: unknown) => e));
+    expect(timers() - before).toBeLessThanOrEqual(1);
+    await waitFor(() => peer.received.filter((c) => c.execute === 'query-jobs').length === 200, 'all 200 written');
+    for (const command of peer.received.filter((c) => c.execute === 'query-jobs')) peer.sendMessage({ return: [], id: command.id });
+    const replies = await Promise.all(polls);
+    expect(replies.every((r) => (r as { value: unknown }).value !== undefined)).toBe(true);
+    // One that is never answered still times out, after its own length, amid answered ones.
+    const slow = qmp.execute('query-slow', undefined, { timeoutMs: 150 }).catch((e: unknown) => e);
+    const fast = qmp.execute('query-fast', undefined, { timeoutMs: 150 });
+    peer.sendMessage({ return: 'fast', id: (await peer.waitForCommand('query-fast')).id });
+    await expect(fast).resolves.toBe('fast');
+    expect(await slow).toBeInstanceOf(QmpTimeoutError);
+    expect(qmp.pendingCount).toBe(0);
+  });
+
   it('rejects a command in flight at disconnect as outcome unknown', async () => {
     const { qmp, peer } = await connected();
     const inFlight = qmp.execute('block-job-complete', { device: 'j0' }).catch((e: unknown) => e);
