@@ -272,7 +272,7 @@ serveRpc({
     watchCpuAt = process.cpuUsage();
     return null;
   },
-  /** Resolves once every subscriber has the watched frame (or after `timeoutMs`), then as `watched`. */
+  /** Resolves once every subscriber has the watched frame (or after `timeoutMs`) with how many have not: a short reply. */
   async waitWatched({ timeoutMs }: { timeoutMs: number }) {
     if (watchedCount < subscribers.length) {
       await new Promise<void>((resolve) => {
@@ -281,7 +281,7 @@ serveRpc({
       });
       onAllWatched = undefined;
     }
-    return watchedResult();
+    return { missing: subscribers.length - watchedCount };
   },
   /** Receive times of the watched frame so far, how many subscribers have not seen it yet, this process's CPU for it. */
   watched: () => watchedResult(),
