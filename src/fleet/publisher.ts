@@ -6,7 +6,7 @@
  * Per VM:  unclaimed --claim--> owner --(fenced by another host)--> not-owner (local only, an error)
  *                                 |  ^
  *        (data lost / overflow)   v  | reopen: Redis's copy restarts at our position with a snapshot
- *                                resync
+ *                                resync --> reopening (events after the snapshot's cut wait in pending)
  *
  * What Redis has not acknowledged waits in a buffer bounded in events across all VMs. Past the
  * bound the buffer is dropped and every affected stream is re-opened in Redis when it is back: a
@@ -47,7 +47,7 @@ export interface HostPublisherOptions {
   logger: Logger;
 }
 
-type Mode = 'unclaimed' | 'owner' | 'resync' | 'not-owner';
+type Mode = 'unclaimed' | 'owner' | 'resync' | 'reopening' | 'not-owner';
 
 /** An event waiting for Redis, with when it was appended locally (for the publish lag). */
 type Pending = WireEvent & { appendedMs: number };
@@ -180,7 +180,7 @@ export class HostPublisher {
         if (s.pending.length > 0 || s.inflight || name === vm) {
           this.buffered -= s.pending.length;
           s.pending = [];
-          s.mode = s.mode === 'owner' ? 'resync' : s.mode;
+          s.mode = s.mode === 'owner' || s.mode === 'reopening' ? 'resync' : s.mode;
           this.due.add(name);
         }
       }
@@ -200,7 +200,7 @@ export class HostPublisher {
     for (const [vm, s] of this.vms) {
       if (s.mode === 'owner') owned++;
       if (s.mode === 'not-owner') notOwned.push({ vm, owner: s.owner ?? '?' });
-      if (s.mode === 'resync' || s.mode === 'unclaimed') resyncing.push(vm);
+      if (s.mode === 'resync' || s.mode === 'reopening' || s.mode === 'unclaimed') resyncing.push(vm);
     }
     return { redis: this.redisUp ? 'up' : 'down', buffered: this.buffered, notOwned, resyncing, owned };
   }
@@ -291,7 +291,8 @@ export class HostPublisher {
     state.pending.splice(0, n);
     this.buffered -= n;
     state.acked = Math.max(state.acked, head);
-    if (state.pending.length === 0) this.options.unacked?.caughtUp(vm);
+    // Only an owner's empty buffer means Redis has all it served: after an overflow it is empty because it was dropped.
+    if (state.pending.length === 0 && state.mode === 'owner') this.options.unacked?.caughtUp(vm);
   }
 
   private lost(vm: string, state: VmState, why: string): void {
@@ -315,19 +316,28 @@ export class HostPublisher {
       this.options.logger.warn({ vm, epoch: local.epoch, ours: state.acked, redis: claim.head }, 'fleet: Redis holds offsets of this stream this host did not write (its lease lapsed); new epoch');
       this.options.restart?.(vm);
     }
+    // One cut: the snapshot and its position now; what the host appends from here waits in pending for
+    // the reopened stream (a stream that never stops would otherwise move on during every round trip).
     const snapshot = this.options.snapshotOf(vm);
     const jobs: JobState[] = snapshot?.jobs ?? [];
     const before = this.options.positionOf(vm)!;
-    const ok = await this.store.reopen(vm, claim.lease, before, snapshot?.status ?? 'connecting', '', jobs);
-    if (!ok) return; // fenced meanwhile: the next round claims again
-    const after = this.options.positionOf(vm)!;
-    if (after.epoch !== before.epoch || after.offset !== before.offset) return; // moved meanwhile: again, from the new position
+    this.buffered -= state.pending.length;
+    state.pending = [];
     state.epoch = before.epoch;
+    state.mode = 'reopening';
+    let ok = false;
+    try {
+      ok = await this.store.reopen(vm, claim.lease, before, snapshot?.status ?? 'connecting', '', jobs);
+    } finally {
+      // Fenced, failed, or overflowed meanwhile: the next round cuts again.
+      if (!ok && state.mode === 'reopening') this.lost(vm, state, `could not restart Redis's copy of ${vm}`);
+    }
+    if (state.mode !== 'reopening') return;
     state.acked = before.offset;
     state.published = new Set(jobs.map((j) => j.id));
     state.mode = 'owner';
-    this.options.unacked?.caughtUp(vm);
-    this.options.unacked?.reopened(vm);
+    const last = state.pending.at(-1);
+    this.options.unacked?.reopened(vm, last ? { epoch: before.epoch, offset: last.offset } : undefined);
     this.options.logger.info({ vm, epoch: before.epoch, head: before.offset }, 'fleet: Redis copy of the stream restarted with a snapshot');
   }
 
@@ -355,7 +365,8 @@ export class HostPublisher {
    */
   private async renewAll(): Promise<void> {
     if (this.closed) return;
-    const held = [...this.vms].filter(([, s]) => s.mode === 'owner' && !s.inflight).map(([vm, state]) => ({ vm, state, lease: state.lease }));
+    // VMs with an append in flight too: under steady events a VM is in flight at every tick, and APPEND does not extend the lease.
+    const held = [...this.vms].filter(([, s]) => s.mode === 'owner').map(([vm, state]) => ({ vm, state, lease: state.lease }));
     if (held.length === 0) return;
     const stats = this.store.stats;
     let results: (boolean | Error)[];
@@ -381,6 +392,7 @@ export class HostPublisher {
           return;
         }
         stats.renewals.ok++;
+        if (state.inflight) return; // pruning and status wait for a quiet moment (they would race the append)
         try {
           await this.prune(vm, state);
           await this.syncStatus(vm, state);

@@ -78,10 +78,17 @@ export class UnackedBook {
     return served !== undefined && served[0] === epoch && served[1] > head;
   }
 
-  /** The VM's stream was opened again (continued or at a new epoch): the previous process's word on it is used up. */
-  reopened(vm: string): void {
+  /**
+   * The VM's stream was opened again (continued, at a new epoch, or restarted in Redis): the previous
+   * process's word on it is used up. `ahead`: what this host already served beyond that opening (one
+   * write: the record never lacks it, not even between two writes).
+   */
+  reopened(vm: string, ahead?: { epoch: string; offset: number }): void {
     this.previous.vms.delete(vm);
-    if (this.current.delete(vm)) this.write();
+    if (ahead) {
+      this.current.set(vm, [ahead.epoch, ahead.offset]);
+      this.write();
+    } else if (this.current.delete(vm)) this.write();
   }
 
   /** Every VM was opened again: an untrusted previous record is resolved. */
