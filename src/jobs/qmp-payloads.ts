@@ -4,7 +4,7 @@
  * (`device` in BLOCK_JOB_*, `id` in JOB_STATUS_CHANGE and BLOCK_JOB_PENDING; reference §6.6).
  * A malformed payload throws a QmpProtocolError naming the field and the value received.
  */
-import { QmpProtocolError } from '../errors.js';
+import { QmpProtocolError, withoutStack } from '../errors.js';
 import type { QmpEvent } from '../qmp/types.js';
 import { QEMU_JOB_STATUSES, type QemuJobStatus } from './qemu-rules.js';
 
@@ -60,9 +60,8 @@ class FieldReader {
 
   private fail(field: string, expected: string): never {
     const value = this.data[field];
-    throw new QmpProtocolError(
-      `${this.what}: ${field} must be ${expected}, got ${value === undefined ? 'nothing' : JSON.stringify(value)}`,
-      JSON.stringify(this.data),
+    throw withoutStack(
+      () => new QmpProtocolError(`${this.what}: ${field} must be ${expected}, got ${value === undefined ? 'nothing' : JSON.stringify(value)}`, JSON.stringify(this.data)),
     );
   }
 
@@ -103,7 +102,7 @@ class FieldReader {
 
 function asObject(what: string, value: unknown): Record<string, unknown> {
   if (value !== null && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
-  throw new QmpProtocolError(`${what}: expected a JSON object, got ${JSON.stringify(value)}`, JSON.stringify(value));
+  throw withoutStack(() => new QmpProtocolError(`${what}: expected a JSON object, got ${JSON.stringify(value)}`, JSON.stringify(value)));
 }
 
 const IO_STATUSES: readonly IoStatus[] = ['ok', 'failed', 'nospace'];

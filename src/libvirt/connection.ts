@@ -17,6 +17,7 @@ import {
   LibvirtRemoteError,
   LibvirtTimeoutError,
   LibvirtTooManyPendingError,
+  withoutStack,
   type LibvirtError,
 } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -221,8 +222,8 @@ export class RpcConnection {
       case 'event':
         return this.onEvent(header, body, message, seq);
       case 'stream':
-        // Well framed, so it is reported and skipped rather than fatal.
-        this.hooks.problem(new LibvirtProtocolError('unexpected-message', `stream packet for serial ${header.serial}; this client opens no streams`, hexEvidence(message)));
+        // Well framed, so it is reported and skipped rather than fatal (and may come in floods: no stack).
+        this.hooks.problem(withoutStack(() => new LibvirtProtocolError('unexpected-message', `stream packet for serial ${header.serial}; this client opens no streams`, hexEvidence(message))));
     }
   }
 
@@ -269,7 +270,8 @@ export class RpcConnection {
       return;
     }
     if (!decoded) {
-      this.hooks.problem(new LibvirtProtocolError('unexpected-message', `event procedure ${header.proc} of program 0x${header.prog.toString(16)} was never registered`, hexEvidence(message)));
+      const text = `event procedure ${header.proc} of program 0x${header.prog.toString(16)} was never registered`;
+      this.hooks.problem(withoutStack(() => new LibvirtProtocolError('unexpected-message', text, hexEvidence(message))));
       return;
     }
     this.hooks.event(decoded, seq);

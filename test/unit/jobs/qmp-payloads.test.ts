@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { QmpProtocolError } from '../../../src/errors.js';
+import { QmpProtocolError, withoutStack } from '../../../src/errors.js';
 import { mergeJobRows, parseBlockJobRows, parseJobEvent, parseJobRows } from '../../../src/jobs/qmp-payloads.js';
 
 describe('job payloads', () => {
@@ -25,6 +25,23 @@ describe('job payloads', () => {
   ])('rejects %j with a specific error', (event, message) => {
     expect(() => parseJobEvent(event)).toThrow(QmpProtocolError);
     expect(() => parseJobEvent(event)).toThrow(message);
+  });
+
+  it('builds its errors without a stack (a flood of them is hostile input), and leaves the stack limit as it was', () => {
+    const limit = Error.stackTraceLimit;
+    let error: unknown;
+    try {
+      parseJobEvent({ event: 'JOB_STATUS_CHANGE', data: { id: 7, status: 'running' } });
+    } catch (thrown) {
+      error = thrown;
+    }
+    expect(error).toBeInstanceOf(QmpProtocolError);
+    expect((error as QmpProtocolError).received).toBe('{"id":7,"status":"running"}');
+    expect((error as Error).stack).not.toMatch(/\n\s+at /);
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(() => withoutStack(() => { throw new RangeError('while building'); })).toThrow(RangeError);
+    expect(Error.stackTraceLimit).toBe(limit);
+    expect(new Error('ours').stack).toMatch(/\n\s+at /);
   });
 
   it('merges both queries by id; query-block-jobs wins, query-jobs adds error and non-block jobs', () => {

@@ -302,6 +302,8 @@ describe('LibvirtClient framing and faults', () => {
     peer.write(peer.event(107, xdr((w) => w.int(0))));
     await until(() => errors.length === 2, 'two errors');
     expect(errors.map((e) => (e as { fault?: string }).fault)).toEqual(['unexpected-message', 'unexpected-message']);
+    // Made per packet a peer sends: no stack (see withoutStack), the evidence says what came.
+    expect(errors.map((e) => /\n\s+at /.test(e.stack ?? ''))).toEqual([false, false]);
     expect(client.session?.number).toBe(1);
   });
 
