@@ -2,7 +2,8 @@
  * Fan-out: every stream event and progress update the feed delivers goes to every subscription
  * that may cover its VM, in feed order, from one bounded queue.
  *
- * The feed hands events over synchronously; they queue here. The pump works in passes: a pass takes
+ * The feed hands events over synchronously; they queue here, and the pump starts at the end of the
+ * task that queued them (a microtask). The pump works in passes: a pass takes
  * the items queued when it starts and visits each subscription that may cover one of their VMs once,
  * handing it all of them in feed order with its connection corked (several frames, one write); items
  * queued meanwhile wait for the next pass. Subscriptions limited to a list of VMs (by filter or
@@ -131,7 +132,12 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
       this.options.overflow(queued);
     }
     this.queue.push(item);
-    if (!this.dispatching) this.pump();
+    if (this.dispatching) return;
+    // At the end of the current task, not now: the transitions of one QMP read (a job's
+    // waiting-pending-concluded-dismissed, a held start with the change that releases it) then
+    // share one pass, so each socket gets them in one write. A microtask: no turn of the loop waits.
+    this.dispatching = true;
+    queueMicrotask(() => this.pump());
   }
 
   private pump(): void {

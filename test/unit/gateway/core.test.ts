@@ -47,7 +47,8 @@ describe('GatewayCore fan-out', () => {
 
     source.transition('vm1', 'j0', 'running');
     source.transition('vm1', 'j0', 'ready');
-    // The first slice ran synchronously; the rest waits for the event loop.
+    // The pass starts at the end of this task (a microtask): its first slice runs then, the rest waits for the event loop.
+    await Promise.resolve();
     const delivered = clients.filter((c) => c.socket.events().length > 0).length;
     expect(delivered).toBeGreaterThan(0);
     expect(delivered).toBeLessThan(clients.length);
@@ -141,6 +142,7 @@ describe('GatewayCore fan-out', () => {
     for (const f of followers) f.subscribe({ sub: 'a' });
 
     source.transition('vm1', 'j0', 'running'); // offset 1: the first slice reaches 10 followers, the sweep goes on later
+    await Promise.resolve(); // the pass starts at the end of the task that queued it
     expect(followers.filter((f) => f.socket.events().length > 0)).toHaveLength(10);
     replica.resetStream('vm1');
     expect(followers.every((f) => f.socket.closed === 4500)).toBe(true);
