@@ -8,8 +8,10 @@ import WebSocket from 'ws';
 import { CloseCode } from '../protocol/codes.js';
 import type { WebSocketFactory, WebSocketLike } from './socket.js';
 
-export const nodeWebSocket: WebSocketFactory = (url, protocols) => {
-  const ws = new WebSocket(url, protocols, { perMessageDeflate: false });
+export const nodeWebSocket: WebSocketFactory = (url, protocols) => adaptNodeWebSocket(new WebSocket(url, protocols, { perMessageDeflate: false }));
+
+/** The client's view of a `ws` socket created elsewhere (own TLS options or agent; a test that cuts it). */
+export function adaptNodeWebSocket(ws: WebSocket): WebSocketLike {
   const like: WebSocketLike = {
     get readyState() {
       return ws.readyState;
@@ -39,4 +41,4 @@ export const nodeWebSocket: WebSocketFactory = (url, protocols) => {
   ws.on('error', (err) => like.onerror?.(err));
   ws.on('close', (code, reason) => like.onclose?.(refusal ?? { code, reason: reason.toString() }));
   return like;
-};
+}

@@ -12,7 +12,8 @@ import fc from 'fast-check';
 import WebSocket from 'ws';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GatewayClient } from '../../src/client/index.js';
-import type { WebSocketFactory, WebSocketLike } from '../../src/client/socket.js';
+import { adaptNodeWebSocket } from '../../src/client/node.js';
+import type { WebSocketFactory } from '../../src/client/socket.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import type { JobStatusName, VmStatus } from '../../src/jobs/types.js';
 import type { ServerMessage } from '../../src/generated/schema-types.js';
@@ -150,22 +151,7 @@ describe('resume at random cut points (fast-check, real gateway on loopback)', (
         const socket: WebSocketFactory = (url, protocols) => {
           const ws = new WebSocket(url, protocols);
           raw.push(ws);
-          const like: WebSocketLike = {
-            get readyState() {
-              return ws.readyState;
-            },
-            send: (data) => ws.send(data),
-            close: (code, reason) => ws.close(code, reason),
-            onopen: null,
-            onmessage: null,
-            onclose: null,
-            onerror: null,
-          };
-          ws.on('open', () => like.onopen?.(undefined));
-          ws.on('message', (data) => like.onmessage?.({ data: data.toString() }));
-          ws.on('error', (err) => like.onerror?.(err));
-          ws.on('close', (code, reason) => like.onclose?.({ code, reason: reason.toString() }));
-          return like;
+          return adaptNodeWebSocket(ws);
         };
         const client = new GatewayClient({ urls: gateway.url, socket, progressIntervalMs: 0, backoff: { initialDelayMs: 10, maxDelayMs: 50 } });
         leftovers.add(async () => client.close());
