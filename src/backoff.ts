@@ -55,13 +55,15 @@ export function reconnectDelayMs(attempt: number, policy: ResolvedReconnectPolic
 }
 
 /**
- * The failure streak of one daemon connection, and the delays it earns. Call `sessionUp()` when a
- * session is negotiated and `nextDelayMs()` after every loss or failed attempt: the streak is
- * forgotten only when the session that just ended had stayed up `healthyAfterMs`.
+ * The failure streak of one daemon connection, the delays it earns, and the one pending attempt.
+ * Call `sessionUp()` when a session is negotiated and `schedule()` (or `nextDelayMs()`) after every
+ * loss or failed attempt: the streak is forgotten only when the session that just ended had stayed
+ * up `healthyAfterMs`.
  */
 export class ReconnectBackoff {
   private failures = 0;
   private sessionSince: number | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     readonly policy: ResolvedReconnectPolicy,
@@ -88,6 +90,27 @@ export class ReconnectBackoff {
     if (this.healthy()) this.failures = 0;
     this.sessionSince = undefined;
     return reconnectDelayMs(this.failures++, this.policy, this.random);
+  }
+
+  /**
+   * After a loss or a failed attempt: `attempt` runs once the delay this loss earns has passed (one
+   * pending at most). Returns the delay; undefined, and nothing scheduled, when reconnecting is off.
+   */
+  schedule(attempt: () => void): number | undefined {
+    if (!this.policy.enabled) return undefined;
+    const delayMs = this.nextDelayMs();
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      attempt();
+    }, delayMs);
+    return delayMs;
+  }
+
+  /** Drops the pending attempt (a start() connects now; a close() ends for good). */
+  cancel(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
   }
 
   private healthy(): boolean {

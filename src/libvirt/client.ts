@@ -84,7 +84,6 @@ export class LibvirtClient implements LibvirtConnection {
   private readonly counters: WireCounters = { seq: 0, calls: 0 };
   /** Failed attempts and short-lived sessions since the last healthy one: the next delay. */
   private readonly backoff: ReconnectBackoff;
-  private reconnectTimer: NodeJS.Timeout | undefined;
   private closing: Promise<void> | undefined;
   private readonly watches: WatchRegistry;
 
@@ -129,14 +128,13 @@ export class LibvirtClient implements LibvirtConnection {
     if (state !== 'idle' && state !== 'disconnected') {
       throw new StateError(`${this.name}: start() while ${state}`, state, ['idle', 'disconnected']);
     }
-    clearTimeout(this.reconnectTimer);
-    this.reconnectTimer = undefined;
+    this.backoff.cancel();
     this.connectNow();
   }
 
   close(): Promise<void> {
     if (this.closing) return this.closing;
-    clearTimeout(this.reconnectTimer);
+    this.backoff.cancel();
     const connection = this.connection;
     const wasReady = this.state === 'ready';
     this.setState('closed');
@@ -359,13 +357,11 @@ export class LibvirtClient implements LibvirtConnection {
   private afterLoss(): void {
     if (this.state === 'closed') return;
     this.setState('disconnected');
-    if (this.state !== 'disconnected' || !this.options.reconnect.enabled) return; // a subscriber closed or restarted us
-    const delayMs = this.backoff.nextDelayMs();
-    this.log.debug({ libvirt: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
+    if (this.state !== 'disconnected') return; // a subscriber closed or restarted us
+    const delayMs = this.backoff.schedule(() => {
       if (this.state === 'disconnected') this.connectNow();
-    }, delayMs);
+    });
+    if (delayMs !== undefined) this.log.debug({ libvirt: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
   }
 
   // ---- events -------------------------------------------------------------------------------

@@ -181,7 +181,6 @@ export class QmpClient implements QmpMonitor {
   private inboundSeq = 0;
   private commandCount = 0;
   private readonly pending = new Map<string, PendingCommand>();
-  private reconnectTimer: NodeJS.Timeout | undefined;
   /** Failed attempts and short-lived sessions since the last healthy session: the delay before the next attempt. */
   private readonly backoff: ReconnectBackoff;
   private closing: Promise<void> | undefined;
@@ -233,7 +232,7 @@ export class QmpClient implements QmpMonitor {
     if (state !== 'idle' && state !== 'disconnected') {
       throw new StateError(`${this.name}: start() while ${state}`, state, ['idle', 'disconnected']);
     }
-    this.cancelReconnect();
+    this.backoff.cancel();
     this.connectNow();
   }
 
@@ -244,7 +243,7 @@ export class QmpClient implements QmpMonitor {
    */
   close(): Promise<void> {
     if (this.closing) return this.closing;
-    this.cancelReconnect();
+    this.backoff.cancel();
     const connection = this.connection;
     this.connection = undefined;
     this.currentSession = undefined;
@@ -446,18 +445,10 @@ export class QmpClient implements QmpMonitor {
   }
 
   private scheduleReconnect(): void {
-    if (!this.backoff.policy.enabled) return;
-    const delayMs = this.backoff.nextDelayMs();
-    this.log.debug({ monitor: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = undefined;
+    const delayMs = this.backoff.schedule(() => {
       if (this.state === 'disconnected') this.connectNow();
-    }, delayMs);
-  }
-
-  private cancelReconnect(): void {
-    clearTimeout(this.reconnectTimer);
-    this.reconnectTimer = undefined;
+    });
+    if (delayMs !== undefined) this.log.debug({ monitor: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
   }
 
   // ---- inbound --------------------------------------------------------------------------------

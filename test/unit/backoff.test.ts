@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ConfigError } from '../../src/errors.js';
 import { DEFAULT_RECONNECT_POLICY, ReconnectBackoff, reconnectDelayMs, resolveReconnectPolicy } from '../../src/backoff.js';
 
@@ -75,5 +75,30 @@ describe('the failure streak of one connection (ReconnectBackoff)', () => {
     // A failed attempt after that loss does not count the old session again.
     state.now += 60_000;
     expect(backoff.nextDelayMs()).toBe(200);
+  });
+
+  it('schedules one attempt at a time after the delay it earns; cancel drops it; nothing when reconnect is off', () => {
+    vi.useFakeTimers();
+    try {
+      const backoff = new ReconnectBackoff(resolveReconnectPolicy({ initialDelayMs: 5, jitter: 0 }));
+      let attempts = 0;
+      expect(backoff.schedule(() => attempts++)).toBe(5);
+      expect(backoff.schedule(() => attempts++)).toBe(10); // replaces the pending one, with the longer delay
+      vi.advanceTimersByTime(9);
+      expect(attempts).toBe(0);
+      vi.advanceTimersByTime(1);
+      expect(attempts).toBe(1);
+      vi.advanceTimersByTime(1_000);
+      expect(attempts).toBe(1);
+      backoff.schedule(() => attempts++);
+      backoff.cancel();
+      vi.advanceTimersByTime(1_000);
+      expect(attempts).toBe(1);
+      const off = new ReconnectBackoff(resolveReconnectPolicy({ enabled: false }));
+      expect(off.schedule(() => attempts++)).toBeUndefined();
+      expect([off.streak, vi.getTimerCount()]).toEqual([0, 0]);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
