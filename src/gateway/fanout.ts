@@ -5,8 +5,13 @@
  * The feed hands events over synchronously; they queue here, and the pump starts at the end of the
  * task that queued them (a microtask). The pump works in passes: a pass takes
  * the items queued when it starts and visits each subscription that may cover one of their VMs once,
- * handing it all of them in feed order with its connection corked (several frames, one write); items
- * queued meanwhile wait for the next pass. Subscriptions limited to a list of VMs (by filter or
+ * handing it all of them in feed order with its connection corked (several frames, one write). Stream
+ * events queued while a pass runs go along with it to the live subscriptions it has not visited yet
+ * (a pass over 10,000 sockets takes ~100 ms; they would otherwise wait for all of it), and are the
+ * next pass's items all the same: that pass reaches every subscription covering their VMs, and one
+ * that already has an event skips it by its stream cursor, so each still gets it exactly once and in
+ * order. Progress is not carried early (it has no offset to skip by), nor anything queued after it.
+ * Subscriptions limited to a list of VMs (by filter or
  * token) are indexed by VM, so an event for a VM few follow costs only those few: a fleet edge with
  * 10,000 VMs and thousands of narrow subscribers would otherwise test every subscriber per event.
  * Each stream event is encoded once per group of identical frames (stream/frames.ts). The pump yields
@@ -22,7 +27,8 @@ import type { GatewayStats } from './stats.js';
 import type { FeedSink, ProgressEvent, StreamEvent } from './stream/feed.js';
 import { EncodedFrames } from './stream/frames.js';
 
-type QueueItem = { kind: 'stream'; event: StreamEvent; frames?: EncodedFrames } | { kind: 'progress'; event: ProgressEvent };
+type StreamItem = { kind: 'stream'; event: StreamEvent; frames?: EncodedFrames };
+type QueueItem = StreamItem | { kind: 'progress'; event: ProgressEvent };
 
 /** Items one pass takes: enough to merge a burst of frames per write, few enough that one subscription's share stays small against `chunk`. */
 const MAX_PASS_ITEMS = 64;
@@ -33,6 +39,8 @@ const NOBODY: ReadonlySet<ClientSubscription> = new Set();
 interface Pass {
   items: QueueItem[];
   cursor: Iterator<ClientSubscription>;
+  /** Stream events queued behind `items` since the pass began that it carries early (they stay queued). */
+  early: number;
 }
 
 export interface FanOutOptions {
@@ -119,7 +127,10 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   purge(vm: string): void {
     const kept = this.queue.filter((item) => item.event.vm !== vm);
     // The pass's items stay at the head of the queue, in order: the pass goes on without the purged ones.
-    if (this.pass) this.pass.items = this.pass.items.filter((item) => item.event.vm !== vm);
+    if (this.pass) {
+      this.pass.items = this.pass.items.filter((item) => item.event.vm !== vm);
+      this.pass.early = 0;
+    }
     this.queue.splice(0, this.queue.length, ...kept);
   }
 
@@ -150,14 +161,19 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
       for (let next = pass.cursor.next(); !next.done; next = pass.cursor.next()) {
         const sub = next.value;
         const items = pass.items;
-        const cork = items.length > 1;
+        const early = sub.live ? this.carriedEarly(pass) : 0;
+        const cork = items.length + early > 1;
         if (cork) sub.output.cork();
         for (const item of items) {
           if (item.kind === 'progress') sub.offerProgress(item.event);
           else if (sub.offer(item.event, item.frames)) this.behind.add(sub);
         }
+        for (let i = items.length; i < items.length + early; i++) {
+          const item = this.queue[i] as StreamItem;
+          if (sub.offer(item.event, item.frames)) this.behind.add(sub);
+        }
         if (cork) sub.output.uncork();
-        budget -= items.length;
+        budget -= items.length + early;
         if (budget <= 0 || performance.now() - started >= sliceMs) {
           setImmediate(() => this.pump());
           return;
@@ -177,7 +193,24 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   private startPass(): Pass {
     const items = this.queue.slice(0, MAX_PASS_ITEMS);
     for (const item of items) if (item.kind === 'stream') item.frames ??= new EncodedFrames(item.event);
-    return { items, cursor: this.targets(items) };
+    return { items, cursor: this.targets(items), early: 0 };
+  }
+
+  /**
+   * How many stream events queued behind the pass's items go along with it now (they follow the
+   * pass's items at the head of the queue): up to the first progress item, and no more than make
+   * MAX_PASS_ITEMS with the pass's own, the most one subscription is handed at once.
+   */
+  private carriedEarly(pass: Pass): number {
+    const from = pass.items.length;
+    const to = Math.min(this.queue.length, MAX_PASS_ITEMS);
+    while (from + pass.early < to) {
+      const item = this.queue[from + pass.early]!;
+      if (item.kind !== 'stream') break;
+      item.frames ??= new EncodedFrames(item.event);
+      pass.early++;
+    }
+    return pass.early;
   }
 
   private followers(vm: string): Set<ClientSubscription> {

@@ -111,6 +111,11 @@ export class ClientSubscription {
 
   // ---- catch-up (driven by subscribe.ts) --------------------------------------------------------
 
+  /** Its catch-up is sent: live events go straight out (fan-out may hand it events early, see fanout.ts). */
+  get live(): boolean {
+    return !this.catchingUp;
+  }
+
   /** Live events that arrived while the catch-up was pending. */
   heldEvents(): readonly StreamEvent[] {
     return this.held;

@@ -77,6 +77,28 @@ describe('fan-out batching', () => {
     });
   });
 
+  it('carries stream events queued during a pass early, but never past a progress update queued before them', async () => {
+    const source = new FakeJobSource(['vm1']);
+    const core = await makeCore({ source, fanoutChunk: 10, fanoutSliceMs: 60_000 });
+    const clients = Array.from({ length: 30 }, () => connect(core, { sub: 'a', progress: { intervalMs: 0 } }));
+    const watcher = connect(core, { sub: 'p', progress: { intervalMs: 100 } });
+    source.transition('vm1', 'j0', 'running');
+    await Promise.resolve(); // the pump's first slice runs (10 visits) and yields
+    expect(clients.filter((c) => c.socket.events().length === 1)).toHaveLength(10);
+    source.transition('vm1', 'j0', 'paused'); // carried early to the 20 + 1 not visited yet
+    source.progress('vm1', 'j0', 100);
+    source.transition('vm1', 'j0', 'running'); // behind the progress: waits for its own pass
+
+    await expect.poll(() => [...clients, watcher].every((c) => c.socket.events().length === 3)).toBe(true);
+    for (const c of [...clients, watcher]) {
+      expect(c.socket.events().map((m) => m.offset)).toEqual([1, 2, 3]);
+      assertChain(c.socket.messages, 'vm1', 0);
+    }
+    const order = watcher.socket.messages.filter((m) => m.type === 'event' || m.type === 'progress').map((m) => (m.type === 'progress' ? 'progress' : m.offset));
+    expect(order).toEqual([1, 2, 'progress', 3]);
+    expect(clients.slice(10).every((c) => c.socket.writes.some((w) => w.length === 2))).toBe(true);
+  });
+
   it('yields to the event loop after the slice time even short of the chunk, and loses nothing', async () => {
     const source = new FakeJobSource(['vm1']);
     const core = await makeCore({ source, fanoutChunk: 1000, fanoutSliceMs: 5 });
