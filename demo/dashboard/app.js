@@ -2,6 +2,7 @@
 // The client is the package's own (blockjob-gateway/client), served by the gateway at /lib/.
 import { GatewayClient } from './lib/client/index.js';
 import { loadRecentTransitions } from './history.js';
+import { readJobs } from './jobs-http.js';
 import { isActive, JobsView, matches, TimelineView } from './view.js';
 
 const TOKEN_KEY = 'blockjob-gateway.token';
@@ -217,7 +218,7 @@ const on = {
         if (message.incarnation !== undefined && job.incarnation !== message.incarnation) continue;
         job.progress = message.progress;
         job.progressAt = Date.now();
-        if (job.type === 'unknown') scheduleDetailsRefresh();
+        if (job.type === 'unknown') scheduleDetailsRefresh(message.vm);
       }
       scheduleRender();
     },
@@ -297,14 +298,16 @@ function jobKey(job) {
 // --- details that change without a transition (the type QEMU reports in its first poll, speed) -------
 const DETAIL_FIELDS = ['type', 'speed', 'autoFinalize', 'autoDismiss'];
 let detailsTimer;
-function scheduleDetailsRefresh() {
+/** The VMs whose jobs lack details (bounded by the VMs in the store). */
+const detailsWanted = new Set();
+function scheduleDetailsRefresh(vm) {
+  detailsWanted.add(vm);
   if (detailsTimer) return;
   detailsTimer = setTimeout(async () => {
     try {
-      const token = sessionStorage.getItem(TOKEN_KEY);
-      const response = await fetch('/v1/jobs', { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-      if (!response.ok) return;
-      const { vms } = await response.json();
+      const wanted = new Set(detailsWanted);
+      detailsWanted.clear();
+      const vms = await readJobs({ token: sessionStorage.getItem(TOKEN_KEY) ?? undefined, wanted });
       for (const snapshot of vms) {
         const vm = store.vms.get(snapshot.vm);
         for (const fresh of snapshot.jobs ?? []) {

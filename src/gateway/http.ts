@@ -16,7 +16,7 @@ import type { GatewayMetrics } from './metrics.js';
 import { hostAllowed, originAllowed } from './origin.js';
 import { parseHttpCommand } from '../protocol/validate.js';
 import { COMMAND_ERROR_CODES, WS_PATH } from '../protocol/codes.js';
-import { jobsPageLimit } from '../protocol/messages.js';
+import { jobsDefaultPage, jobsPageLimit } from '../protocol/messages.js';
 
 export interface HttpHandlerOptions {
   core: GatewayCore;
@@ -133,7 +133,7 @@ export function createHttpHandler(options: HttpHandlerOptions): (req: IncomingMe
       if (!principal.scopes.has('read')) return sendJson(res, 403, { error: `token ${JSON.stringify(principal.name)} has no read scope` });
       const page = jobsPage(url.searchParams);
       if (typeof page === 'string') return sendJson(res, 400, { error: page });
-      sendJson(res, 200, page ? pageOf(core.jobs(principal), page) : { vms: core.jobs(principal) });
+      sendJson(res, 200, pageOf(core.jobs(principal), page));
       return;
     }
     if (path === '/v1/info') {
@@ -272,11 +272,11 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
   });
 }
 
-/** `?limit=N&after=NAME` of GET /v1/jobs: undefined for the whole snapshot, or why the query is refused. */
-function jobsPage(query: URLSearchParams): { limit: number; after: string | undefined } | string | undefined {
+/** `?limit=N&after=NAME` of GET /v1/jobs (a default page without `limit`), or why the query is refused. */
+function jobsPage(query: URLSearchParams): { limit: number; after: string | undefined } | string {
   const limit = query.get('limit');
   const after = query.get('after') ?? undefined;
-  if (limit === null) return after === undefined ? undefined : 'after needs limit';
+  if (limit === null) return { limit: jobsDefaultPage(), after };
   const n = Number(limit);
   const max = jobsPageLimit();
   if (!/^\d+$/.test(limit) || n < 1 || n > max) return `limit must be an integer from 1 to ${max}`;

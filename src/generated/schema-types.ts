@@ -495,7 +495,7 @@ export interface VmInfo {
   libvirt?: string | null;
 }
 /**
- * Body of GET /v1/jobs: every VM the token may see, its stream position and monitor status, and its jobs (the same snapshot a subscriber gets, in one response). With ?limit=N (and ?after=NAME) one page of them in VM name order, and `next` when more follow.
+ * Body of GET /v1/jobs: one page of the VMs the token may see in VM name order (?limit=N of them, by default as many as a welcome lists; ?after=NAME for the page after NAME), each with its stream position, monitor status and jobs (the same snapshot a subscriber gets), and `next` when more follow.
  *
  * This interface was referenced by `AllSchemas`'s JSON-Schema
  * via the `definition` "http-jobs".

@@ -114,6 +114,14 @@ export function jobsPageLimit(): number {
   return vms.maxItems!;
 }
 
+/**
+ * The page `GET /v1/jobs` gives without `limit`: as many VMs as a `welcome` lists, for the same
+ * reason (one request must not cost a fleet's whole snapshot); `next` says when more follow.
+ */
+export function jobsDefaultPage(): number {
+  return welcomeVmLimit();
+}
+
 function schemaProperties(file: string): Record<string, { default?: unknown }> {
   const schema = schemaRegistry().documents.get(file);
   if (!schema) throw new Error(`schema ${file} is not loaded`);

@@ -1,10 +1,10 @@
 /**
  * A large fleet's `welcome` is bounded (issue 12): it lists the VM streams a token may read only up to
  * the schema's bound and always says how many there are; `GET /v1/jobs?limit=&after=` pages through
- * them in name order. Real `ws` and HTTP on loopback; every message is checked against its schema.
+ * them in name order, a default page without `limit`. Real `ws` and HTTP on loopback; every message is checked against its schema.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { jobsPageLimit, welcomeVmLimit } from '../../src/protocol/messages.js';
+import { jobsDefaultPage, jobsPageLimit, welcomeVmLimit } from '../../src/protocol/messages.js';
 import { Leftovers } from '../utils/gateway-support.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 import { bearer, testTokens } from '../utils/tokens.js';
@@ -66,13 +66,20 @@ describe('welcome and GET /v1/jobs with more VMs than a welcome lists', () => {
     // The page after a name that is not (or no longer) a VM: the boundary holds.
     expect((await get('?limit=2&after=vm0a')).body.vms.map((v) => v.vm)).toEqual(['vm1', 'vm10']);
     expect((await get('?limit=1&after=vm6')).body).toMatchObject({ vms: [{ vm: 'vm60' }], next: 'vm60' });
-    // Without a page: the whole snapshot, as before.
-    expect((await get('')).body.vms).toHaveLength(1001);
+    // Without limit: the default page (bounded like a welcome), and next for the rest; after alone pages on.
+    const first = await get('');
+    expect(first.status).toBe(200);
+    expect(jobsDefaultPage()).toBe(1000);
+    expect(first.body.vms.map((v) => v.vm)).toEqual([...names].sort().slice(0, jobsDefaultPage()));
+    expect(first.body.next).toBe(first.body.vms.at(-1)!.vm);
+    expect((await get(`?after=${encodeURIComponent(first.body.next!)}`)).body).toEqual({ vms: [expect.objectContaining({ vm: [...names].sort().at(-1) })] });
+    // A token that sees fewer VMs than a page gets them all and no next (what small gateways always saw).
+    expect((await get('', 'two-secret')).body).toEqual({ vms: [expect.objectContaining({ vm: 'vm1000' }), expect.objectContaining({ vm: 'vm7', offset: 1 })] });
     // A limited token pages through its own VMs only.
     expect((await get('?limit=1', 'two-secret')).body).toMatchObject({ vms: [{ vm: 'vm1000' }], next: 'vm1000' });
     expect((await get('?limit=1&after=vm1000', 'two-secret')).body).toEqual({ vms: [expect.objectContaining({ vm: 'vm7', offset: 1 })] });
 
-    for (const bad of ['?limit=0', '?limit=abc', '?limit=1.5', `?limit=${jobsPageLimit() + 1}`, '?after=vm1']) {
+    for (const bad of ['?limit=0', '?limit=abc', '?limit=1.5', `?limit=${jobsPageLimit() + 1}`, '?limit=&after=vm1']) {
       const { status, body } = await get(bad);
       expect([bad, status]).toEqual([bad, 400]);
       expect(body.error).toMatch(/limit/);

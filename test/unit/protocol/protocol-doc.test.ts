@@ -10,6 +10,8 @@ import {
   COMMAND_ERROR_CODES,
   INFO_SCHEMA,
   JOBS_SNAPSHOT_SCHEMA,
+  jobsDefaultPage,
+  jobsPageLimit,
   parseHttpCommand,
   PROTOCOL_ERROR_CODES,
   schemaRegistry,
@@ -112,6 +114,13 @@ describe('PROTOCOL.md', () => {
       const [vm, job, action] = block.info.slice(2);
       expect(parseHttpCommand({ vm: vm!, job: job!, action: action! }, block.body, 'doc').ok).toBe(true);
     }
+  });
+
+  it("states GET /v1/jobs's default page and maximum as the code has them", () => {
+    const section = doc.slice(doc.indexOf('- **`GET /v1/jobs`**'), doc.indexOf('- **`POST /v1/vms/'));
+    const n = (value: number) => value.toLocaleString('en-US');
+    expect(section).toContain(`\`?limit=N\` VMs (1 to ${n(jobsPageLimit())})`);
+    expect(section).toContain(`without \`limit\`, at most ${n(jobsDefaultPage())}`);
   });
 
   it('has a section with an example for every message type', () => {
