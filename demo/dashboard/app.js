@@ -3,7 +3,7 @@
 import { GatewayClient } from './lib/client/index.js';
 import { loadRecentTransitions } from './history.js';
 import { readJobs } from './jobs-http.js';
-import { isActive, JobsView, matches, TimelineView } from './view.js';
+import { isActive, JobsView, matches, naturalCompare, TimelineView } from './view.js';
 
 const TOKEN_KEY = 'blockjob-gateway.token';
 /** Finished jobs kept per VM beyond what the gateway's snapshot holds. */
@@ -59,7 +59,7 @@ function vmEntry(name) {
   if (!vm) {
     vm = { name, status: 'connecting', reason: undefined, jobs: new Map(), activeCount: 0 };
     store.vms.set(name, vm);
-    syncVmFilter();
+    vmsChanged = true;
   }
   return vm;
 }
@@ -92,9 +92,13 @@ function trimFinished(vm) {
   vm.activeCount = [...vm.jobs.values()].filter(isActive).length;
 }
 
+/** A VM was added since the filter's options were last built (a fleet's snapshot adds thousands at once). */
+let vmsChanged = false;
 function syncVmFilter() {
+  if (!vmsChanged) return;
+  vmsChanged = false;
   const select = $('filter-vm');
-  const names = [...store.vms.keys()].sort((a, b) => a.localeCompare(b, undefined, { numeric: true }));
+  const names = [...store.vms.keys()].sort(naturalCompare);
   const existing = [...select.options].slice(1).map((o) => o.value);
   if (existing.join('\n') === names.join('\n')) return;
   const current = select.value;
@@ -109,6 +113,7 @@ function scheduleRender() {
   renderQueued = true;
   requestAnimationFrame(() => {
     renderQueued = false;
+    syncVmFilter();
     const shown = jobsView.render(store);
     let active = 0;
     let total = 0;
@@ -160,9 +165,14 @@ function timelineEntry(message) {
   return { key, at: message.ts, what: `${message.vm}/${message.job.id}`, from: message.transition.from, to, toClass: `st-${to}`, note: describeTransition(message) };
 }
 
-/** Fill "Recent transitions" from the gateway's history, once per page load. */
-async function showRecentTransitions(welcome) {
-  const replayed = await loadRecentTransitions({ welcome, urls: location.origin, token: readToken });
+/**
+ * Fill "Recent transitions" from the gateway's history, once per page load: from where each stream
+ * stood at the client's first sync (a fleet's `welcome` lists no VMs), the busiest VMs first.
+ */
+async function showRecentTransitions(positions) {
+  const latest = new Map();
+  for (const job of client.jobs()) latest.set(job.vm, Math.max(latest.get(job.vm) ?? 0, Date.parse(job.stateSince) || 0));
+  const replayed = await loadRecentTransitions({ positions, latest, urls: location.origin, token: readToken });
   replayed.sort((a, b) => Date.parse(b.ts) - Date.parse(a.ts));
   for (const message of replayed) timeline.add(timelineEntry(message), { older: true });
 }
@@ -236,10 +246,16 @@ const client = new GatewayClient({
 });
 // The store keeps its own copies (it adds display fields); the client's map stays the client's.
 client.on('welcome', on.welcome);
-// The first welcome says where each VM stream stands: the history reads back from there.
-const offWelcome = client.on('welcome', (welcome) => {
-  offWelcome();
-  void showRecentTransitions(welcome);
+// Where each VM stream stood at the first snapshot (each `synced`; the client's own `since` holds no
+// more than a resume may send): the history reads back from there.
+const firstPositions = {};
+const offPositions = client.on('message', (message) => {
+  if (message.type === 'synced') firstPositions[message.vm] = { epoch: message.epoch, offset: message.offset };
+});
+const offSynced = client.on('synced', () => {
+  offSynced();
+  offPositions();
+  void showRecentTransitions(firstPositions);
 });
 client.on('snapshot', ({ vm, jobs, status }) => on.snapshot(vm, jobs.map((job) => ({ ...job })), status));
 client.on('transition', (message) => on.transition({ ...message, job: { ...message.job } }));

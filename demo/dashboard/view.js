@@ -73,6 +73,8 @@ export class JobsView {
     const finishedOpen = this.showFinished || filters.state === 'concluded' || filters.state === 'dismissed';
     const vmNames = [...store.vms.keys()].sort(naturalCompare);
     for (const section of ['active', 'finished']) {
+      // VM groups in name order within their section: each placed after the one before it.
+      let anchor = null;
       for (const name of vmNames) {
         const vm = store.vms.get(name);
         const jobs = [...vm.jobs.values()].filter((job) => matches(job, filters) && isActive(job) === (section === 'active')).sort(jobOrder);
@@ -81,6 +83,9 @@ export class JobsView {
         // An active group is there for every VM (its status is news); a finished one only with jobs.
         if (section === 'finished' && jobs.length === 0 && !this.bodies.has(`${section}\0${name}`)) continue;
         const body = this.body(name, section);
+        const before = anchor ? anchor.nextSibling : section === 'active' ? this.table.querySelector('tbody.vm-group, tbody.finished-toggle') : this.finishedToggle.nextSibling;
+        if (before !== body.tbody) this.table.insertBefore(body.tbody, before);
+        anchor = body.tbody;
         body.tbody.hidden = !visibleVm || (section === 'finished' && (!finishedOpen || jobs.length === 0));
         if (section === 'active') this.renderHeader(body.header, vm, jobs.length);
         else this.renderFinishedHeader(body.header, vm, jobs.length);
@@ -151,11 +156,8 @@ export class JobsView {
     th.scope = 'rowgroup';
     header.append(th);
     tbody.append(header);
-    // Keep VM groups in name order within their section.
-    const names = [...this.bodies.keys()].filter((other) => other.startsWith(`${section}\0`)).map((other) => other.split('\0')[1]);
-    const next = names.sort(naturalCompare).find((other) => naturalCompare(other, name) > 0);
-    const end = section === 'active' ? this.finishedToggle : this.emptyBody;
-    this.table.insertBefore(tbody, next ? this.bodies.get(`${section}\0${next}`).tbody : end);
+    // Placed by render, in name order; until then at the end of its section.
+    this.table.insertBefore(tbody, section === 'active' ? this.finishedToggle : this.emptyBody);
     body = { tbody, header, rows: new Map() };
     this.bodies.set(id, body);
     return body;
@@ -318,9 +320,8 @@ function jobOrder(a, b) {
   return (b.firstSeen ?? 0) - (a.firstSeen ?? 0) || naturalCompare(a.id, b.id);
 }
 
-function naturalCompare(a, b) {
-  return a.localeCompare(b, undefined, { numeric: true });
-}
+/** vm2 before vm10. One collator: localeCompare with options builds one per call, which a fleet of VMs feels. */
+export const naturalCompare = new Intl.Collator(undefined, { numeric: true }).compare;
 
 export class TimelineView {
   constructor(list, limit = 150) {

@@ -17,6 +17,8 @@ import { startGateway, type RunningGateway } from '../../src/gateway/server.js';
 import { makeJobController } from '../../src/gateway/control/index.js';
 import { MiB, startMirror } from '../../src/lab/jobs.js';
 import { silentLogger } from '../../src/log.js';
+import { welcomeVmLimit } from '../../src/protocol/messages.js';
+import { FakeJobSource } from '../utils/fake-source.js';
 import { describeQemu, inCi } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 
@@ -290,6 +292,54 @@ describeBrowser('dashboard in a real browser', () => {
     } finally {
       await page.setViewportSize({ width: 1440, height: 860 });
     }
+  }, TEST_MS);
+
+  it('fills Recent transitions on a fleet with more VMs than a welcome lists, the busiest VMs first', async () => {
+    await restarted?.close({ graceMs: 0 });
+    await demo?.close();
+    demo = undefined;
+    // More VMs than a welcome lists (it then lists none): the in-memory source of the gateway tests,
+    // since a thousand monitors are not the point here; gateway, ws, dashboard and browser are real.
+    const count = welcomeVmLimit() + 200;
+    const source = new FakeJobSource(Array.from({ length: count }, (_, i) => `vm${i}`));
+    restarted = await startGateway({
+      source,
+      listen: { host: '127.0.0.1', port: 0 },
+      dashboardDir: fileURLToPath(new URL('../../demo/dashboard/', import.meta.url)),
+      logger: silentLogger,
+    });
+    // More VMs with history (a monitor blip) than the page reads back, then transitions on VMs spread
+    // over the name range: the page must pick the VMs whose jobs moved last, not the first names.
+    for (let i = 0; i < count; i += 4) {
+      source.setStatus(`vm${i}`, 'disconnected');
+      source.setStatus(`vm${i}`, 'connected');
+    }
+    const busy = ['vm3', 'vm640', 'vm1187'];
+    for (const vm of busy) {
+      source.transition(vm, 'm', 'running');
+      source.transition(vm, 'm', 'ready', { ready: true });
+    }
+    // A page of its own: the shared one still tries to reach the demo closed above.
+    const page = await context!.newPage();
+    const pageErrors: string[] = [];
+    page.on('pageerror', (error) => pageErrors.push(error.message));
+    const wsUrl = restarted.url.replace(/^http/, 'ws');
+    const welcome = page.waitForEvent('websocket', { predicate: (ws) => ws.url().startsWith(wsUrl), timeout: WAIT_MS }).then((ws) =>
+      ws.waitForEvent('framereceived', { predicate: (frame) => String(frame.payload).includes('"welcome"'), timeout: WAIT_MS }),
+    );
+    await page.goto(`${restarted.url}/`);
+    expect(JSON.parse(String((await welcome).payload))).toMatchObject({ vms: [], vmCount: count });
+    await page.locator('#conn.conn-live').waitFor({ timeout: WAIT_MS });
+    // Each busy VM's ready, read back from the history (nothing happens live after the load).
+    for (const vm of busy) {
+      await page.locator('#timeline li', { hasText: `${vm}/m` }).filter({ hasText: 'ready' }).first().waitFor({ timeout: WAIT_MS });
+    }
+    expect(await page.locator('#timeline li', { hasText: 'monitor' }).count()).toBeGreaterThan(0);
+    expect(await page.locator('#summary').textContent()).toContain(`${count} VMs`);
+    expect(pageErrors).toEqual([]);
+    await page.close();
+    await restarted.close({ graceMs: 0 });
+    restarted = undefined;
   }, TEST_MS);
 
   it('labels the simulator fallback as simulated', async () => {
