@@ -1,24 +1,17 @@
 /**
- * Fleet faults with real processes where kill -9 matters: an edge or a host gateway killed, Redis
- * stopped and flushed, two hosts claiming one VM. Nothing lost, nothing twice, nothing invented.
+ * Fleet faults with real processes where kill -9 matters: an edge or a host gateway killed (the core
+ * cases of fleet-fault-cases.ts, which fleet-cluster-faults.test.ts runs on a cluster), Redis stopped
+ * and flushed, two hosts claiming one VM. Nothing lost, nothing twice, nothing invented.
  */
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { startRedis, type RedisServer } from '../../src/lab/redis.js';
-import { TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeBuilt } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
-import { edgeArgs, eventually, hostArgs, serveInProcess, serveProcess } from './fleet-support.js';
-
-const streamMessages = (c: TestClient, vm: string): Msg[] => c.messages.filter((m) => (m.type === 'event' || m.type === 'vm') && m.vm === vm);
-
-/** What a resuming client would hold: the last position of `vm` it saw (synced, event, vm or bookmark). */
-function lastSeen(c: TestClient, vm: string): { epoch: string; offset: number } {
-  const m = c.messages.filter((x) => ['synced', 'event', 'vm', 'bookmark'].includes(x.type) && x.vm === vm).at(-1)!;
-  return { epoch: m.epoch, offset: m.offset };
-}
+import { edgeKilledClientResumesElsewhere, hostKilledRestartedThenOwnerGone } from './fleet-fault-cases.js';
+import { edgeArgs, eventually, hostArgs, lastSeen, serveInProcess, serveProcess, Stops, streamMessages } from './fleet-support.js';
 
 async function readyz(url: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(`${url}/readyz`);
@@ -30,17 +23,11 @@ describeRedis('fleet faults', () => {
     describeBuilt('gateways as processes', () => {
       cleanupLeftoversAfterAll();
       let redis: RedisServer;
-      const stops: (() => Promise<unknown>)[] = [];
-      afterEach(async () => {
-        for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
-      });
+      const stops = new Stops();
+      afterEach(() => stops.run());
       afterAll(async () => redis?.dispose());
 
-      async function client(url: string): Promise<TestClient> {
-        const c = await TestClient.connect(url);
-        stops.push(async () => c.ws.terminate());
-        return c;
-      }
+      const client = (url: string) => stops.client(url);
 
       async function freshRedis(): Promise<RedisServer> {
         redis ??= await startRedis();
@@ -50,94 +37,21 @@ describeRedis('fleet faults', () => {
       }
 
       it('edge A killed with -9 mid-stream: the client resumes on edge B, recovered, offsets contiguous, nothing twice', async () => {
-        await freshRedis();
-        const qsd = await startQsd({ monitors: ['gw'] });
-        stops.push(() => qsd.dispose());
-        const host = await serveInProcess(hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') }));
-        stops.push(() => host.stop());
-        const edgeA = await serveProcess(edgeArgs(redis.url));
-        const edgeB = await serveProcess(edgeArgs(redis.url));
-        const a = await client(edgeA.wsUrl);
-        a.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] } });
-        const synced = await a.next((m) => m.type === 'synced');
-        await startMirror(qsd, qsd, { jobId: 'm', speed: 2 * MiB, dataMiB: 8 });
-        await a.next((m) => m.type === 'event' && m.job.id === 'm', 60_000);
-        edgeA.run.child.kill('SIGKILL');
-        await a.closed;
-        const since = lastSeen(a, 'vm1');
-        // The job goes on meanwhile: pause and resume it through the host, so there is something to miss.
-        await qsd.execute('job-pause', { id: 'm' });
-        await eventually(() => host.gateway.core.streamPositions().get('vm1')!.offset > since.offset, 20_000, 'host to move on');
-        await qsd.execute('job-resume', { id: 'm' });
-
-        const b = await client(edgeB.wsUrl);
-        b.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] }, since: { vm1: since } });
-        const subscribed = await b.next((m) => m.type === 'subscribed');
-        expect(subscribed.streams.vm1).toMatchObject({ mode: 'recovered', epoch: since.epoch });
-        // Paused while running, or standby if the mirror was already ready by then (timing decides).
-        await b.next((m) => m.type === 'event' && (m.transition.to === 'paused' || m.transition.to === 'standby'), 30_000);
-        await b.next((m) => m.type === 'event' && (m.transition.from === 'paused' || m.transition.from === 'standby'), 30_000);
-        const seen = [...streamMessages(a, 'vm1'), ...streamMessages(b, 'vm1')].map((m) => m.offset as number);
-        expect(seen).toEqual(seen.map((_, i) => synced.offset + i + 1));
-        expect(b.invalid).toEqual([]);
+        await edgeKilledClientResumesElsewhere((await freshRedis()).url, stops);
       });
 
-      it("a host gateway killed with -9 mid-job and restarted: same epoch, recovered, and the job's true end", async () => {
-        await freshRedis();
-        const qsd = await startQsd({ monitors: ['gw'] });
-        stops.push(() => qsd.dispose());
-        const args = hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') });
-        const host = await serveProcess(args);
-        const edge = await serveInProcess(edgeArgs(redis.url));
-        stops.push(() => edge.stop());
-        const h = await client(host.wsUrl);
-        h.send({ type: 'subscribe', id: 's', sub: 'a' });
-        await h.next((m) => m.type === 'synced');
-        const e = await client(edge.gateway.wsUrl);
-        e.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] } });
-        await e.next((m) => m.type === 'synced');
-        await startMirror(qsd, qsd, { jobId: 'm', speed: 1 * MiB, dataMiB: 8 });
-        await h.next((m) => m.type === 'event' && m.job.id === 'm' && m.job.state === 'running', 60_000);
-        // Let the host's copy reach Redis (the edge has it), then kill -9.
-        const before = lastSeen(h, 'vm1');
-        await e.until((all) => all.some((m) => m.type === 'event' && m.offset === before.offset), 20_000);
-        host.run.child.kill('SIGKILL');
-        await h.closed;
-
-        const again = await serveProcess(args);
-        const h2 = await client(again.wsUrl);
-        h2.send({ type: 'subscribe', id: 's', sub: 'a', since: { vm1: before } });
-        const resumed = await h2.next((m) => m.type === 'subscribed');
-        expect(resumed.streams.vm1).toMatchObject({ mode: 'recovered', epoch: before.epoch });
-        // The job's true end, through the edge: pivot it and see it complete.
-        e.send({ type: 'command', id: 'c', vm: 'vm1', job: 'm', action: 'complete', when: 'ready', await: 'concluded', timeoutMs: 60_000 });
-        const pivot = await e.next((m) => m.type === 'result' && m.id === 'c', 70_000);
-        expect(pivot, JSON.stringify(pivot)).toMatchObject({ ok: true, job: { outcome: 'completed', pivoted: true } });
-        await h2.until((all) => all.some((m) => m.type === 'event' && m.job.id === 'm' && m.job.state === 'concluded'), 30_000);
-        // One epoch throughout, offsets contiguous on the edge across the restart.
-        const onEdge = streamMessages(e, 'vm1');
-        expect(new Set(onEdge.map((m) => m.epoch))).toEqual(new Set([before.epoch]));
-        const offsets = onEdge.map((m) => m.offset as number);
-        expect(offsets).toEqual(offsets.map((_, i) => offsets[0]! + i));
-
-        // The owner gone for good (kill -9, lease still alive): a command gets outcome_unknown within the ack timeout.
-        again.run.child.kill('SIGKILL');
-        await again.run.exited;
-        const sent = Date.now();
-        e.send({ type: 'command', id: 'c2', vm: 'vm1', job: 'm', action: 'dismiss', timeoutMs: 30_000 });
-        const unknown = await e.next((m) => m.type === 'result' && m.id === 'c2', 20_000);
-        expect(unknown).toMatchObject({ ok: false, error: { code: 'outcome_unknown' } });
-        expect(Date.now() - sent).toBeLessThan(10_000);
+      it("a host gateway killed with -9 mid-job and restarted: same epoch, recovered, and the job's true end; then the owner gone: outcome_unknown", async () => {
+        await hostKilledRestartedThenOwnerGone((await freshRedis()).url, stops);
       });
 
       it('Redis stopped for 5 s and restarted (AOF): nothing lost; then Redis flushed: a snapshot with a reason', async () => {
         await freshRedis();
         const qsd = await startQsd({ monitors: ['gw'] });
-        stops.push(() => qsd.dispose());
+        stops.add(() => qsd.dispose());
         const host = await serveInProcess(hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') }));
-        stops.push(() => host.stop());
+        stops.add(() => host.stop());
         const edge = await serveInProcess(edgeArgs(redis.url));
-        stops.push(() => edge.stop());
+        stops.add(() => edge.stop());
         const e = await client(edge.gateway.wsUrl);
         e.send({ type: 'subscribe', id: 's', sub: 'a' });
         await e.next((m) => m.type === 'synced');
@@ -194,9 +108,9 @@ describeRedis('fleet faults', () => {
       it('two host gateways claiming one VM: one owner, a clear error from the other', async () => {
         await freshRedis();
         const qsd = await startQsd({ monitors: ['gw', 'gw2'] });
-        stops.push(() => qsd.dispose());
+        stops.add(() => qsd.dispose());
         const owner = await serveInProcess(hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') }));
-        stops.push(() => owner.stop());
+        stops.add(() => owner.stop());
         const other = await serveProcess(hostArgs(redis.url, 'h2', { vm1: qsd.path('gw2') }));
         await other.run.line(/GW_ERR_FLEET_NOT_OWNER/, 20_000);
         const line = other.run.stdout.find((l) => l.includes('GW_ERR_FLEET_NOT_OWNER'))!;

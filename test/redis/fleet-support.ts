@@ -8,6 +8,7 @@ import { serve } from '../../src/cli/serve.js';
 import { makeTestDir } from '../utils/qsd.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { runCli, type CliRun } from '../utils/built-cli.js';
+import { TestClient, type Msg } from '../utils/gateway-support.js';
 
 // Host gateways record unacknowledged streams under the state directory: one of the test run's own,
 // so records of earlier runs (or of other suites on the same Redis port) never meet this one's.
@@ -88,4 +89,33 @@ export function sample(text: string, name: string, labels = ''): number | undefi
 
 export async function metricsOf(url: string): Promise<string> {
   return (await fetch(`${url}/metrics`)).text();
+}
+
+/** A stream's `event` and `vm` messages as one client got them. */
+export const streamMessages = (c: TestClient, vm: string): Msg[] => c.messages.filter((m) => (m.type === 'event' || m.type === 'vm') && m.vm === vm);
+
+/** What a resuming client would hold: the last position of `vm` it saw (synced, event, vm or bookmark). */
+export function lastSeen(c: TestClient, vm: string): { epoch: string; offset: number } {
+  const m = c.messages.filter((x) => ['synced', 'event', 'vm', 'bookmark'].includes(x.type) && x.vm === vm).at(-1)!;
+  return { epoch: m.epoch, offset: m.offset };
+}
+
+/** What a test started, stopped after it (`run` in afterEach), last started first. */
+export class Stops {
+  private readonly items: (() => Promise<unknown>)[] = [];
+
+  add(...stops: (() => Promise<unknown>)[]): void {
+    this.items.push(...stops);
+  }
+
+  /** A client of `url`, terminated after the test. */
+  async client(url: string): Promise<TestClient> {
+    const c = await TestClient.connect(url);
+    this.add(async () => c.ws.terminate());
+    return c;
+  }
+
+  async run(): Promise<void> {
+    for (const stop of this.items.splice(0).reverse()) await stop().catch(() => undefined);
+  }
 }
