@@ -78,8 +78,14 @@ export interface RedisServerOptions {
   clusterPort?: number;
   /** Serve TLS only (`port 0`, `tls-port`): the URL becomes rediss://, redis-cli trusts `caFile`. */
   tls?: { certFile: string; keyFile: string; caFile: string };
-  /** ACL user created besides `default` (which then requires this password too). */
+  /** ACL user created besides `default` (which then requires this password too); with `include`, the file's user redis-cli logs in as. */
   user?: { name: string; password: string };
+  /**
+   * A config file read first, as a user includes deploy/redis-fleet.conf: its ACL, persistence and
+   * memory policy then rule, and the lab's lines after it only say where this server listens (its
+   * TLS files) and keeps its data.
+   */
+  include?: string;
   /** @default 15000 */
   startTimeoutMs?: number;
 }
@@ -189,15 +195,15 @@ export class RedisServer {
 
   private async launch(): Promise<void> {
     const tls = this.options.tls;
+    const include = this.options.include;
     const lines = [
+      ...(include ? [`include ${include}`] : []),
       ...(tls
         ? ['port 0', `tls-port ${this.port}`, `tls-cert-file ${tls.certFile}`, `tls-key-file ${tls.keyFile}`, `tls-ca-cert-file ${tls.caFile}`, 'tls-auth-clients no']
         : [`port ${this.port}`]),
       'bind 127.0.0.1',
       `dir ${this.dir}`,
-      'appendonly yes',
-      'appendfsync everysec',
-      'save ""',
+      ...(include ? [] : ['appendonly yes', 'appendfsync everysec', 'save ""']),
       'daemonize no',
       'protected-mode yes',
       'loglevel warning',
@@ -206,9 +212,11 @@ export class RedisServer {
     if (this.options.cluster) {
       lines.push('cluster-enabled yes', `cluster-config-file ${join(this.dir, 'nodes.conf')}`, 'cluster-node-timeout 5000');
       if (this.options.clusterPort !== undefined) lines.push(`cluster-port ${this.options.clusterPort}`);
+      // The bus speaks TLS too, and the nodes announce their TLS port to clients (the plain one is 0).
+      if (tls) lines.push('tls-cluster yes');
     }
     const user = this.options.user;
-    if (user) {
+    if (user && !include) {
       // The hash form: any password (spaces included) and no plain text in the file.
       const hash = createHash('sha256').update(user.password).digest('hex');
       lines.push(`user default on #${hash} ~* &* +@all`, `user ${user.name} on #${hash} ~* &* +@all`);
@@ -241,14 +249,17 @@ export function startRedis(options: RedisServerOptions = {}): Promise<RedisServe
   return RedisServer.start(options);
 }
 
+/** What a cluster's nodes share: TLS (on the bus too) and an ACL user. */
+export type RedisClusterOptions = Pick<RedisServerOptions, 'tls' | 'user'>;
+
 /** Three masters, no replicas, all slots assigned. */
 export class RedisCluster {
   private constructor(readonly nodes: RedisServer[]) {}
 
-  static async start(): Promise<RedisCluster> {
+  static async start(options: RedisClusterOptions = {}): Promise<RedisCluster> {
     const nodes: RedisServer[] = [];
     try {
-      for (let i = 0; i < 3; i++) nodes.push(await RedisServer.start({ cluster: true }));
+      for (let i = 0; i < 3; i++) nodes.push(await RedisServer.start({ ...options, cluster: true }));
       nodes[0]!.cli('--cluster', 'create', ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes');
       const deadline = Date.now() + 20_000;
       while (!nodes.every((n) => n.cli('cluster', 'info').includes('cluster_state:ok'))) {
@@ -262,7 +273,7 @@ export class RedisCluster {
     return new RedisCluster(nodes);
   }
 
-  /** Seed URLs, comma-separated, as `--redis` takes them for a cluster. */
+  /** Seed URLs, comma-separated, as `--redis` takes them for a cluster (each with the user, rediss:// with TLS). */
   get url(): string {
     return this.nodes.map((n) => n.url).join(',');
   }
@@ -272,6 +283,6 @@ export class RedisCluster {
   }
 }
 
-export function startRedisCluster(): Promise<RedisCluster> {
-  return RedisCluster.start();
+export function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisCluster> {
+  return RedisCluster.start(options);
 }
