@@ -156,11 +156,33 @@ export async function connectOrFail(client: RedisClient, target: RedisTarget, ti
     await Promise.race([client.connect(), refused]);
   } catch (error) {
     client.disconnect();
-    throw error;
+    throw (error instanceof ConfigError || error instanceof FleetTlsError ? undefined : await seedTlsFailure(target, caFile)) ?? error;
   } finally {
     if (onError) client.off('error', onError);
     clearTimeout(timer);
   }
+}
+
+/**
+ * Why a TLS cluster's seeds failed, if it is TLS: ioredis probes them on connections whose errors it
+ * drops, and says only that none answered. One seed, asked alone, names the reason.
+ */
+async function seedTlsFailure(target: RedisTarget, caFile: string | undefined): Promise<FleetTlsError | undefined> {
+  if (!target.cluster || !target.tls) return undefined;
+  const probe = connectRedis({ ...target, cluster: false, nodes: target.nodes.slice(0, 1) }, caFile ? { tlsCaFile: caFile } : {});
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => done(undefined), 5000);
+    const done = (failure: FleetTlsError | undefined): void => {
+      clearTimeout(timer);
+      probe.disconnect();
+      resolve(failure);
+    };
+    probe.once('error', (error: Error) => done(tlsFailure(error, target, caFile)));
+    probe.connect().then(
+      () => done(undefined),
+      () => undefined, // the error event decides
+    );
+  });
 }
 
 /** A start-up failure that retrying cannot cure (refused login, failed TLS verification): stop instead of waiting for Redis. */

@@ -2,7 +2,8 @@
  * A real redis-server for tests and benchmarks: started on a free loopback port in a fresh data dir
  * with AOF on, stopped by PID, restartable on the same port and dir (so "Redis was down for 5 s"
  * can be shown with nothing lost), and a 3-master Redis Cluster built with `redis-cli --cluster
- * create`. Everything registers as a leftover, so a test run never leaks a daemon.
+ * create` (TLS-only on its bus too, if asked). A server may include a config file of its own first
+ * (deploy/redis-fleet.conf, as users run it). Everything registers as a leftover, so a test run never leaks a daemon.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';

@@ -1,13 +1,14 @@
 /**
- * rediss:// against a real TLS redis-server (Debian's is built with TLS) with a throwaway CA made by
- * openssl: host and edge over TLS with an ACL user, the certificate verified against --redis-ca, a
- * wrong CA refused with GW_ERR_FLEET_TLS, and the password in no log line, metric, /v1/info or /readyz.
+ * rediss:// against real TLS redis-servers (Debian's is built with TLS) with a throwaway CA made by
+ * openssl, on one server and on a 3-master Redis Cluster (TLS on its bus too): host and edge over
+ * TLS with an ACL user, the certificate verified against --redis-ca, a wrong CA refused with
+ * GW_ERR_FLEET_TLS, and the password in no log line, metric, /v1/info or /readyz.
  */
 import { rmSync } from 'node:fs';
 import { afterAll, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { makeShortTempDir } from '../../src/lab/leftovers.js';
-import { startRedis } from '../../src/lab/redis.js';
+import { startRedis, startRedisCluster, type RedisServer, type RedisServerOptions } from '../../src/lab/redis.js';
 import { issueServerCert, makeTestCa } from '../../src/lab/tls.js';
 import { TestClient } from '../utils/gateway-support.js';
 import { describeBuilt, runCli } from '../utils/built-cli.js';
@@ -18,16 +19,35 @@ import { metricsOf, sample, serveProcess } from './fleet-support.js';
 
 const PASSWORD = 'tls-pw-51c0ffee-never-shown';
 
+/** A TLS Redis of either topology: its `--redis` URL and its servers. */
+interface TlsRedis {
+  url: string;
+  nodes: RedisServer[];
+  dispose(): Promise<void>;
+}
+
+type Lab = Required<Pick<RedisServerOptions, 'tls' | 'user'>>;
+const topologies: [string, (lab: Lab) => Promise<TlsRedis>][] = [
+  ['one server', async (lab) => {
+    const server = await startRedis(lab);
+    return { url: server.url, nodes: [server], dispose: () => server.dispose() };
+  }],
+  ['a 3-master cluster', async (lab) => {
+    const cluster = await startRedisCluster(lab);
+    return { url: cluster.url, nodes: cluster.nodes, dispose: () => cluster.dispose() };
+  }],
+];
+
 describeRedis('fleet over TLS (rediss://)', () => {
   describeQemu('real qemu-storage-daemon', () => {
     describeBuilt('gateways as processes', () => {
       afterAll(cleanupLeftovers);
 
-      it('host and edge work over rediss:// with an ACL user and a verified certificate; a wrong CA is refused clearly; the password is never shown', async () => {
+      it.each(topologies)('on %s: host and edge work over rediss:// with an ACL user and a verified certificate; a wrong CA is refused clearly; the password is never shown', async (_name, start) => {
         const dir = makeShortTempDir('bjt-');
         const ca = makeTestCa(dir, 'fleet-ca');
         const wrongCa = makeTestCa(dir, 'other-ca');
-        const redis = await startRedis({ user: { name: 'gateway', password: PASSWORD }, tls: issueServerCert(dir, ca) });
+        const redis = await start({ user: { name: 'gateway', password: PASSWORD }, tls: issueServerCert(dir, ca) });
         expect(redis.url).toMatch(/^rediss:\/\//);
         const qsd = await startQsd({ monitors: ['gw'] });
         const env = { REDIS_URL: redis.url };
@@ -45,7 +65,7 @@ describeRedis('fleet over TLS (rediss://)', () => {
         client.send({ type: 'command', id: 'c', vm: 'vm1', job: 'm', action: 'set-speed', speed: 128 * MiB, timeoutMs: 20_000 });
         expect(await client.next((m) => m.type === 'result' && m.id === 'c', 30_000)).toMatchObject({ ok: true });
         client.ws.terminate();
-        expect(redis.cli('client', 'list')).toMatch(/name=bjg-host-h1/);
+        expect(redis.nodes.map((node) => node.cli('client', 'list')).join('\n')).toMatch(/name=bjg-host-h1/);
 
         for (const gateway of [host, edge]) {
           for (const path of ['/v1/info', '/metrics', '/readyz']) {
@@ -72,10 +92,14 @@ describeRedis('fleet over TLS (rediss://)', () => {
         expect(await noCa.exited).not.toBe(0);
         expect([...noCa.stdout, ...noCa.stderr].join('\n')).toMatch(/GW_ERR_FLEET_TLS.*system CAs/);
 
+        for (const gateway of [host, edge]) {
+          gateway.run.child.kill('SIGTERM');
+          await gateway.run.exited;
+        }
         await qsd.dispose();
         await redis.dispose();
         rmSync(dir, { recursive: true, force: true });
-      });
+      }, 150_000);
     });
   });
 });
