@@ -9,7 +9,8 @@ import { TokenAuthenticator } from '../gateway/auth.js';
 import { makeJobController } from '../gateway/control/index.js';
 import { startGateway, type GatewayServerOptions, type RunningGateway } from '../gateway/server.js';
 import { startFleetEdge } from '../fleet/edge.js';
-import { readFleetSeeds, startFleetHost, type FleetHost } from '../fleet/host.js';
+import { startFleetHost, type FleetHost } from '../fleet/host.js';
+import { FleetSeeds } from '../fleet/seeds.js';
 import { registerEdgeMetrics, registerHostMetrics } from '../fleet/metrics.js';
 import { CloseCode } from '../protocol/codes.js';
 import { combineSources } from '../jobs/combine.js';
@@ -145,24 +146,24 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
   };
   if (config.fleet?.edge) return serveEdge(config.fleet, common, log, out, options);
 
-  const registry = new JobRegistry({ ...config.jobs, logger: log.child({ component: 'jobs' }) });
+  // A restarted fleet host: every VM's engine, whatever its source, starts from the jobs Redis holds for it.
+  const seeds = config.fleet ? await FleetSeeds.open(config.fleet, log.child({ component: 'fleet' })) : undefined;
+  const seedOf = seeds ? { seedOf: seeds.of } : {};
+  const registry = new JobRegistry({ ...config.jobs, ...seedOf, logger: log.child({ component: 'jobs' }) });
   const libvirt: OpenedLibvirt[] = [];
   let combined: ReturnType<typeof combineSources> | undefined;
   const closeSources = async (): Promise<void> => {
     combined?.close();
     await registry.close();
     for (const opened of libvirt) await opened.close();
+    seeds?.close();
   };
   try {
-    const seeds = config.fleet ? await readFleetSeeds(config.fleet, Object.keys(config.qmp ?? {}), log.child({ component: 'fleet' })) : undefined;
     for (const [vm, address] of Object.entries(config.qmp ?? {})) {
-      if (address === undefined) continue;
-      registry.add(vm, address);
-      const jobs = seeds?.get(vm);
-      if (jobs) registry.seed(vm, jobs);
+      if (address !== undefined) registry.add(vm, address);
     }
     for (const entry of config.libvirt ?? []) {
-      libvirt.push(openLibvirtSource(entry, { ...(config.jobs ? { engine: config.jobs } : {}), logger: log.child({ component: 'libvirt', uri: entry.uri }) }));
+      libvirt.push(openLibvirtSource(entry, { ...(config.jobs ? { engine: config.jobs } : {}), ...seedOf, logger: log.child({ component: 'libvirt', uri: entry.uri }) }));
     }
     const parts: SourcePorts[] = [...(Object.keys(config.qmp ?? {}).length > 0 ? [{ source: registry, control: registry.control }] : []), ...libvirt];
     combined = combineSources(parts, { logger: log.child({ component: 'sources' }) });

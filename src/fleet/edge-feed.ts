@@ -250,12 +250,17 @@ export class EdgeFeed implements StreamFeed {
     try {
       this.counters.loads++;
       const stored = await this.store.loadVm(vm);
-      const waiting = this.loading.get(vm) ?? [];
       if (!stored) return;
-      const state = this.fromStored(stored);
+      // Found by a live event (its host just started it): from the start of its stream while Redis has
+      // it, so that subscribers to every VM get its first events, as on the host.
+      const first = held.length > 0 && stored.head > 0 ? await this.store.readAfter(vm, 0, 1) : undefined;
+      const fromStart = first?.epoch === stored.epoch && first.entries[0]?.offset === 1;
+      const state = this.fromStored(fromStart ? { vm, epoch: stored.epoch, head: 0, status: 'connecting', ...(stored.host !== undefined ? { host: stored.host } : {}), jobs: new Map() } : stored);
+      const waiting = this.loading.get(vm) ?? [];
       this.states.set(vm, state);
       this.history.adopt(vm, { epoch: state.epoch, offset: state.head });
       this.drain(vm, state, waiting);
+      if (fromStart && state.head < stored.head) void this.catchUp(vm);
     } catch (error) {
       this.options.logger.warn({ err: error, vm }, 'fleet edge: could not load VM; retrying on its next event');
     } finally {

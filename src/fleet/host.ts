@@ -32,35 +32,6 @@ export interface FleetHost {
   close(options?: { release?: boolean }): Promise<void>;
 }
 
-/**
- * The jobs Redis holds for VMs this host published before (it restarted): read before the engines
- * first poll QEMU, so their reconcile continues those jobs (same incarnations, no "new" transition)
- * and concludes the ones QEMU no longer lists. Redis unreachable: none (the stream then restarts in
- * Redis with a snapshot once it is back).
- */
-export async function readFleetSeeds(config: FleetConfig, vms: readonly string[], log: Logger): Promise<Map<string, JobState[]>> {
-  const seeds = new Map<string, JobState[]>();
-  if (vms.length === 0) return seeds;
-  const target = redisTargetOf(config);
-  const hostId = config.hostId ?? defaultHostId();
-  const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}-seed`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
-  redis.on('error', () => undefined);
-  try {
-    await connectOrFail(redis, target, 5000, config.tlsCaFile);
-    const store = new FleetStore(redis, config.keyPrefix);
-    for (const vm of vms) {
-      const stored = await store.loadVm(vm);
-      if (stored?.host === hostId && stored.jobs.size > 0) seeds.set(vm, [...stored.jobs.values()]);
-    }
-  } catch (error) {
-    if (fatalAtStart(error)) throw error;
-    log.warn({ err: error, redis: target.redacted }, 'fleet: could not read the jobs Redis holds for this host; jobs that ended while it was down show once Redis restarts their streams');
-  } finally {
-    redis.disconnect();
-  }
-  return seeds;
-}
-
 export async function startFleetHost(config: FleetConfig, source: JobSource, options: { logger: Logger; historyLimits?: HistoryLimits }): Promise<FleetHost> {
   const log = options.logger;
   const target = redisTargetOf(config);

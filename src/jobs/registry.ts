@@ -25,6 +25,12 @@ export interface JobRegistryOptions extends MonitorJobsOptions, QmpControlOption
    * @default a started QmpClient named after the VM
    */
   createMonitor?: (vm: string, address: string) => OwnedMonitor;
+  /**
+   * Jobs an earlier process told subscribers of (a fleet host's, from Redis): asked for each VM added,
+   * and given to its engine before it starts, so its first reconcile continues them (see
+   * MonitorJobs.seed). Whatever the source of the VM. Should settle promptly (undefined when unknown).
+   */
+  seedOf?: (vm: string) => Promise<{ jobs: readonly JobState[]; status?: VmStatus } | undefined>;
 }
 
 interface Entry {
@@ -91,7 +97,16 @@ export class JobRegistry implements JobSource {
     if (owned) entry.owned = owned;
     this.entries.set(vm, entry);
     this.infoUpdates.next({ kind: 'info', info: engine.info() });
-    engine.start();
+    const seedOf = this.options.seedOf;
+    if (!seedOf) engine.start();
+    else {
+      const start = (seed?: { jobs: readonly JobState[]; status?: VmStatus }): void => {
+        if (this.entries.get(vm) !== entry) return; // removed meanwhile
+        if (seed) engine.seed(seed.jobs, seed.status);
+        engine.start();
+      };
+      seedOf(vm).then(start, () => start());
+    }
     return engine;
   }
 

@@ -8,7 +8,7 @@ import type { MonitorJobsOptions } from '../monitor-jobs.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { LibvirtClient } from '../../libvirt/client.js';
 import { LibvirtControl } from './control.js';
-import { LibvirtSource } from './source.js';
+import { LibvirtSource, type LibvirtSourceOptions } from './source.js';
 
 export interface LibvirtEntry {
   uri: string;
@@ -23,7 +23,7 @@ export interface OpenedLibvirt extends SourcePorts {
 }
 
 /** Builds and starts the source for one libvirt connection (it connects, and reconnects, by itself). */
-export function openLibvirtSource(entry: LibvirtEntry, options: { engine?: MonitorJobsOptions; logger?: Logger } = {}): OpenedLibvirt {
+export function openLibvirtSource(entry: LibvirtEntry, options: { engine?: MonitorJobsOptions; seedOf?: LibvirtSourceOptions['seedOf']; logger?: Logger } = {}): OpenedLibvirt {
   const logger = options.logger ?? silentLogger;
   let domainFilter: RegExp | undefined;
   if (entry.domains !== undefined) {
@@ -38,6 +38,7 @@ export function openLibvirtSource(entry: LibvirtEntry, options: { engine?: Monit
     ...(domainFilter ? { domainFilter } : {}),
     ...(entry.showInternalJobs ? { showInternalJobs: true } : {}),
     ...(options.engine ? { engine: options.engine } : {}),
+    ...(options.seedOf ? { seedOf: options.seedOf } : {}),
     logger,
   });
   source.start();

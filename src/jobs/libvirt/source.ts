@@ -22,8 +22,8 @@ import { ConfigError } from '../../errors.js';
 import { capabilitiesFromVersion } from '../capabilities.js';
 import type { MonitorJobs, MonitorJobsOptions } from '../monitor-jobs.js';
 import { DEFAULT_POLL_TIMEOUT_MS } from '../poller.js';
-import { JobRegistry } from '../registry.js';
-import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot } from '../types.js';
+import { JobRegistry, type JobRegistryOptions } from '../registry.js';
+import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot, VmStatus } from '../types.js';
 import { silentLogger, type Logger } from '../../log.js';
 import { DomainFeed } from './domain-feed.js';
 import { isInternalJobId, parseLibvirtJobId } from '../../libvirt/job-ids.js';
@@ -40,6 +40,8 @@ export interface LibvirtSourceOptions {
   verdictWaitMs?: number;
   /** Job engine settings (poll cadence, holds, retention), as for QMP monitors. */
   engine?: MonitorJobsOptions;
+  /** Jobs an earlier process published for a domain (a fleet host's restart), as for QMP monitors (JobRegistryOptions.seedOf). */
+  seedOf?: JobRegistryOptions['seedOf'];
   logger?: Logger;
 }
 
@@ -86,7 +88,7 @@ export class LibvirtSource implements JobSource {
     private readonly options: LibvirtSourceOptions = {},
   ) {
     this.logger = options.logger ?? silentLogger;
-    this.registry = new JobRegistry({ ...options.engine, logger: this.logger });
+    this.registry = new JobRegistry({ ...options.engine, ...(options.seedOf ? { seedOf: options.seedOf } : {}), logger: this.logger });
     this.vmInfo$ = this.registry.vmInfo$;
     this.progress$ = new Subject<ProgressUpdate>();
     this.subscriptions.add(this.registry.changes$.subscribe((change) => this.route(change)));
@@ -143,6 +145,10 @@ export class LibvirtSource implements JobSource {
 
   info(vm: string): VmInfo | undefined {
     return this.registry.info(vm);
+  }
+
+  seed(vm: string, jobs: readonly JobState[], status?: VmStatus): void {
+    this.registry.seed(vm, jobs, status);
   }
 
   /** What job control needs of a VM: its engine (told of each verb first) and its domain. */
