@@ -1,6 +1,6 @@
 // The missing-libvirt banner, free of vitest imports so global-setup can print it too.
 import { libvirtTools } from '../../src/lab/libvirt-tools.js';
-import { inCi } from './qemu-banner.js';
+import { missingBanner } from './banner.js';
 
 /** True when the lab can start (or reuse) a privileged libvirtd with TCG domains. */
 export const libvirtAvailable = libvirtTools().problems.length === 0;
@@ -9,12 +9,8 @@ export const libvirtAvailable = libvirtTools().problems.length === 0;
 export function libvirtMissingBanner(): string {
   const { problems, missingPackages } = libvirtTools();
   if (problems.length === 0) return '';
-  const line = '='.repeat(78);
-  return [
-    line,
-    `libvirt tests ${inCi ? 'FAIL (CI=true)' : 'SKIPPED'}: ${problems.join('; ')}`,
+  return missingBanner('libvirt', problems.join('; '), [
     ...(missingPackages.length > 0 ? [`Install: apt-get install -y --no-install-recommends ${missingPackages.join(' ')}`] : []),
     '(.ci/run installs the packages and creates the libvirt-qemu user and /etc/libvirt/qemu.conf)',
-    line,
-  ].join('\n');
+  ]);
 }

@@ -1,6 +1,6 @@
 // The missing-Redis banner, free of vitest imports so global-setup can print it too.
 import { redisTools } from '../../src/lab/redis.js';
-import { inCi } from './qemu-banner.js';
+import { inCi, missingBanner } from './banner.js';
 
 export { inCi };
 
@@ -11,6 +11,5 @@ export const redisAvailable = redisTools().missing.length === 0;
 export function redisMissingBanner(): string {
   const { missing, missingPackages } = redisTools();
   if (missing.length === 0) return '';
-  const line = '='.repeat(78);
-  return [line, `Redis tests ${inCi ? 'FAIL (CI=true)' : 'SKIPPED'}: missing ${missing.join(', ')}`, `Install: apt-get install -y ${missingPackages.join(' ')}`, line].join('\n');
+  return missingBanner('Redis', `missing ${missing.join(', ')}`, [`Install: apt-get install -y ${missingPackages.join(' ')}`]);
 }
