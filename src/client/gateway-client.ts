@@ -22,9 +22,6 @@ import { globalWebSocketFactory } from './socket.js';
 import { ClientSubscription } from './subscription.js';
 import { judgeWaiter, type Waiter, type WaitTarget } from './waiters.js';
 
-export type { CommandRequest } from './commands.js';
-export type { GatewayClientEvents, GatewayClientOptions, SnapshotEvent, SyncedOptions } from './options.js';
-
 type VerbOptions = Partial<Pick<CommandMessage, 'timeoutMs' | 'await' | 'id'>> & { signal?: AbortSignal };
 
 export class GatewayClient {

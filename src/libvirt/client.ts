@@ -263,8 +263,7 @@ export class LibvirtClient implements LibvirtConnection {
       this.afterLoss();
       return;
     }
-    const { name, log, socketPath, connectTimeoutMs, maxMessageBytes, maxPendingCalls } = this.options;
-    const connection: RpcConnection = new RpcConnection(socket, { name, log, socketPath, connectTimeoutMs, maxMessageBytes, maxPendingCalls }, this.counters, {
+    const connection: RpcConnection = new RpcConnection(socket, this.options, this.counters, {
       up: () => void this.negotiate(connection),
       transportError: (err) => this.onTransportError(connection, err),
       transportEnd: () => this.onTransportEnd(connection),

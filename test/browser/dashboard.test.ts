@@ -4,7 +4,6 @@
  * appears, the gateway restarts under the page (it must reconnect and resume without duplicates),
  * the job reaches ready live, the Complete button pivots it, and the row ends completed.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -12,7 +11,6 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDemo, type RunningDemo } from '../../src/demo/run.js';
-import { TokenAuthenticator } from '../../src/gateway/auth.js';
 import { startGateway, type RunningGateway } from '../../src/gateway/server.js';
 import { makeJobController } from '../../src/gateway/control/index.js';
 import { MiB, startMirror } from '../../src/lab/jobs.js';
@@ -21,6 +19,7 @@ import { welcomeVmLimit } from '../../src/protocol/messages.js';
 import { FakeJobSource } from '../utils/fake-source.js';
 import { describeQemu, inCi } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
+import { testTokens } from '../utils/tokens.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 // A test run must not rewrite tracked files: the README's picture is refreshed only on request.
@@ -181,19 +180,13 @@ describeBrowser('dashboard in a real browser', () => {
   it('a read-only token (from the URL fragment) sees the jobs but no actions; a control token gets them', async () => {
     await demo?.close();
     demo = await startDemo({ vms: 1, port: 0, simulate: true, drive: false, print: () => undefined });
-    const sha256 = (token: string) => createHash('sha256').update(token).digest('hex');
     const controller = makeJobController({ source: demo.registry, control: demo.registry.control, logger: silentLogger });
     restarted = await startGateway({
       source: demo.registry,
       commandHandler: controller.handle,
       listen: { host: '127.0.0.1', port: 0 },
       dashboardDir: fileURLToPath(new URL('../../demo/dashboard/', import.meta.url)),
-      tokens: TokenAuthenticator.fromJson({
-        tokens: [
-          { name: 'viewer', sha256: sha256('viewer-secret'), scopes: ['read'] },
-          { name: 'operator', sha256: sha256('operator-secret'), scopes: ['read', 'control'] },
-        ],
-      }),
+      tokens: testTokens({ name: 'viewer', scopes: ['read'] }, { name: 'operator', scopes: ['read', 'control'] }),
       logger: silentLogger,
     });
     const vm = demo.fleet.vms[0]!;

@@ -4,7 +4,6 @@
  * compares what the gateway pushed with QEMU's own JOB_STATUS_CHANGE sequence as an independent
  * observer saw it (`virsh qemu-monitor-event --loop`), and with libvirt's own verdicts.
  */
-import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -26,10 +25,10 @@ import {
   type LabDomain,
   type Libvirtd,
 } from '../utils/qsd.js';
+import { tokensFile } from '../utils/tokens.js';
 
 const OPS = 'ops-secret';
 const VIEWER = 'viewer-secret';
-const sha = (token: string) => createHash('sha256').update(token).digest('hex');
 
 describeLibvirt('serve --libvirt (real libvirtd)', () => {
   cleanupLeftoversAfterAll();
@@ -49,7 +48,7 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     libvirt = new LibvirtEventObserver();
     const dir = makeTestDir();
     const tokens = join(dir, 'tokens.json');
-    writeFileSync(tokens, JSON.stringify({ tokens: [{ name: 'ops', sha256: sha(OPS), scopes: ['read', 'control'] }, { name: 'viewer', sha256: sha(VIEWER), scopes: ['read'] }] }));
+    writeFileSync(tokens, JSON.stringify(tokensFile([{ name: 'ops', secret: OPS, scopes: ['read', 'control'] }, { name: 'viewer', secret: VIEWER, scopes: ['read'] }])));
     // The config file's domain filter keeps other domains on this host out of the gateway.
     const config = join(dir, 'config.json');
     writeFileSync(config, JSON.stringify({ libvirt: [{ uri: 'qemu:///system', domains: `^lvg-${process.pid}-` }] }));
