@@ -17,6 +17,8 @@ const store = {
   /** `${vm}/${jobKey}` -> { ok, busy, text } : the last command result per job */
   results: new Map(),
   filters: { vm: '', state: '', type: '' },
+  /** VM names in display order, sorted again only when a VM is added (not every frame). */
+  vmOrder: [],
   canControl: false,
   firstSeen: new Map(),
 };
@@ -92,15 +94,14 @@ function trimFinished(vm) {
   vm.activeCount = [...vm.jobs.values()].filter(isActive).length;
 }
 
-/** A VM was added since the filter's options were last built (a fleet's snapshot adds thousands at once). */
+/** A VM was added since the name order and the filter's options were last built (a fleet's snapshot adds thousands at once). */
 let vmsChanged = false;
-function syncVmFilter() {
+function syncVmOrder() {
   if (!vmsChanged) return;
   vmsChanged = false;
-  const select = $('filter-vm');
   const names = [...store.vms.keys()].sort(naturalCompare);
-  const existing = [...select.options].slice(1).map((o) => o.value);
-  if (existing.join('\n') === names.join('\n')) return;
+  store.vmOrder = names;
+  const select = $('filter-vm');
   const current = select.value;
   select.replaceChildren(select.options[0], ...names.map((name) => new Option(name, name)));
   select.value = names.includes(current) ? current : '';
@@ -113,7 +114,7 @@ function scheduleRender() {
   renderQueued = true;
   requestAnimationFrame(() => {
     renderQueued = false;
-    syncVmFilter();
+    syncVmOrder();
     const shown = jobsView.render(store);
     let active = 0;
     let total = 0;

@@ -71,7 +71,7 @@ export class JobsView {
     let finishedCount = 0;
     // A state filter that picks finished jobs shows them without the toggle.
     const finishedOpen = this.showFinished || filters.state === 'concluded' || filters.state === 'dismissed';
-    const vmNames = [...store.vms.keys()].sort(naturalCompare);
+    const vmNames = store.vmOrder;
     for (const section of ['active', 'finished']) {
       // VM groups in name order within their section: each placed after the one before it.
       let anchor = null;
