@@ -28,13 +28,14 @@ serveRpc({
     await new Promise<void>((resolve) => server!.once('listening', () => resolve()));
     return { url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}` };
   },
-  /** Sends `text` to every client; `t0` is the wall time before the first send, `loopMs` how long the loop blocked. */
+  /** Sends `text` to every client; `t0` is the wall time before the first send, `loopMs` how long the loop blocked, `loopCpuMs` its CPU. */
   burst({ text }: { text: string }) {
     const frame = Buffer.from(text);
     burstCpu = process.cpuUsage();
     const t0 = wallNow();
     for (const client of server!.clients) client.send(frame, { binary: false });
-    return { t0, loopMs: wallNow() - t0, clients: server!.clients.size };
+    const loop = process.cpuUsage(burstCpu);
+    return { t0, loopMs: wallNow() - t0, loopCpuMs: (loop.user + loop.system) / 1000, clients: server!.clients.size };
   },
   /** CPU since the last burst began (the sends and whatever they left for later). */
   cpuSinceBurst() {
