@@ -4,7 +4,7 @@
  * synthetic: transitions are generated at a fleet-wide rate, round-robin over the VMs, each stamped
  * at generation (the "QMP receive" instant the latency is measured from).
  */
-import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+import { performance } from 'node:perf_hooks';
 import { connectRedis, parseRedisUrl, type RedisClient } from '../../dist/fleet/connect.js';
 import { FleetHistory } from '../../dist/fleet/history.js';
 import { HostPublisher } from '../../dist/fleet/publisher.js';
@@ -13,6 +13,7 @@ import { streamEvent } from '../../dist/gateway/stream/events.js';
 import type { StreamPosition } from '../../dist/gateway/history/types.js';
 import { silentLogger } from '../../dist/log.js';
 import type { JobState, JobStatusName } from '../../dist/jobs/types.js';
+import { watchLoop, type Stalls } from '../lib/loop-watch.js';
 import { serveRpc } from '../lib/rpc.js';
 import { startWindowProfile } from '../lib/window-profile.js';
 
@@ -36,8 +37,10 @@ let next = 0;
 let generated = 0;
 /** While recording: host receive -> Redis acknowledged the APPEND (ms; receive is the append here), and this process's stalls. */
 let publishLags: number[] | undefined;
-let loopDelay: IntervalHistogram | undefined;
+let stopWatch: (() => Stalls) | undefined;
 let stopProfile: (() => Promise<void>) | undefined;
+let cpuAtStart: NodeJS.CpuUsage | undefined;
+let generatedAtStart = 0;
 
 function jobState(vm: string, id: string, state: JobStatusName, at: number): JobState {
   const iso = new Date(at).toISOString();
@@ -136,8 +139,9 @@ serveRpc({
   async startRecording({ profile }: { profile?: boolean }) {
     if (profile) stopProfile = await startWindowProfile('fleet-hosts-window');
     publishLags = [];
-    loopDelay = monitorEventLoopDelay({ resolution: 1 });
-    loopDelay.enable();
+    cpuAtStart = process.cpuUsage();
+    generatedAtStart = generated;
+    stopWatch = watchLoop();
     return null;
   },
 
@@ -146,10 +150,12 @@ serveRpc({
     stopProfile = undefined;
     const samples = publishLags ?? [];
     publishLags = undefined;
-    loopDelay?.disable();
-    const stalls = loopDelay ? { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 } : undefined;
-    loopDelay = undefined;
-    return { publishLags: samples, stalls };
+    const stalls = stopWatch?.();
+    stopWatch = undefined;
+    const cpu = process.cpuUsage(cpuAtStart);
+    // This process's CPU per transition it generated and published (the 100 hosts' publishing cost).
+    const cpuUsPerTransition = (cpu.user + cpu.system) / Math.max(1, generated - generatedAtStart);
+    return { publishLags: samples, stalls, cpuUsPerTransition };
   },
 
   stats() {

@@ -4,8 +4,8 @@
  * every `sampleEvery`-th is parsed for latency: receive time minus the event's `ts` (the instant the
  * simulated host received it; `ts` has millisecond resolution).
  */
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { watchLoop, type Stalls } from '../lib/loop-watch.js';
 import { serveRpc } from '../lib/rpc.js';
 import { startWindowProfile } from '../lib/window-profile.js';
 import { wallNow } from '../lib/stats.js';
@@ -16,7 +16,7 @@ let recording = false;
 let deliveries = 0;
 let sampleEvery = 8;
 let samples: number[] = [];
-let loopDelay: IntervalHistogram | undefined;
+let stopWatch: (() => Stalls) | undefined;
 let stopProfile: (() => Promise<void>) | undefined;
 
 function open(url: string, token: string, vms: string[]): Promise<WebSocket> {
@@ -47,16 +47,15 @@ serveRpc({
     deliveries = 0;
     samples = [];
     recording = true;
-    loopDelay = monitorEventLoopDelay({ resolution: 1 });
-    loopDelay.enable();
+    stopWatch = watchLoop();
     return null;
   },
   async stopRecording() {
     recording = false;
     await stopProfile?.();
     stopProfile = undefined;
-    loopDelay?.disable();
-    const stalls = loopDelay ? { p99: loopDelay.percentile(99) / 1e6, max: loopDelay.max / 1e6 } : undefined;
+    const stalls = stopWatch?.();
+    stopWatch = undefined;
     return { deliveries, samples, stalls };
   },
   disconnectAll() {

@@ -11,7 +11,6 @@ import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Subject, NEVER } from 'rxjs';
@@ -25,6 +24,7 @@ import type { JobSource, JobState, StreamInput, VmSnapshot } from '../../dist/jo
 import { sleep, waitFor } from '../lib/resources.js';
 import type { RpcChild } from '../lib/rpc.js';
 import { count, ms, percent, type Row, type Scenario, type ScenarioContext } from '../lib/scenario.js';
+import { watchLoop, type Stalls } from '../lib/loop-watch.js';
 import { CpuMeter, summarize } from '../lib/stats.js';
 import { profiling, startWindowProfile } from '../lib/window-profile.js';
 import { RpcChild as Child } from '../lib/rpc.js';
@@ -45,12 +45,6 @@ function fork(context: ScenarioContext, module: string): RpcChild {
   const child = new Child(new URL(`../load/${module}.js`, import.meta.url));
   context.resources.defer(`${module} process`, () => child.close());
   return child;
-}
-
-/** A process's event-loop delay over the window (ms): how long a ready event could wait for its turn. */
-interface Stalls {
-  p99: number;
-  max: number;
 }
 
 interface Window {
@@ -78,7 +72,15 @@ async function record(subscribers: RpcChild[], seconds: number, extra: () => voi
   };
 }
 
-const stallText = (s: Stalls | undefined): string => (s ? `${ms(s.p99)} / ${ms(s.max)}` : 'n/a');
+/** LATENCY LATEST as redis-cli prints it (one field a line: event, time, latest ms, max ms): the max per event. */
+function parseLatencyLatest(text: string): Record<string, number> {
+  const lines = text.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const out: Record<string, number> = {};
+  for (let i = 0; i + 3 < lines.length; i += 4) out[lines[i]!] = Number(lines[i + 3]);
+  return out;
+}
+
+const stallText = (s: Stalls | undefined): string => (s ? `${ms(s.p99)} / ${ms(s.max)} (GC ${ms(s.gcMax)})` : 'n/a');
 
 /** The baseline: one gateway, its own in-process source, the same VMs and rate. */
 function syntheticSource(vms: string[]): { source: JobSource; emit(vm: string, job: JobState, from: string | null): void } {
@@ -166,6 +168,9 @@ export const fleet: Scenario = async (context) => {
   const bStart = procCpuMs(child.pid!);
   const redisStart = procCpuMs(redis.pid!);
   const cmdStart = Number(info('stats').total_commands_processed);
+  // Redis's own stalls (a slow command or script, a fork, an AOF write) over 2 ms, by kind.
+  redis.cli('latency', 'reset');
+  redis.cli('config', 'set', 'latency-monitor-threshold', '2');
   const genStart = (await hosts.call<{ generated: number }>('stats')).generated;
   // With `--cpu-prof` the bench host profiles its whole life, mostly setup (10,000 connections): edge A
   // (this process), the hosts and edge A's subscribers also profile the loaded window alone.
@@ -184,21 +189,22 @@ export const fleet: Scenario = async (context) => {
   // host receive -> edge A read the notice; and each process's event-loop stalls.
   const readLags: number[] = [];
   edgeA.stats.onReadLag = (seconds) => readLags.push(seconds * 1000);
-  const loopA = monitorEventLoopDelay({ resolution: 1 });
-  loopA.enable();
+  const stopWatchA = watchLoop();
+  let stallsA: Stalls | undefined;
   await hosts.call('startRecording', { profile: profiling() });
   const loaded = await record([loadA, loadB], seconds, () => {
     gatewayA.core.stats.onDeliveryLag = metricsLag;
     edgeA.stats.onReadLag = undefined;
-    loopA.disable();
+    stallsA = stopWatchA();
     used = cpuA.read();
     bMs = procCpuMs(child.pid!) - bStart;
     redisMs = procCpuMs(redis.pid!) - redisStart;
   }, profiling());
-  const hostRecording = await hosts.call<{ publishLags: number[]; stalls?: Stalls }>('stopRecording');
-  const stallsA: Stalls = { p99: loopA.percentile(99) / 1e6, max: loopA.max / 1e6 };
+  const hostRecording = await hosts.call<{ publishLags: number[]; stalls?: Stalls; cpuUsPerTransition: number }>('stopRecording');
   await stopProfile?.();
   const cmdPerSec = (Number(info('stats').total_commands_processed) - cmdStart) / (loaded.wallMs / 1000);
+  const redisStalls = parseLatencyLatest(redis.cli('latency', 'latest'));
+  redis.cli('config', 'set', 'latency-monitor-threshold', '0');
   const transitionsPerSec = ((await hosts.call<{ generated: number }>('stats')).generated - genStart) / (loaded.wallMs / 1000);
   const deliveriesA = loaded.deliveriesPerSec / 2;
 
@@ -269,8 +275,10 @@ export const fleet: Scenario = async (context) => {
     { metric: 'fleet: stage host receive -> edge A read the notice p50 / p99', value: stage(readLag), samples: `${count(readLag.count)} events in ${seconds} s` },
     { metric: 'fleet: stage host receive -> edge A fan-out done p50 / p99', value: stage(edgeLag), samples: `${count(edgeLag.count)} events in ${seconds} s` },
     { metric: 'fleet: stage host receive -> subscriber of edge A / of edge B p50 / p99', value: `${stage(subA!)} / ${stage(subB!)}`, samples: `${count(subA!.count)} / ${count(subB!.count)} latency samples in ${seconds} s` },
-    { metric: 'fleet: event-loop stalls p99 / max: hosts / edge A / subscribers A / subscribers B', value: `${stallText(hostRecording.stalls)} / ${stallText(stallsA)} / ${stallText(loaded.stalls[0])} / ${stallText(loaded.stalls[1])} ms`, samples: `1 window of ${seconds} s each` },
+    { metric: 'fleet: event-loop delay p99 / max (longest GC pause), ms: hosts / edge A / subscribers A / subscribers B', value: `${stallText(hostRecording.stalls)} / ${stallText(stallsA)} / ${stallText(loaded.stalls[0])} / ${stallText(loaded.stalls[1])} ms`, samples: `1 window of ${seconds} s each` },
     { metric: 'fleet: Redis CPU (share of one core)', value: percent(redisMs / loaded.wallMs), samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: CPU per transition: simulated hosts\' process (publishing) / Redis', value: `${hostRecording.cpuUsPerTransition.toFixed(1)} / ${((redisMs * 1000) / (transitionsPerSec * (loaded.wallMs / 1000))).toFixed(1)} µs`, samples: `1 window of ${seconds} s` },
+    { metric: 'fleet: Redis stalls over 2 ms by kind (worst, ms)', value: Object.keys(redisStalls).length ? Object.entries(redisStalls).map(([k, v]) => `${k} ${v}`).join(', ') : 'none', samples: `LATENCY LATEST over ${seconds} s` },
     { metric: 'fleet: Redis commands/s (loaded)', value: count(cmdPerSec), samples: `1 window of ${seconds} s` },
     { metric: 'fleet: edge A CPU / edge B CPU (share of one core)', value: `${percent(used.coreShare)} / ${percent(bMs / loaded.wallMs)}`, samples: `1 window of ${seconds} s` },
     { metric: 'fleet: edge CPU per delivery A / B vs single gateway', value: `${usPerDeliveryA.toFixed(1)} / ${usPerDeliveryB.toFixed(1)} vs ${usPerDeliverySingle.toFixed(1)} µs`, samples: `1 window of ${seconds} s` },
@@ -282,6 +290,6 @@ export const fleet: Scenario = async (context) => {
   return {
     name: 'fleet',
     rows,
-    raw: { load, transitionsPerSec, loaded, edgeLag, publishLag, readLag, stalls: { hosts: hostRecording.stalls, edgeA: stallsA }, behindA, hostStats, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
+    raw: { load, redisStalls, transitionsPerSec, loaded, edgeLag, publishLag, readLag, hostCpuUsPerTransition: hostRecording.cpuUsPerTransition, stalls: { hosts: hostRecording.stalls, edgeA: stallsA }, behindA, hostStats, baseline, used, usedSingle, bMs, redisMs, cmdPerSec, idleCmdPerSec, edgeIdleCalls, counters: after },
   };
 };
