@@ -40,9 +40,22 @@ export function parseBody<T>(body: string): T {
   return JSON.parse(`{${body.slice(1)}`) as T;
 }
 
+/**
+ * The job's JSON inside a transition's body (`…,"job":<JSON>,"transition":…`, see events.ts), sliced
+ * rather than parsed and serialized again: a host does this for every event. Inside the JSON every
+ * quote of a string is escaped, so the two markers can only be the body's own fields.
+ */
+function jobJsonOf(body: string): string | undefined {
+  const from = body.indexOf(',"job":{');
+  const to = body.lastIndexOf('},"transition":{');
+  return from === -1 || to < from ? undefined : body.slice(from + 7, to + 1);
+}
+
 export function toWire(event: StreamEvent): WireEvent {
   const q = event.qmpReceivedMono !== undefined ? String(performance.timeOrigin + event.qmpReceivedMono) : '';
   if (event.kind === 'event') {
+    const sliced = event.job ? jobJsonOf(event.body) : undefined;
+    if (sliced !== undefined) return { offset: event.offset, kind: 't', body: event.body, q, a: event.job!.id, b: sliced };
     const { job } = parseBody<TransitionBody>(event.body);
     return { offset: event.offset, kind: 't', body: event.body, q, a: job.id, b: JSON.stringify(job) };
   }
