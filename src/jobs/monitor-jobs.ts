@@ -482,6 +482,11 @@ export class MonitorJobs {
     }
     // The idle safety net's usual answer: nothing listed, nothing known. Nothing to apply or prune.
     if (result.rows.length === 0 && this.records.size === 0) return;
+    this.applyPoll(result, reconcile);
+  }
+
+  /** onPoll's work, apart: its closures' context would be allocated on entry, even for the idle answer. */
+  private applyPoll(result: PollResult, reconcile: boolean): void {
     const stamp = { seq: result.seq, at: result.receivedAt, session: result.session, reconcile, ...(result.sentAfterSeq !== undefined ? { sentAfterSeq: result.sentAfterSeq } : {}) };
     const listed = new Set<string>();
     const rows = result.rows;

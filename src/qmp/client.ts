@@ -125,6 +125,41 @@ class PendingCommand implements Expiring {
   }
 }
 
+/**
+ * Commands awaiting a reply, by id. An idle monitor has one at a time (its poll): that one is held in
+ * a field, since a Map's table is reallocated every few set/delete pairs, garbage per poll.
+ */
+class PendingCommands {
+  private one: PendingCommand | undefined;
+  private readonly more = new Map<string, PendingCommand>();
+
+  get size(): number {
+    return (this.one ? 1 : 0) + this.more.size;
+  }
+
+  add(command: PendingCommand): void {
+    if (this.one === undefined) this.one = command;
+    else this.more.set(command.id, command);
+  }
+
+  get(id: string): PendingCommand | undefined {
+    return this.one?.id === id ? this.one : this.more.get(id);
+  }
+
+  delete(id: string): void {
+    if (this.one?.id === id) this.one = undefined;
+    else this.more.delete(id);
+  }
+
+  /** Empties the table; returns what it held. */
+  takeAll(): PendingCommand[] {
+    const all = this.one ? [this.one, ...this.more.values()] : [...this.more.values()];
+    this.one = undefined;
+    this.more.clear();
+    return all;
+  }
+}
+
 /** One transport connection and its negotiation progress. */
 interface Connection {
   readonly socket: Duplex;
@@ -180,7 +215,7 @@ export class QmpClient implements QmpMonitor {
   private sessionCount = 0;
   private inboundSeq = 0;
   private commandCount = 0;
-  private readonly pending = new Map<string, PendingCommand>();
+  private readonly pending = new PendingCommands();
   /** Failed attempts and short-lived sessions since the last healthy session: the delay before the next attempt. */
   private readonly backoff: ReconnectBackoff;
   private closing: Promise<void> | undefined;
@@ -295,7 +330,7 @@ export class QmpClient implements QmpMonitor {
     return new Promise<QmpReply<T>>((resolve, reject) => {
       const lane = deadlineLane(timeoutMs);
       const pending = new PendingCommand(this, id, sent, timeoutMs, resolve as (reply: QmpReply<unknown>) => void, reject, lane);
-      this.pending.set(id, pending);
+      this.pending.add(pending);
       pending.handle = lane.add(pending);
       this.write(connection, text);
       this.sentCommands++;
@@ -338,8 +373,8 @@ export class QmpClient implements QmpMonitor {
     this.connection = connection;
     socket.on('data', (chunk: Buffer) => {
       if (this.connection !== connection) return;
-      // The count is per turn: the first read of a turn schedules its reset at the turn's end.
-      if (connection.burstBytes === 0) setImmediate(() => (connection.burstBytes = 0));
+      // The count is per turn: the first read of a turn has it reset at the turn's end.
+      if (connection.burstBytes === 0) resetBurstAfterTurn(connection);
       connection.burstBytes += chunk.length;
       connection.framer.push(chunk);
       if (connection.burstBytes >= READ_BURST_BYTES && this.connection === connection) this.waitATurn(connection);
@@ -593,8 +628,7 @@ export class QmpClient implements QmpMonitor {
 
   private failPending(toError: (sent: SentCommand) => Error): void {
     if (this.pending.size === 0) return;
-    const commands = [...this.pending.values()];
-    this.pending.clear();
+    const commands = this.pending.takeAll();
     for (const command of commands) {
       command.cancelTimeout();
       command.reject(toError(command.sent));
@@ -623,6 +657,21 @@ export class QmpClient implements QmpMonitor {
       this.log.error({ monitor: this.name, stream, err }, 'a subscriber threw; ignored');
     }
   }
+}
+
+/**
+ * Connections that read in this turn of the event loop, reset by one setImmediate for all of them:
+ * 1,000 idle monitors' poll replies arrive together, and an immediate per read was garbage too.
+ */
+const burstsThisTurn: Connection[] = [];
+
+function resetBurstAfterTurn(connection: Connection): void {
+  if (burstsThisTurn.push(connection) === 1) setImmediate(resetBursts);
+}
+
+function resetBursts(): void {
+  for (const connection of burstsThisTurn) connection.burstBytes = 0;
+  burstsThisTurn.length = 0;
 }
 
 function positive<K extends keyof QmpClientOptions>(options: QmpClientOptions, key: K, fallback: number): number {
