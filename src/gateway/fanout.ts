@@ -70,7 +70,10 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
   private readonly behind = new Set<ClientSubscription>();
   private readonly queue: QueueItem[] = [];
   private pass: Pass | undefined;
+  /** A pump is running, or waits for the event loop between slices. */
   private dispatching = false;
+  /** A pump is due at the end of the current task. */
+  private scheduled = false;
   private bookmarkTimer: NodeJS.Timeout | undefined;
 
   constructor(
@@ -123,6 +126,16 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
     this.enqueue({ kind: 'progress', event });
   }
 
+  /**
+   * Stream events of `vm` still queued, in order: numbered (the head counts them) but maybe not yet
+   * handed to a subscription. A cut made now must count them, since its cursor will skip them.
+   */
+  queuedEvents(vm: string): StreamEvent[] {
+    const events: StreamEvent[] = [];
+    for (const item of this.queue) if (item.kind === 'stream' && item.event.vm === vm) events.push(item.event);
+    return events;
+  }
+
   /** Forget what is queued for `vm` (its stream was reset: those offsets belong to a dead epoch). */
   purge(vm: string): void {
     const kept = this.queue.filter((item) => item.event.vm !== vm);
@@ -144,12 +157,21 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
     }
     this.queue.push(item);
     if (this.dispatching) return;
-    // At the end of the current task, not now: the transitions of one QMP read (a job's
-    // waiting-pending-concluded-dismissed, a held start with the change that releases it) then
-    // share one pass, so each socket gets them in one write. A microtask: no turn of the loop waits.
-    this.dispatching = true;
-    queueMicrotask(() => this.pump());
+    // A job turning ready is what subscribers act on (a pivot waits for it): it goes out now, with
+    // whatever was queued before it, not after the rest of its QMP read (BLOCK_JOB_READY follows).
+    if (item.kind === 'stream' && item.event.job?.state === 'ready') return this.pump();
+    if (this.scheduled) return;
+    // Else at the end of the current task: the transitions of one QMP read (a job's waiting,
+    // pending, concluded, dismissed; a held start with the change that releases it) then share one
+    // pass, so each socket gets them in one write. A microtask: no turn of the event loop waits.
+    this.scheduled = true;
+    queueMicrotask(this.pumpScheduled);
   }
+
+  private readonly pumpScheduled = (): void => {
+    this.scheduled = false;
+    if (!this.dispatching) this.pump();
+  };
 
   private pump(): void {
     this.dispatching = true;

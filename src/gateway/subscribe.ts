@@ -148,7 +148,9 @@ export class Subscriptions {
       const read = reads.get(vm);
       let reason: ResetReason | undefined = read && 'reset' in read ? read.reset : undefined;
       if (read && 'entries' in read) {
-        const replay = contiguousReplay(since.get(vm)!.offset, read.entries, sub.heldEvents(), vm, position.offset);
+        // Held while the history was read, then what the fan-out has not handed out yet (a pass may be waiting for the event loop).
+        const live = [...sub.heldEvents(), ...this.fanout.queuedEvents(vm)];
+        const replay = contiguousReplay(since.get(vm)!.offset, read.entries, live, vm, position.offset);
         if (replay) replays.set(vm, replay);
         else reason = 'offset_too_old';
       }
@@ -181,7 +183,7 @@ export class Subscriptions {
 
 /**
  * The events from `sinceOffset` (exclusive) to `head` (inclusive): the history's entries, then the
- * live events of `vm` held during the read. Undefined when they leave a hole.
+ * live events of `vm` held during the read or still queued. Undefined when they leave a hole.
  */
 function contiguousReplay(sinceOffset: number, entries: readonly StreamEvent[], held: readonly StreamEvent[], vm: string, head: number): StreamEvent[] | undefined {
   const replay: StreamEvent[] = [];

@@ -100,6 +100,41 @@ describe('GatewayCore fan-out', () => {
     assertChain(c.socket.messages, 'vm1', 1);
   });
 
+  it('resumes without a hole when the history read ends while a fan-out pass still holds events for the stream', async () => {
+    const memory = new MemoryStreamHistory<StreamEvent>();
+    let release: (() => void) | undefined;
+    const slow: StreamHistory<StreamEvent> = {
+      open: async (vm) => memory.open(vm),
+      append: (vm, entry) => memory.append(vm, entry),
+      read: (vm, since: StreamPosition) => new Promise<HistoryRead<StreamEvent>>((resolve) => {
+        const answer = memory.read(vm, since);
+        release = () => resolve(answer);
+      }),
+      drop: (vm) => memory.drop(vm),
+    };
+    const source = new FakeJobSource(['vm1']);
+    // One delivery per slice: a pass visits one subscription, then waits for the event loop.
+    const core = await makeCore({ source, history: slow, fanoutChunk: 1 });
+    const first = connect(core);
+    first.subscribe({ sub: 'f' });
+    source.transition('vm1', 'j0', 'running'); // 1
+    source.transition('vm1', 'j0', 'paused'); // 2
+    await expect.poll(() => first.socket.events().length).toBe(2);
+    await new Promise((resolve) => setTimeout(resolve, 20)); // that pass is over
+    const { epoch } = memory.open('vm1');
+
+    const c = connect(core);
+    c.subscribe({ sub: 'a', since: { vm1: { epoch, offset: 1 } } });
+    await expect.poll(() => release !== undefined).toBe(true);
+    source.transition('vm1', 'j0', 'running'); // 3: its pass reaches `first`, then waits for the event loop before c
+    release!(); // the cut runs before the pass goes on: 3 is numbered and queued, not yet held by c
+    await expect.poll(() => c.socket.events().map((m) => m.offset)).toEqual([2, 3]);
+    expect(c.socket.messages.find((m) => m.type === 'subscribed')!.streams.vm1).toMatchObject({ mode: 'recovered', offset: 3 });
+    source.transition('vm1', 'j0', 'ready'); // 4
+    await expect.poll(() => c.socket.events().map((m) => m.offset)).toEqual([2, 3, 4]);
+    assertChain(c.socket.messages, 'vm1', 1);
+  });
+
   it('serves a feed whose events were numbered elsewhere, with an asynchronous history, and resets a stream', async () => {
     // The host side: a local source numbered by a StreamHub. The edge side: a feed that only
     // replays what the host numbered, the shape of a fleet edge reading Redis.

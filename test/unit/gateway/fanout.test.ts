@@ -60,19 +60,23 @@ function connect(core: GatewayCore, body: Msg, principal: Principal = ANONYMOUS)
 describe('fan-out batching', () => {
   it('sends events queued together to each connection in one corked write, in order, with intact prev chains', async () => {
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore({ source, fanoutChunk: 100, fanoutSliceMs: 60_000 });
+    const core = await makeCore({ source, fanoutChunk: 10_000, fanoutSliceMs: 60_000 });
     const clients = Array.from({ length: 300 }, () => connect(core, { sub: 'a' }));
     const before = clients.map((c) => c.socket.writes.length);
 
-    // Queued in one task (as the transitions of one QMP read are), the five go as one pass: one write each.
-    for (const state of ['running', 'paused', 'running', 'ready', 'concluded'] as const) source.transition('vm1', 'j0', state);
+    // Queued in one task (as the transitions of one QMP read are), they go as one pass: one write
+    // each. A job turning ready goes out at once, with what was queued before it.
+    for (const state of ['running', 'paused', 'running', 'ready'] as const) source.transition('vm1', 'j0', state);
+    expect(clients.every((c) => c.socket.events().length === 4)).toBe(true);
+    for (const state of ['paused', 'ready', 'concluded'] as const) source.transition('vm1', 'j0', state);
+    expect(clients.every((c) => c.socket.events().length === 6)).toBe(true);
 
-    await expect.poll(() => clients.every((c) => c.socket.events().length === 5)).toBe(true);
+    await expect.poll(() => clients.every((c) => c.socket.events().length === 7)).toBe(true);
     clients.forEach((c, i) => {
-      expect(c.socket.events().map((m) => m.offset)).toEqual([1, 2, 3, 4, 5]);
+      expect(c.socket.events().map((m) => m.offset)).toEqual([1, 2, 3, 4, 5, 6, 7]);
       assertChain(c.socket.messages, 'vm1', 0);
       const writes = c.socket.writes.slice(before[i]);
-      expect(writes.map((w) => w.length)).toEqual([5]);
+      expect(writes.map((w) => w.length)).toEqual([4, 2, 1]);
       expect(c.socket.corked).toBe(0);
     });
   });
