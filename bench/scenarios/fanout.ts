@@ -19,6 +19,8 @@ const JOB_BYTES = 1024 * 1024;
 const TARGET_DELIVERIES_PER_SEC = 20_000;
 const LATENCY_SAMPLES_PER_WINDOW = 4000;
 const BARE_TICK_MS = 5;
+/** Gateway/bare window pairs below 1,000 subscribers (the row reports the median share). */
+const PAIRS_AT_SMALL_N = 3;
 
 interface Window {
   deliveriesPerSec: number;
@@ -133,9 +135,9 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
   const perJob = transitions / Math.max(1, started);
   log(`fanout: ${perJob.toFixed(1)} transitions per job lifecycle`);
 
-  const runs: Array<{ n: number; jobsPerSecond: number; gateway: Window; bare: Window; barePerClient: Window; frameBytes: number }> = [];
-  for (const n of sizes) {
-    const jobsPerSecond = TARGET_DELIVERIES_PER_SEC / n / perJob;
+  const runs: Array<{ n: number; jobsPerSecond: number; gateway: Window; bare: Window; barePerClient: Window; frameBytes: number; shares: number[] }> = [];
+  /** One gateway window, then the bare ws baseline at the gateway's frame rate and frame size. */
+  const pair = async (n: number, jobsPerSecond: number): Promise<{ gateway: Window; bare: Window; frameBytes: number }> => {
     await subscribers.call('connect', { url: probe.gateway.wsUrl, count: n, mode: 'gateway' });
     const stats = probe.gateway.core.stats.sentByType;
     await sim.call('cycleJobs', { jobsPerSecond, sizeBytes: JOB_BYTES });
@@ -151,16 +153,29 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
     await sleep(1000);
     const frameBytes = Math.round((after.bytes - before.bytes) / Math.max(1, after.messages - before.messages));
     const bare = await bareBroadcast(resources, subscribers, n, gateway.framesPerSec, frameBytes, seconds, warmupSec, false);
+    return { gateway, bare, frameBytes };
+  };
+
+  for (const n of sizes) {
+    const jobsPerSecond = TARGET_DELIVERIES_PER_SEC / n / perJob;
+    // At N = 100 a window is short of work and its share swings by +-10 points with what else runs:
+    // the full run takes the median of PAIRS_AT_SMALL_N gateway/bare pairs, back to back (quick: one).
+    const pairs = [];
+    for (let round = 0; round < (n < 1000 && !quick ? PAIRS_AT_SMALL_N : 1); round++) pairs.push(await pair(n, jobsPerSecond));
+    const shares = pairs.map((p) => p.bare.cpuMicrosPerDelivery / p.gateway.cpuMicrosPerDelivery);
+    const median = [...shares].sort((x, y) => x - y)[Math.floor(shares.length / 2)]!;
+    const { gateway, bare, frameBytes } = pairs[shares.indexOf(median)]!;
     const barePerClient = await bareBroadcast(resources, subscribers, n, gateway.framesPerSec, frameBytes, seconds, warmupSec, true);
-    runs.push({ n, jobsPerSecond, gateway, bare, barePerClient, frameBytes });
-    log(`fanout: N=${n}: gateway ${count(gateway.deliveriesPerSec)}/s at ${percent(gateway.coreShare)} CPU, bare ${count(bare.deliveriesPerSec)}/s at ${percent(bare.coreShare)} CPU`);
+    runs.push({ n, jobsPerSecond, gateway, bare, barePerClient, frameBytes, shares });
+    log(`fanout: N=${n}: gateway ${count(gateway.deliveriesPerSec)}/s at ${percent(gateway.coreShare)} CPU, bare ${count(bare.deliveriesPerSec)}/s at ${percent(bare.coreShare)} CPU; share ${shares.map(percent).join(', ')}`);
   }
 
   const describe = (w: Window) =>
     `${count(w.deliveriesPerSec)}/s, p50 ${ms(w.latency.p50)} / p99 ${ms(w.latency.p99)} ms, ${percent(w.coreShare)} of a core (${w.cpuMicrosPerDelivery.toFixed(1)} µs/delivery)`;
   const samples = (w: Window) => `${count(w.deliveries)} deliveries in ${w.wallSeconds.toFixed(1)} s, ${count(w.latency.count)} latency samples`;
-  const rows: Row[] = runs.flatMap(({ n, gateway, bare, barePerClient, frameBytes }) => {
+  const rows: Row[] = runs.flatMap(({ n, gateway, bare, barePerClient, frameBytes, shares }) => {
     const ratio = bare.cpuMicrosPerDelivery / gateway.cpuMicrosPerDelivery;
+    const spread = shares.length > 1 ? `median of ${shares.length} window pairs (${percent(Math.min(...shares))} to ${percent(Math.max(...shares))})` : '1 window each';
     const floor = n >= 1000 ? 0.9 : 0.8;
     return [
       { metric: `N=${count(n)}: gateway deliveries/s, latency QMP->client, CPU`, value: describe(gateway), samples: samples(gateway) },
@@ -169,7 +184,7 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
       {
         metric: `N=${count(n)}: gateway as share of the bare-ws ceiling (CPU per delivery)`,
         value: percent(ratio),
-        samples: '1 window each',
+        samples: spread,
         goal: `>= ${percent(floor)}`,
         met: ratio >= floor,
       },
