@@ -9,6 +9,7 @@ import { TokenAuthenticator } from '../gateway/auth.js';
 import { makeJobController } from '../gateway/control/index.js';
 import { startGateway, type GatewayServerOptions, type RunningGateway } from '../gateway/server.js';
 import { startFleetEdge } from '../fleet/edge.js';
+import { fleetStartError } from '../fleet/fleet-config.js';
 import { startFleetHost, type FleetHost } from '../fleet/host.js';
 import { FleetSeeds } from '../fleet/seeds.js';
 import { registerEdgeMetrics, registerHostMetrics } from '../fleet/metrics.js';
@@ -192,10 +193,12 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
     if (host) registerHostMetrics(gateway.metrics.registry, host);
     await fleet?.serveCommands(controller.handle);
   } catch (error) {
+    // Whatever started must stop, or its sockets keep a failed start from exiting.
     controller.close();
+    await gateway?.close();
     await fleet?.close();
     await closeSources();
-    throw error;
+    throw config.fleet ? fleetStartError(error, config.fleet) : error;
   }
   const what = [
     ...(Object.keys(config.qmp ?? {}).length > 0 ? [`${Object.keys(config.qmp ?? {}).length} QMP VM(s)`] : []),
@@ -216,21 +219,26 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
 
 /** An edge gateway: the fleet's VMs from Redis, commands forwarded to their hosts. */
 async function serveEdge(fleetConfig: NonNullable<GatewayConfig['fleet']>, common: Omit<GatewayServerOptions, 'source' | 'feed'>, log: Logger, out: (text: string) => void, options: ServeOptions): Promise<number> {
-  const edge = await startFleetEdge(fleetConfig, { logger: log.child({ component: 'fleet' }), ...(common.historyLimits ? { historyLimits: common.historyLimits } : {}) });
-  let gateway: RunningGateway;
+  const edge = await startFleetEdge(fleetConfig, { logger: log.child({ component: 'fleet' }), ...(common.historyLimits ? { historyLimits: common.historyLimits } : {}) }).catch((error: unknown) => {
+    throw fleetStartError(error, fleetConfig);
+  });
+  let started: RunningGateway | undefined;
   try {
-    gateway = await startGateway({
+    started = await startGateway({
       ...common,
       feed: edge.feed,
       commandHandler: edge.commands.handle,
       health: edge.health,
     });
-    registerEdgeMetrics(gateway.metrics.registry, edge);
+    registerEdgeMetrics(started.metrics.registry, edge);
     await edge.commands.start();
   } catch (error) {
+    // Whatever started must stop, or its sockets keep a failed start from exiting.
+    await started?.close();
     await edge.close();
-    throw error;
+    throw fleetStartError(error, fleetConfig);
   }
+  const gateway = started;
   // Without Redis the edge cannot vouch for anything: clients should resume on an edge that can.
   edge.onRedis((up) => {
     if (!up) gateway.core.drain(CloseCode.InternalError, 'edge lost Redis; reconnect (another edge) and resume with since');

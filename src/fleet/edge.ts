@@ -51,6 +51,7 @@ export async function startFleetEdge(config: FleetConfig, options: { logger: Log
     health: () => ({ ready: feed.redisConnected, monitors: false, degraded: feed.redisConnected ? [] : ['redis unreachable: every VM shown stale'] }),
     async close() {
       commands.close();
+      feed.stop(); // the gateway stops it too, but a failed start may never have handed it one
       redis.disconnect();
     },
   };

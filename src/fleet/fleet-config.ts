@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { ConfigError } from '../errors.js';
 import type { FleetConfig } from '../generated/schema-types.js';
 import { parseRedisUrl, type RedisTarget } from './connect.js';
+import { DEFAULT_KEY_PREFIX } from './keys.js';
 
 export type { FleetConfig };
 
@@ -14,6 +15,27 @@ export function redisTargetOf(config: FleetConfig, env: NodeJS.ProcessEnv = proc
   const value = env[name];
   if (!value) throw new ConfigError(`fleet.redis names the environment variable ${name}, which is not set`, 'fleet.redis');
   return parseRedisUrl(value);
+}
+
+/**
+ * A start-up failure as the operator should read it: a key, channel or command the ACL user may not
+ * use (NOPERM) is a configuration error that names what the fleet needs, not an internal one.
+ * Anything else comes back as it was.
+ */
+export function fleetStartError(error: unknown, config: FleetConfig): unknown {
+  const message = error instanceof Error ? error.message : '';
+  if (!message.startsWith('NOPERM')) return error;
+  const prefix = config.keyPrefix ?? DEFAULT_KEY_PREFIX;
+  let at = 'Redis';
+  try {
+    at = `Redis at ${redisTargetOf(config).redacted}`;
+  } catch {
+    // the URL was fine a moment ago; without it the message still says what is missing
+  }
+  return new ConfigError(
+    `${at} refused the gateway's ACL user: ${message}. The fleet needs its keys and channels (~${prefix}:* &${prefix}:*) and every command but the dangerous ones, plus INFO, as deploy/redis-fleet.conf grants`,
+    'fleet.redis',
+  );
 }
 
 /** A name Redis keys may carry: the host name, cleaned. */

@@ -6,14 +6,15 @@
  * to be in force, so a fleet that needs a command the ACL refuses fails here, not in production.
  */
 import { spawnSync } from 'node:child_process';
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { makeShortTempDir } from '../../src/lab/leftovers.js';
 import { redisTools, startRedis, type RedisServer } from '../../src/lab/redis.js';
 import { issueServerCert, makeTestCa } from '../../src/lab/tls.js';
-import { describeBuilt } from '../utils/built-cli.js';
+import { describeBuilt, runCli } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftovers, startQsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
@@ -84,6 +85,21 @@ describeRedis('deploy/redis-fleet.conf as users run it', () => {
           expect(said).not.toMatch(/NOPERM|NOAUTH|WRONGPASS/);
         }
       }, 150_000);
+
+      it('an ACL without the fleet\'s channels stops an edge at start with GW_ERR_CONFIG saying what the fleet needs', async () => {
+        const ca = makeTestCa(dir, 'narrow-ca');
+        const user = confUser();
+        const narrow = join(dir, 'redis-fleet-narrow.conf');
+        writeFileSync(narrow, readFileSync(CONF, 'utf8').replace('&bjg:*', '&other:*'));
+        const server = await startRedis({ include: narrow, tls: issueServerCert(dir, ca, 'narrow'), user });
+        stops.add(() => server.dispose());
+        const edge = runCli(['serve', '--redis', 'env:REDIS_URL', '--redis-ca', ca.certFile, '--edge', '--listen', '127.0.0.1:0'], { REDIS_URL: server.url });
+        // It exits (a start that failed half-way used to keep its sockets, and the process, alive).
+        expect(await edge.exited).toBe(1);
+        const said = [...edge.stdout, ...edge.stderr].join('\n');
+        expect(said).toMatch(/GW_ERR_CONFIG.*refused the gateway's ACL user: NOPERM .*channels.*~bjg:\* &bjg:\*/);
+        expect(said).not.toContain(user.password);
+      }, 60_000);
     });
   });
 });
