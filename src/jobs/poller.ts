@@ -2,7 +2,7 @@
  * Adaptive polling as a pipeline. On every session (events are already subscribed by then) it polls
  * at once: that first successful poll is the session's reconcile. After that it polls every
  * `activePollMs` while any job is active and every `idlePollMs` otherwise (0: no idle polling).
- * Polls never overlap (exhaustMap: a tick during a poll is skipped) and each has a timeout; a
+ * Polls never overlap (a tick during a poll is skipped) and each has a timeout; a
  * failed poll is reported and the cadence goes on. A new session cancels the old one's polling;
  * `null` (the monitor went down) stops polling until the next session.
  *
