@@ -1,5 +1,5 @@
 /**
- * (6) Fleet: simulated host gateways (100 hosts x 100 VMs = 10,000 VMs, in 4 forked processes, the real publisher
+ * (6) Fleet: simulated host gateways (100 hosts x 100 VMs = 10,000 VMs, forked, the real publisher
  * path) publish through a real redis-server to two edges (edge A in this process, edge B the CLI as
  * its own process), each with 5,000 subscribers (forked) whose tokens and filters cover two VMs, so
  * every transition reaches one subscriber per edge. Latency: the host's receive instant (`ts`) to
@@ -31,11 +31,12 @@ import { RpcChild as Child } from '../lib/rpc.js';
 
 const HOSTS = 100;
 /**
- * Processes the simulated hosts are spread over. Each real host gateway is its own process; 100 in
- * one process shared one heap and one event loop, so one GC pause of the simulation held every
- * host's events at once (17-43 ms pauses measured with 10,000 VMs' histories in one heap).
+ * Processes the simulated hosts are spread over (FLEET_HOST_PROCESSES, default 1). One process holds
+ * every host's heap, so one GC pause of the simulation holds every host's events at once; spread
+ * over 4, each process's pauses were shorter, but the hosts' CPU per transition doubled (each process
+ * pays its own timers and renewals) and the p99 of A/B pairs was no better (bench/notes.md).
  */
-const HOST_PROCESSES = 4;
+const HOST_PROCESSES = Math.max(1, Number(process.env.FLEET_HOST_PROCESSES ?? 1));
 const VMS_PER_HOST = 100;
 const SUBSCRIBERS_PER_EDGE = 5000;
 const RATE = 2000;
