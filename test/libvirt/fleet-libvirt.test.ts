@@ -98,6 +98,7 @@ describeLibvirt('fleet host over libvirt (real libvirtd)', () => {
         second.run.child.kill('SIGKILL');
         await second.run.exited;
         await virsh(['blockjob', vm, 'vda', '--abort']);
+        await eventually(async () => /No current block job/i.test(await virsh(['blockjob', vm, 'vda'])), 30_000, 'libvirt to have no job on vda');
         await host();
         await e.until((all) => all.some((m) => m.type === 'event' && m.vm === vm && m.job.id === JOB && ended(m)), 60_000);
         // Its end comes from the state Redis held: from running, the same incarnation, nothing new.
