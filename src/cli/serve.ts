@@ -167,7 +167,7 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
       libvirt.push(openLibvirtSource(entry, { ...(config.jobs ? { engine: config.jobs } : {}), ...seedOf, logger: log.child({ component: 'libvirt', uri: entry.uri }) }));
     }
     const parts: SourcePorts[] = [...(Object.keys(config.qmp ?? {}).length > 0 ? [{ source: registry, control: registry.control }] : []), ...libvirt];
-    combined = combineSources(parts, { logger: log.child({ component: 'sources' }) });
+    combined = combineSources(parts, { logger: log.child({ component: 'sources' }), holdChanges: true });
   } catch (error) {
     await closeSources();
     throw error;
@@ -190,6 +190,8 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
         : {}),
       commandHandler: controller.handle,
     });
+    // The streams follow the sources now: what they did meanwhile (a restart's reconciles) goes in, in order.
+    combined.release();
     if (host) registerHostMetrics(gateway.metrics.registry, host);
     await fleet?.serveCommands(controller.handle);
   } catch (error) {

@@ -4,7 +4,7 @@
  * start is a ConfigError; one that a second source adds later stays with the first, and the second
  * one's copy is ignored and reported (onConflict), never merged.
  */
-import { filter, merge, type Observable, type Subscription } from 'rxjs';
+import { filter, merge, Subject, type Observable, type Subscription } from 'rxjs';
 import { ConfigError } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import type { ControlAction, ControlArgs, ControlPort, ExecuteOptions, SendCheck, SourcePorts, Verdict } from './control-port.js';
@@ -14,17 +14,29 @@ export interface CombineOptions {
   /** Told when a source adds a VM another source already serves. @default a warning on `logger` */
   onConflict?: (vm: string, message: string) => void;
   logger?: Logger;
+  /**
+   * Hold the parts' changes until `release()`. The parts start working (connecting, reconciling the
+   * jobs a restarted fleet host seeded) before the gateway's stream feed subscribes; a change made
+   * meanwhile would reach the snapshot but never the stream, so a job that ended while a host was
+   * down would stay running in Redis and on every edge. At most MAX_HELD_CHANGES are held.
+   */
+  holdChanges?: boolean;
 }
+
+/** Changes held before release (a start's reconciles: bounded by the parts' VMs and jobs); past it they are counted and reported. */
+export const MAX_HELD_CHANGES = 100_000;
 
 export interface CombinedSources extends SourcePorts {
   /** Stops following the parts' VM lists (the parts themselves are not closed). */
   close(): void;
+  /** Delivers the changes held since creation, in order, then passes them on live (holdChanges). */
+  release(): void;
 }
 
 /** One JobSource and one ControlPort over all `parts`. */
 export function combineSources(parts: readonly SourcePorts[], options: CombineOptions = {}): CombinedSources {
   const combined = new Combined(parts, options);
-  return { source: combined, control: combined, close: () => combined.close() };
+  return { source: combined, control: combined, close: () => combined.close(), release: () => combined.release() };
 }
 
 class Combined implements JobSource, ControlPort {
@@ -35,6 +47,7 @@ class Combined implements JobSource, ControlPort {
   readonly changes$: Observable<StreamInput>;
   readonly progress$: Observable<ProgressUpdate>;
   readonly vmInfo$: Observable<VmInfoUpdate>;
+  release: () => void = () => {};
 
   constructor(
     private readonly parts: readonly SourcePorts[],
@@ -66,7 +79,8 @@ class Combined implements JobSource, ControlPort {
     }
     const owned = <T extends { vm: string }>(part: SourcePorts, stream: Observable<T>): Observable<T> =>
       parts.length === 1 ? stream : stream.pipe(filter((item) => this.owners.get(item.vm) === part));
-    this.changes$ = merge(...parts.map((part) => owned(part, part.source.changes$)));
+    const changes$ = merge(...parts.map((part) => owned(part, part.source.changes$)));
+    this.changes$ = options.holdChanges ? this.held(changes$, logger) : changes$;
     this.progress$ = merge(...parts.map((part) => owned(part, part.source.progress$)));
     this.vmInfo$ = merge(
       ...parts.map((part) =>
@@ -75,6 +89,27 @@ class Combined implements JobSource, ControlPort {
         ),
       ),
     );
+  }
+
+  private held(changes$: Observable<StreamInput>, logger: Logger): Observable<StreamInput> {
+    const out = new Subject<StreamInput>();
+    let held: StreamInput[] | undefined = [];
+    let dropped = 0;
+    this.subscriptions.push(
+      changes$.subscribe((input) => {
+        if (!held) out.next(input);
+        else if (held.length < MAX_HELD_CHANGES) held.push(input);
+        else dropped++;
+      }),
+    );
+    this.release = () => {
+      if (!held) return;
+      const inputs = held;
+      held = undefined;
+      for (const input of inputs) out.next(input);
+      if (dropped > 0) logger.error({ code: 'GW_ERR_INTERNAL', dropped, max: MAX_HELD_CHANGES }, `${dropped} job change(s) made before the gateway started were not published to the streams; the snapshots are right`);
+    };
+    return out.asObservable();
   }
 
   close(): void {

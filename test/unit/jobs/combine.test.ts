@@ -41,6 +41,23 @@ describe('combineSources', () => {
     expect(await control.execute('nowhere', job, 'complete', {}, { timeoutMs: 1000 })).toMatchObject({ kind: 'not-sent' });
   });
 
+  it('holdChanges: what the parts did before the feed follows them is delivered at release, in order, then live', () => {
+    const qmp = new FakeJobSource(['vm1']);
+    const other = new FakeJobSource(['lv1']);
+    const { source, release } = combineSources(parts(qmp, other), { holdChanges: true });
+    // A restart's reconcile, before anyone subscribes: not lost.
+    qmp.set({ vm: 'vm1', id: 'a', state: 'concluded' });
+    const changes: string[] = [];
+    source.changes$.subscribe((change) => changes.push(`${change.vm}:${change.kind === 'transition' ? change.job.state : change.status}`));
+    other.set({ vm: 'lv1', id: 'b', state: 'running' });
+    expect(changes).toEqual([]);
+    release();
+    expect(changes).toEqual(['vm1:concluded', 'lv1:running']);
+    other.set({ vm: 'lv1', id: 'b', state: 'ready', ready: true });
+    release();
+    expect(changes).toEqual(['vm1:concluded', 'lv1:running', 'lv1:ready']);
+  });
+
   it('refuses a VM name two sources serve at start', () => {
     expect(() => combineSources(parts(new FakeJobSource(['vm1']), new FakeJobSource(['vm2', 'vm1'])))).toThrow(ConfigError);
   });
