@@ -62,7 +62,13 @@ export class DeadlineLane {
     const slot = handle & this.mask;
     if (this.entries[slot] !== entry) return;
     this.entries[slot] = undefined;
-    this.live--;
+    // The last wait gone (every command answered, a client closed): no timer left armed behind it.
+    if (--this.live === 0) {
+      this.timer?.unsubscribe();
+      this.timer = undefined;
+      this.head = this.tail;
+      this.onEmpty(this);
+    }
   }
 
   /** Waits not yet expired or cancelled. */
