@@ -3,7 +3,8 @@
  * at once: that first successful poll is the session's reconcile. After that it polls every
  * `activePollMs` while any job is active and every `idlePollMs` otherwise (0: no idle polling).
  * Polls never overlap (a tick during a poll is skipped) and each has a timeout; a
- * failed poll is reported and the cadence goes on. A new session cancels the old one's polling;
+ * failed poll is reported and the cadence goes on. A pollNow during a poll is not skipped: its
+ * answer may predate what asked (a job created after the poll was sent), so one more poll follows. A new session cancels the old one's polling;
  * `null` (the monitor went down) stops polling until the next session.
  *
  * The idle cadence comes from one clock shared by every VM (liveness.ts), so idle polls run in
@@ -115,9 +116,11 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
     switchMap((session) =>
       session === null ? EMPTY : new Observable<PollOutcome>((subscriber) => {
         const polls = new SessionPolls(session, deps.poll, subscriber, pollTimeoutMs, unresponsiveAfter, scheduler);
-        const ticks = merge(of(0), ticks$, deps.pollNow$ ?? EMPTY).subscribe(() => polls.tick());
+        const ticks = merge(of(0), ticks$).subscribe(() => polls.tick());
+        const asked = deps.pollNow$?.subscribe(() => polls.ask());
         return () => {
           ticks.unsubscribe();
+          asked?.unsubscribe();
           polls.stop();
         };
       }),
@@ -126,8 +129,8 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
 }
 
 /**
- * One session's polls: never two at once (a tick during a poll is skipped), each with a timeout;
- * a first timeout is asked again at once. What a poll costs is the poll itself: the object, its
+ * One session's polls: never two at once (a tick during a poll is skipped, an ask is remembered
+ * and polled right after it), each with a timeout; a first timeout is asked again at once. What a poll costs is the poll itself: the object, its
  * callbacks and its timeout slot are made once per session.
  */
 class SessionPolls<S> implements Expiring {
@@ -144,6 +147,8 @@ class SessionPolls<S> implements Expiring {
   private stopped = false;
   /** The poll in flight has answered (an Observable poll may go on until it completes). */
   private answeredOnce = false;
+  /** A pollNow came after the poll in flight was sent: poll again once it ends. */
+  private askedAgain = false;
 
   constructor(
     private readonly session: S,
@@ -156,6 +161,12 @@ class SessionPolls<S> implements Expiring {
 
   tick(): void {
     if (this.current === 0 && !this.stopped) this.attempt();
+  }
+
+  /** A poll on demand: now, or right after the poll in flight (whose answer may predate the ask). */
+  ask(): void {
+    if (this.current !== 0) this.askedAgain = true;
+    else this.tick();
   }
 
   stop(): void {
@@ -177,6 +188,7 @@ class SessionPolls<S> implements Expiring {
     const id = ++this.polls;
     this.current = id;
     this.answeredOnce = false;
+    this.askedAgain = false; // this poll is sent after any ask so far
     let input: ObservableInput<PollResult>;
     try {
       input = this.poll(this.session);
@@ -194,7 +206,7 @@ class SessionPolls<S> implements Expiring {
         next: (result) => this.answered(id, result, false),
         error: (error: unknown) => this.failed(id, error),
         complete: () => {
-          if (this.current === id) this.end();
+          if (this.current === id) this.ended();
         },
       });
       // An answer that came synchronously may have ended this poll already.
@@ -218,8 +230,8 @@ class SessionPolls<S> implements Expiring {
     this.timeoutsInARow = 0;
     this.deliver(outcome);
     if (this.stopped) return;
-    if (last) this.end();
-    else this.current = id; // an Observable poll runs until it completes
+    if (!last) this.current = id; // an Observable poll runs until it completes
+    else this.ended();
   }
 
   private failed(id: number, error: unknown): void {
@@ -233,10 +245,10 @@ class SessionPolls<S> implements Expiring {
     if (unresponsive) this.reconciled = false;
     this.deliver(outcome);
     if (this.stopped) return;
-    this.current = 0;
     // A first timeout is asked again at once: a hang is told by timeouts in a row, and waiting a
     // tick between them (10 s idle) would only delay the verdict.
     if (timedOut && !unresponsive) this.attempt();
+    else this.ended();
   }
 
   /** Delivers with the poll still counted as running, so a tick it causes is skipped (exhaust). */
@@ -248,6 +260,12 @@ class SessionPolls<S> implements Expiring {
   private cancelTimeout(): void {
     if (this.deadline >= 0) this.lane?.cancel(this.deadline, this);
     this.deadline = -1;
+  }
+
+  /** The poll ended of itself (not stopped): the one asked for meanwhile goes now. */
+  private ended(): void {
+    this.end();
+    if (this.askedAgain && !this.stopped) this.attempt();
   }
 
   /** Ends the poll in flight: its timeout and subscription are dropped. */

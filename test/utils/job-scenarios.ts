@@ -226,6 +226,8 @@ export interface ScenarioOptions {
   vm?: string;
   /** Engine options (poll cadence, hold times...). */
   engine?: MonitorJobsOptions;
+  /** Wraps the engine's transport (the cuttable link's connect), e.g. to hold QEMU's bytes on cue. */
+  wrapConnect?: (connect: (address: QmpAddress) => Duplex) => (address: QmpAddress) => Duplex;
 }
 
 function describeKey(transition: JobTransition): string {
@@ -247,7 +249,7 @@ export async function openScenario(options: ScenarioOptions = {}): Promise<Scena
   const client = new QmpClient({
     address: qsd.address('gw'),
     name: vm,
-    connect: link.connect,
+    connect: options.wrapConnect ? options.wrapConnect(link.connect) : link.connect,
     // Quick, bounded retries: tests cut and restore the link and restart the daemon.
     reconnect: { initialDelayMs: 20, maxDelayMs: 200 },
   });

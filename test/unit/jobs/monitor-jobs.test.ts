@@ -98,12 +98,13 @@ describe('MonitorJobs (virtual time)', () => {
     const seen = run({
       events: '-ab',
       eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running') },
-      // The first poll is sent at frame 0 and answered at frame 6 (seq 7, after both events); the next, at the 10 ms tick.
+      // The first poll is sent at frame 0 and answered at frame 6 (seq 7, after both events); the next is the one
+      // the job's creation asked for during it, sent right after it (not at the 10 ms tick).
       polls: [{ marble: '------(r|)', result: poll(7, []) }, { marble: '(r|)', result: poll(12, []) }],
       options: { activePollMs: 10 },
       until: 50,
     });
-    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '11:m:concluded=unknown']);
+    expect(seen).toEqual(['0:vm:connected', '2:m:created', '2:m:running', '6:m:concluded=unknown']);
   });
 
   it('an internal pause blip never shows; a pause that lasts shows after internalPauseMs; a real change is never delayed', () => {

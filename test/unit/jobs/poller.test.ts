@@ -20,6 +20,8 @@ interface Case {
   /** Subscription marble (to stop an endless cadence). */
   until: string;
   pollStarts?: number[];
+  /** Marble of pollNow$ asks. */
+  now?: string;
 }
 
 function run(c: Case): void {
@@ -39,6 +41,7 @@ function run(c: Case): void {
       activePollMs: c.activePollMs ?? 10,
       idlePollMs: c.idlePollMs ?? 0,
       pollTimeoutMs: c.pollTimeoutMs ?? 100,
+      ...(c.now ? { pollNow$: hot(c.now) } : {}),
       scheduler,
     }).pipe(map(letter));
     expectObservable(out$, c.until).toBe(c.expected);
@@ -80,6 +83,33 @@ describe('pollJobs cadence', () => {
 
   it('stops polling while the monitor is down (null) and reconciles on the next session', () => {
     run({ sessions: 's 14ms x 14ms t', active: 'a', poll: '--(r|)', until: '^ 45ms !', expected: '--R 9ms p 19ms R 9ms p', pollStarts: [0, 10, 30, 40] });
+  });
+});
+
+describe('pollJobs: polls on demand (pollNow$)', () => {
+  it('an ask while no poll runs polls at once', () => {
+    run({ sessions: 's', active: 'i', poll: '--(r|)', now: '10ms n', until: '^ 30ms !', expected: '--R 9ms p', pollStarts: [0, 10] });
+  });
+
+  it('an ask during a poll is not dropped: one more poll goes right after that poll answers', () => {
+    // The answer at 5 may predate the ask at 3 (e.g. a job created after the poll was sent): poll again at 5.
+    run({ sessions: 's', active: 'i', poll: '5ms (r|)', now: '3ms n', until: '^ 30ms !', expected: '5ms R 4ms p', pollStarts: [0, 5] });
+  });
+
+  it('asks during one poll make one follow-up, and an ask while it is being delivered counts too', () => {
+    run({ sessions: 's', active: 'i', poll: '5ms (r|)', now: '1ms n n n', until: '^ 30ms !', expected: '5ms R 4ms p', pollStarts: [0, 5] });
+    run({ sessions: 's', active: 'i', poll: '5ms (r|)', now: '5ms n', until: '^ 30ms !', expected: '5ms R 4ms p', pollStarts: [0, 5] });
+  });
+
+  it('an ask during a poll that then fails is polled after the failure; a timeout retry already answers it', () => {
+    // Timed out at 5 and retried at once (that retry is after the ask at 2): no extra poll.
+    run({ sessions: 's', active: 'i', poll: '-', pollTimeoutMs: 5, now: '2ms n', until: '^ 12ms !', expected: '5ms F 4ms F', pollStarts: [0, 5] });
+    // Failed outright at 4 (not a timeout, so no retry): the ask at 2 is polled at 4.
+    run({ sessions: 's', active: 'i', poll: '4ms #', now: '2ms n', until: '^ 10ms !', expected: '4ms F 3ms F', pollStarts: [0, 4] });
+  });
+
+  it('cadence ticks during a poll are still skipped, not queued', () => {
+    run({ sessions: 's', active: 'a', poll: '15ms (r|)', now: '', until: '^ 45ms !', expected: '15ms R 19ms p', pollStarts: [0, 20, 40] });
   });
 });
 
