@@ -77,12 +77,13 @@ export type ErrorCode =
   | 'CLIENT_ERR_CLOSED';
 
 /**
- * Builds an error without capturing a stack, for errors about what a peer sent that are made per
- * message and do not end the connection (a malformed job event or poll row, a stray libvirt packet):
- * a hostile peer makes thousands a second, their stack only ever names our parser, and capturing it
- * was ~10 % of the CPU of a malformed-event flood. The evidence the error carries says what came in.
+ * Runs `make` with stack capture off, for errors about what a peer sent that are made per message
+ * and do not end the connection (a malformed job event or poll row, a stray libvirt packet, a client
+ * frame that is not JSON, whose SyntaxError JSON.parse builds): a hostile peer makes thousands a
+ * second, their stack only ever names our parser, and capturing it was ~10 % of the CPU of a
+ * malformed-event flood. The evidence the error carries says what came in.
  */
-export function withoutStack<E extends Error>(make: () => E): E {
+export function withoutStack<T>(make: () => T): T {
   const limit = Error.stackTraceLimit;
   Error.stackTraceLimit = 0;
   try {

@@ -17,6 +17,7 @@ import type {
   ResultFailure,
   ServerMessage,
 } from '../generated/schema-types.js';
+import { withoutStack } from '../errors.js';
 import { clip, describeErrors, MAX_DETAIL_TEXT, MAX_ERROR_TEXT, summarize } from './error-details.js';
 import { messageSchemas } from './messages.js';
 import { CLIENT_MESSAGE_SCHEMA, SERVER_MESSAGE_SCHEMA, schemaRegistry } from './schemas.js';
@@ -48,11 +49,20 @@ export type ParseResult = ValidationResult<ClientMessage>;
 export function parseClientMessage(text: string): ParseResult {
   let value: unknown;
   try {
-    value = JSON.parse(text);
+    value = withoutStack(() => JSON.parse(text) as unknown);
   } catch (error) {
-    return invalid('message is not valid JSON', [{ path: '', message: `is not valid JSON: ${(error as Error).message}` }]);
+    return notJson('message', error);
   }
   return validateClientMessage(value);
+}
+
+/**
+ * The refusal of a text that is not JSON. The parser's reason without V8's echo of the text
+ * (`Unexpected token 'a', "abc" is not valid JSON`), which repeated the verdict and the client's bytes.
+ */
+function notJson(what: string, error: unknown): Refusal {
+  const reason = error instanceof SyntaxError ? error.message.replace(/, (?:\.\.\.)?".*"(?:\.\.\.)? is not valid JSON$/s, '') : String(error);
+  return invalid(`${what} is not valid JSON`, [{ path: '', message: `is not valid JSON: ${reason}` }]);
 }
 
 /**
@@ -106,9 +116,9 @@ export function parseHttpCommand(target: HttpCommandTarget, body: string, fallba
   let fields: unknown = {};
   if (body.trim() !== '') {
     try {
-      fields = JSON.parse(body);
+      fields = withoutStack(() => JSON.parse(body) as unknown);
     } catch (error) {
-      return invalid('body is not valid JSON', [{ path: '', message: `is not valid JSON: ${(error as Error).message}` }]);
+      return notJson('body', error);
     }
   }
   if (!isPlainObject(fields)) {

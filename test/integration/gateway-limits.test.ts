@@ -17,7 +17,12 @@ describe('gateway limits and bad input', () => {
     await client.next((m) => m.type === 'welcome');
 
     client.send('{not json');
-    expect(await client.next((m) => m.type === 'error')).toMatchObject({ code: 'invalid_message', details: [{ path: '' }] });
+    expect(await client.next((m) => m.type === 'error')).toEqual({
+      type: 'error',
+      code: 'invalid_message',
+      message: 'message is not valid JSON',
+      details: [{ path: '', message: "is not valid JSON: Expected property name or '}' in JSON at position 1" }],
+    });
     client.send({ type: 'subscribe', id: 's1' });
     const shape = await client.next((m) => m.type === 'error');
     expect(shape).toMatchObject({ code: 'invalid_message', id: 's1' });

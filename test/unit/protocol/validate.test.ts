@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   answerToRefusal,
   CLIENT_MESSAGE_SCHEMA,
@@ -48,7 +48,11 @@ const validClientMessages: Array<[string, object]> = [
 
 /** Refused messages with the exact details the client gets. */
 const invalidClientMessages: Array<[string, string, ErrorDetail[], string | undefined]> = [
-  ['not JSON', '{"type":', [{ path: '', message: expect.stringMatching(/^is not valid JSON: /) as unknown as string }], undefined],
+  ['not JSON (cut short)', '{"type":', [{ path: '', message: 'is not valid JSON: Unexpected end of JSON input' }], undefined],
+  // V8's message echoes the text ("Unexpected token 'a', "abc" is not valid JSON"): the detail keeps the reason only.
+  ['not JSON (a bare word)', 'abc', [{ path: '', message: "is not valid JSON: Unexpected token 'a'" }], undefined],
+  ['not JSON (a long bare word)', 'x'.repeat(100), [{ path: '', message: "is not valid JSON: Unexpected token 'x'" }], undefined],
+  ['not JSON (with a position)', '{not json', [{ path: '', message: "is not valid JSON: Expected property name or '}' in JSON at position 1" }], undefined],
   ['an array', '[1,2]', [{ path: '', message: 'must be a JSON object with a "type", not an array' }], undefined],
   ['null', 'null', [{ path: '', message: 'must be a JSON object with a "type", not null' }], undefined],
   ['a string', '"subscribe"', [{ path: '', message: 'must be a JSON object with a "type", not a string' }], undefined],
@@ -197,6 +201,48 @@ describe('parseClientMessage', () => {
     const result = parseClientMessage(`{"type":"ping","id":"1",${'"x"'.repeat(30000)}`);
     expect(result.ok).toBe(false);
     if (!result.ok) expect(validateServerMessage(answerToRefusal(result)).ok).toBe(true);
+  });
+});
+
+describe('a text that is not JSON', () => {
+  /** What JSON.parse threw while `run` ran (the parser is wrapped, then restored). */
+  function thrownByJsonParse(run: () => void): unknown[] {
+    const thrown: unknown[] = [];
+    const original = JSON.parse;
+    const parse = vi.spyOn(JSON, 'parse').mockImplementation((text, reviver) => {
+      try {
+        return original.call(JSON, text, reviver) as unknown;
+      } catch (error) {
+        thrown.push(error);
+        throw error;
+      }
+    });
+    try {
+      run();
+    } finally {
+      parse.mockRestore();
+    }
+    return thrown;
+  }
+
+  it('is refused without a stack trace built for it, on the WebSocket and the HTTP entrance', () => {
+    const thrown = thrownByJsonParse(() => {
+      expect(parseClientMessage('{"type":"ping",').ok).toBe(false);
+      expect(parseHttpCommand({ vm: 'vm1', job: 'j0', action: 'pause' }, '{when', 'h').ok).toBe(false);
+    });
+    expect(thrown).toHaveLength(2);
+    for (const error of thrown) {
+      expect(error).toBeInstanceOf(SyntaxError);
+      // The message line only, no "    at ..." frame: a client sending garbage at its rate limit costs no stack walk.
+      expect((error as Error).stack).not.toMatch(/\n\s+at /);
+    }
+    // Stack traces are on again afterwards.
+    expect(new Error('x').stack).toMatch(/\n\s+at /);
+  });
+
+  it('is answered with the reason, on the HTTP entrance too', () => {
+    const result = parseHttpCommand({ vm: 'vm1', job: 'j0', action: 'pause' }, 'nope', 'h');
+    expect(result.ok || result.error).toEqual({ code: 'invalid_message', message: 'body is not valid JSON', details: [{ path: '', message: "is not valid JSON: Unexpected token 'o'" }] });
   });
 });
 
