@@ -6,6 +6,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { connectRedis, parseRedisUrl, type RedisClient } from '../../dist/fleet/connect.js';
+import { fleetDefaults } from '../../dist/fleet/fleet-config.js';
 import { FleetHistory } from '../../dist/fleet/history.js';
 import { HostPublisher } from '../../dist/fleet/publisher.js';
 import { FleetStore } from '../../dist/fleet/store.js';
@@ -92,7 +93,7 @@ serveRpc({
       redis.on('error', () => undefined);
       await redis.connect();
       clients.push(redis);
-      const store = new FleetStore(redis);
+      const store = new FleetStore(redis, fleetDefaults().keyPrefix);
       store.stats.onPublishLag = (seconds) => publishLags?.push(seconds * 1000);
       const holder: { history?: FleetHistory } = {};
       const publisher = new HostPublisher(store, {

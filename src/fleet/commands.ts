@@ -147,8 +147,9 @@ export class HostCommands {
 
   constructor(private readonly store: FleetStore, private readonly blocking: RedisClient, private readonly options: HostCommandsOptions) {}
 
+  /** The loop starts whether Redis answers yet or not (a host started while Redis was down must still serve commands once it is back). */
   async start(): Promise<void> {
-    await this.blocking.connect();
+    await this.blocking.connect().catch(() => undefined); // retried by the client; the loop's reads fail until then
     this.loop = this.run();
   }
 
@@ -162,6 +163,7 @@ export class HostCommands {
     const key = this.store.keys.commands(this.options.host);
     // Commands queued before this process started are not ours to run: start at the stream's end.
     let last = '$';
+    let failing = false;
     while (!this.stopped) {
       try {
         if (last === '$') {
@@ -169,6 +171,7 @@ export class HostCommands {
           last = top[0]?.[0] ?? '0-0';
         }
         const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', 2000, 'STREAMS', key, last)) as [string, [string, string[]][]][] | null;
+        failing = false;
         for (const [id, fields] of reply?.[0]?.[1] ?? []) {
           last = id;
           const d = fields[fields.indexOf('d') + 1];
@@ -176,7 +179,8 @@ export class HostCommands {
         }
       } catch (error) {
         if (this.stopped) return;
-        this.options.logger.warn({ err: error }, 'fleet host: reading the command stream failed; retrying');
+        if (!failing) this.options.logger.warn({ err: error }, 'fleet host: reading the command stream failed; retrying every 500 ms');
+        failing = true;
         await new Promise((r) => setTimeout(r, 500));
       }
     }

@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { reconnectDelayMs, resolveReconnectPolicy } from '../backoff.js';
 import { ConfigError, FleetTlsError } from '../errors.js';
 
 export type RedisClient = Redis | Cluster;
@@ -71,8 +72,24 @@ export interface ConnectOptions {
 }
 
 /**
+ * How a fleet client retries a server, or a cluster's seeds: the shared backoff (jittered, so a
+ * fleet that lost Redis does not come back in lockstep), capped low because Redis restarts fast.
+ */
+const REDIS_RECONNECT = resolveReconnectPolicy({ initialDelayMs: 50, maxDelayMs: 2000 });
+
+/**
+ * How long a host gateway waits for Redis at start (twice: its seeds, then its publisher) before it
+ * serves its VMs locally and goes on retrying: short, its own clients come first.
+ */
+export const HOST_START_WAIT_MS = 2000;
+
+/** ioredis counts attempts from 1. */
+const retryDelay = (times: number): number => reconnectDelayMs(times - 1, REDIS_RECONNECT);
+
+/**
  * A client that never queues commands while disconnected (the publisher keeps its own bounded
- * buffer) and reconnects forever with capped backoff.
+ * buffer) and reconnects forever with the shared backoff, a cluster too (its seeds all down at start
+ * included: ioredis retries a cluster's start only with a `clusterRetryStrategy`).
  */
 export function connectRedis(target: RedisTarget, options: ConnectOptions = {}): RedisClient {
   const tls = target.tls ? { ...(options.tlsCaFile ? { ca: readCa(options.tlsCaFile) } : {}) } : undefined;
@@ -84,7 +101,7 @@ export function connectRedis(target: RedisTarget, options: ConnectOptions = {}):
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: options.commandTimeoutMs ?? 5000,
-    retryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    retryStrategy: retryDelay,
     lazyConnect: true,
   };
   if (!target.cluster) return new Redis({ ...common, host: target.nodes[0]!.host, port: target.nodes[0]!.port, ...(target.db !== undefined ? { db: target.db } : {}) });
@@ -92,7 +109,7 @@ export function connectRedis(target: RedisTarget, options: ConnectOptions = {}):
     redisOptions: common,
     enableOfflineQueue: false,
     enableAutoPipelining: true,
-    clusterRetryStrategy: (times) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    clusterRetryStrategy: retryDelay,
     lazyConnect: true,
   };
   return new Cluster(target.nodes, clusterOptions);
@@ -137,47 +154,72 @@ export function tlsFailure(error: unknown, target: RedisTarget, caFile: string |
 
 /**
  * Connect, or fail with a clear error: a refused login (wrong password, unknown user, missing ACL
- * permission) or a failed TLS verification would otherwise be retried forever. The message names
- * the redacted URL only.
+ * permission) or a failed TLS verification would otherwise be retried forever. A server (or every
+ * seed of a cluster) that does not answer is retried with REDIS_RECONNECT until `timeoutMs`, so a
+ * Redis restarting as the gateway starts is waited for; past it the error names the redacted
+ * URL(s) and the last failure. With `keepTrying` (a host, which serves locally meanwhile) the
+ * client goes on retrying after that error; without it, it is closed.
  */
-export async function connectOrFail(client: RedisClient, target: RedisTarget, timeoutMs = 15_000, caFile?: string): Promise<void> {
+export async function connectOrFail(client: RedisClient, target: RedisTarget, timeoutMs = 15_000, caFile?: string, keepTrying = false): Promise<void> {
   let onError: ((error: Error) => void) | undefined;
+  let onReady: (() => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
-  const refused = new Promise<never>((_, reject) => {
+  let last: Error | undefined;
+  let probed = false;
+  const ready = new Promise<void>((resolve, reject) => {
+    onReady = resolve;
     onError = (error: Error) => {
+      last = (error as { lastNodeError?: Error }).lastNodeError ?? error;
       const tls = tlsFailure(error, target, caFile);
       if (tls) reject(tls);
-      if (/WRONGPASS|NOAUTH|NOPERM|invalid username-password/i.test(error.message)) reject(new ConfigError(`Redis at ${target.redacted} refused the login: ${error.message}`, 'fleet.redis'));
+      if (/WRONGPASS|NOAUTH|NOPERM|invalid username-password/i.test(last.message)) reject(new ConfigError(`Redis at ${target.redacted} refused the login: ${last.message}`, 'fleet.redis'));
+      if (!probed && target.cluster && target.tls) {
+        probed = true;
+        void seedError(target, caFile).then((seed) => {
+          const tls = seed && tlsFailure(seed, target, caFile);
+          if (tls) reject(tls);
+        });
+      }
     };
     client.on('error', onError);
-    timer = setTimeout(() => reject(new ConfigError(`Redis at ${target.redacted} did not answer within ${timeoutMs} ms`, 'fleet.redis')), timeoutMs);
+    client.once('ready', onReady);
+    timer = setTimeout(() => {
+      void (target.cluster ? seedError(target, caFile) : Promise.resolve(undefined)).then((seed) => {
+        const failure = seed ?? last;
+        const who = target.cluster ? `none of the Redis Cluster seeds ${target.redacted} answered` : `Redis at ${target.redacted} did not answer`;
+        const why = failure ? ` (last failure${seed ? ' of the first seed' : ''}: ${redactRedisUrl(failure.message)})` : '';
+        reject(new ConfigError(`${who} within ${timeoutMs} ms of retrying with backoff${why}`, 'fleet.redis'));
+      });
+    }, timeoutMs);
   });
+  // A failed first attempt is not the answer: the client's retry strategy tries again until `ready` or the deadline.
+  client.connect().catch(() => undefined);
   try {
-    await Promise.race([client.connect(), refused]);
+    await ready;
   } catch (error) {
-    client.disconnect();
-    throw (error instanceof ConfigError || error instanceof FleetTlsError ? undefined : await seedTlsFailure(target, caFile)) ?? error;
+    if (!keepTrying || fatalAtStart(error)) client.disconnect();
+    throw error;
   } finally {
     if (onError) client.off('error', onError);
+    if (onReady) client.off('ready', onReady);
     clearTimeout(timer);
   }
 }
 
 /**
- * Why a TLS cluster's seeds failed, if it is TLS: ioredis probes them on connections whose errors it
- * drops, and says only that none answered. One seed, asked alone, names the reason.
+ * What the first seed of a cluster says when asked alone: ioredis probes the seeds on connections
+ * whose errors it drops, and says only that none answered (or "Connection is closed.").
  */
-async function seedTlsFailure(target: RedisTarget, caFile: string | undefined): Promise<FleetTlsError | undefined> {
-  if (!target.cluster || !target.tls) return undefined;
+async function seedError(target: RedisTarget, caFile: string | undefined): Promise<Error | undefined> {
   const probe = connectRedis({ ...target, cluster: false, nodes: target.nodes.slice(0, 1) }, caFile ? { tlsCaFile: caFile } : {});
   return new Promise((resolve) => {
     const timer = setTimeout(() => done(undefined), 5000);
-    const done = (failure: FleetTlsError | undefined): void => {
+    const done = (error: Error | undefined): void => {
       clearTimeout(timer);
       probe.disconnect();
-      resolve(failure);
+      resolve(error);
     };
-    probe.once('error', (error: Error) => done(tlsFailure(error, target, caFile)));
+    probe.once('error', done);
     probe.connect().then(
       () => done(undefined),
       () => undefined, // the error event decides

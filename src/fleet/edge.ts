@@ -6,7 +6,7 @@ import { hostname } from 'node:os';
 import { EdgeCommands } from './commands.js';
 import { connectOrFail, connectRedis, duplicateRedis } from './connect.js';
 import { EdgeFeed } from './edge-feed.js';
-import { redisTargetOf, type FleetConfig } from './fleet-config.js';
+import { keyPrefixOf, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
 import type { FleetStats } from './stats.js';
 import { FleetStore } from './store.js';
@@ -31,7 +31,7 @@ export async function startFleetEdge(config: FleetConfig, options: { logger: Log
   await connectOrFail(redis, target, undefined, config.tlsCaFile);
   const subscriber = duplicateRedis(redis);
   subscriber.on('error', () => undefined);
-  const store = new FleetStore(redis, config.keyPrefix);
+  const store = new FleetStore(redis, keyPrefixOf(config));
   const history = new FleetHistory(store, { ...(options.historyLimits ? { limits: options.historyLimits } : {}) });
   const listeners: ((up: boolean) => void)[] = [];
   const feed = new EdgeFeed(store, subscriber, history, { logger: log, onRedis: (up) => listeners.forEach((l) => l(up)) });

@@ -2,10 +2,31 @@
 import { hostname } from 'node:os';
 import { ConfigError } from '../errors.js';
 import type { FleetConfig } from '../generated/schema-types.js';
+import { loadReachable } from '../protocol/schemas.js';
 import { parseRedisUrl, type RedisTarget } from './connect.js';
-import { DEFAULT_KEY_PREFIX } from './keys.js';
 
 export type { FleetConfig };
+
+export interface FleetDefaults {
+  keyPrefix: string;
+  leaseTtlMs: number;
+}
+
+let defaults: FleetDefaults | undefined;
+
+/** What an unset `fleet` setting means: config.schema.json's `default`s, the one home of those values. */
+export function fleetDefaults(): FleetDefaults {
+  if (defaults) return defaults;
+  const schema = loadReachable(['config.schema.json']).get('config.schema.json') as { properties: { fleet: { properties: Record<string, { default?: unknown }> } } };
+  const fleet = schema.properties.fleet.properties;
+  defaults = { keyPrefix: fleet.keyPrefix!.default as string, leaseTtlMs: fleet.leaseTtlMs!.default as number };
+  return defaults;
+}
+
+/** The prefix of the fleet's keys and channels. */
+export function keyPrefixOf(config: Pick<FleetConfig, 'keyPrefix'>): string {
+  return config.keyPrefix ?? fleetDefaults().keyPrefix;
+}
 
 /** `env:NAME` reads the URL from the environment, so the password is not in the process list. */
 export function redisTargetOf(config: FleetConfig, env: NodeJS.ProcessEnv = process.env): RedisTarget {
@@ -25,7 +46,7 @@ export function redisTargetOf(config: FleetConfig, env: NodeJS.ProcessEnv = proc
 export function fleetStartError(error: unknown, config: FleetConfig): unknown {
   const message = error instanceof Error ? error.message : '';
   if (!message.startsWith('NOPERM')) return error;
-  const prefix = config.keyPrefix ?? DEFAULT_KEY_PREFIX;
+  const prefix = keyPrefixOf(config);
   let at = 'Redis';
   try {
     at = `Redis at ${redisTargetOf(config).redacted}`;

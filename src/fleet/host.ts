@@ -10,13 +10,12 @@ import type { HistoryLimits } from '../gateway/history/types.js';
 import type { JobSource, JobState, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import { HostCommands } from './commands.js';
-import { connectOrFail, connectRedis, duplicateRedis, fatalAtStart, type RedisClient } from './connect.js';
-import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.js';
+import { connectOrFail, connectRedis, HOST_START_WAIT_MS, duplicateRedis, fatalAtStart, type RedisClient } from './connect.js';
+import { defaultHostId, fleetDefaults, keyPrefixOf, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
 import { HostPublisher } from './publisher.js';
 import type { FleetStats } from './stats.js';
 import { FleetStore } from './store.js';
-import { DEFAULT_KEY_PREFIX } from './keys.js';
 import { defaultStateDir, UnackedBook, unackedFile } from './unacked.js';
 
 export interface FleetHost {
@@ -36,22 +35,35 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
   const log = options.logger;
   const target = redisTargetOf(config);
   const hostId = config.hostId ?? defaultHostId();
-  const unacked = new UnackedBook(unackedFile(config.stateDir ?? defaultStateDir(), hostId, target.redacted, config.keyPrefix ?? DEFAULT_KEY_PREFIX));
+  const leaseTtlMs = config.leaseTtlMs ?? fleetDefaults().leaseTtlMs;
   const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
   redis.on('error', () => undefined); // reported by the publisher, without the URL's secrets
   // Unreachable: serve locally and publish once it is back. A refused login is a configuration error.
-  await connectOrFail(redis, target, 5000, config.tlsCaFile).catch((error: unknown) => {
-    if (fatalAtStart(error)) throw error;
-    log.warn({ err: error, redis: target.redacted }, 'fleet: Redis unreachable at start; serving locally, publishing when it is back');
-    void redis.connect().catch(() => undefined);
-  });
-  const store = new FleetStore(redis, config.keyPrefix);
+  const reachable = await connectOrFail(redis, target, HOST_START_WAIT_MS, config.tlsCaFile, true).then(
+    () => true,
+    (error: unknown) => {
+      if (fatalAtStart(error)) throw error;
+      log.warn({ err: error, redis: target.redacted }, 'fleet: Redis unreachable at start; serving locally, publishing when it is back');
+      return false;
+    },
+  );
+  const store = new FleetStore(redis, keyPrefixOf(config));
+  // An ACL that refuses the fleet's keys, scripts or channels stops the start (NOPERM, which serve
+  // reports as GW_ERR_CONFIG), as on an edge: a host that ran on would publish nothing, forever.
+  if (reachable) {
+    await store.checkAccess(hostId, leaseTtlMs).catch((error: unknown) => {
+      if (!(error instanceof Error && error.message.startsWith('NOPERM'))) return log.warn({ err: error }, 'fleet: could not check the ACL at start');
+      redis.disconnect();
+      throw error;
+    });
+  }
+  const unacked = new UnackedBook(unackedFile(config.stateDir ?? defaultStateDir(), hostId, target.redacted, keyPrefixOf(config)));
   const snapshotOf = (vm: string) => source.snapshot().find((s) => s.vm === vm);
   // The publisher and the history need each other: the publisher asks the history where a stream stands.
   const holder: { history?: FleetHistory } = {};
   const publisher = new HostPublisher(store, {
     host: hostId,
-    ...(config.leaseTtlMs !== undefined ? { leaseTtlMs: config.leaseTtlMs } : {}),
+    leaseTtlMs,
     ...(config.maxBuffered !== undefined ? { maxBuffered: config.maxBuffered } : {}),
     ...(options.historyLimits?.maxEntries !== undefined ? { maxLen: options.historyLimits.maxEntries } : {}),
     snapshotOf,

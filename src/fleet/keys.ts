@@ -11,7 +11,6 @@
  *   channels <p>:n:<0..P-1> (events, partitioned by VM) and <p>:r:<edge> (command replies)
  */
 
-export const DEFAULT_KEY_PREFIX = 'bjg';
 /** Notify channels; an edge subscribes to all of them once, whatever the number of VMs. */
 export const NOTIFY_PARTITIONS = 16;
 
@@ -28,7 +27,8 @@ export interface VmKeys {
 }
 
 export class FleetKeys {
-  constructor(readonly prefix: string = DEFAULT_KEY_PREFIX) {}
+  /** `prefix`: `fleet.keyPrefix`, or its default (fleetDefaults() in fleet-config.ts). */
+  constructor(readonly prefix: string) {}
 
   vm(vm: string): VmKeys {
     const base = `${this.prefix}:${tag(vm)}`;

@@ -7,8 +7,8 @@
  */
 import type { JobState, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
-import { connectOrFail, connectRedis, fatalAtStart, type RedisClient } from './connect.js';
-import { defaultHostId, redisTargetOf, type FleetConfig } from './fleet-config.js';
+import { connectOrFail, connectRedis, HOST_START_WAIT_MS, fatalAtStart, type RedisClient } from './connect.js';
+import { defaultHostId, keyPrefixOf, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetStore } from './store.js';
 
 export interface FleetSeed {
@@ -34,12 +34,11 @@ export class FleetSeeds {
     const hostId = config.hostId ?? defaultHostId();
     const redis = connectRedis(target, { connectionName: `bjg-host-${hostId}-seed`, ...(config.tlsCaFile ? { tlsCaFile: config.tlsCaFile } : {}) });
     redis.on('error', () => undefined);
-    await connectOrFail(redis, target, 5000, config.tlsCaFile).catch((error: unknown) => {
+    await connectOrFail(redis, target, HOST_START_WAIT_MS, config.tlsCaFile, true).catch((error: unknown) => {
       if (fatalAtStart(error)) throw error;
       log.warn({ err: error, redis: target.redacted }, 'fleet: could not read the jobs Redis holds for this host; jobs that ended while it was down show once Redis restarts their streams');
-      void redis.connect().catch(() => undefined);
     });
-    return new FleetSeeds(redis, new FleetStore(redis, config.keyPrefix), hostId, log);
+    return new FleetSeeds(redis, new FleetStore(redis, keyPrefixOf(config)), hostId, log);
   }
 
   /** The jobs and status Redis holds for `vm` if this host published it; undefined otherwise or when Redis does not answer. */

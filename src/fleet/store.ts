@@ -8,7 +8,7 @@ import type { JobState, VmStatus } from '../jobs/types.js';
 import type { RedisClient } from './connect.js';
 import type { WireEvent, WireKind } from './entry.js';
 import { FleetKeys } from './keys.js';
-import { APPEND, CLAIM, MARK_GONE, PRUNE, RELEASE, RENEW, RENEW_MANY, REOPEN, STATUS } from './scripts.js';
+import { ACCESS, APPEND, CLAIM, MARK_GONE, PRUNE, RELEASE, RENEW, RENEW_MANY, REOPEN, STATUS } from './scripts.js';
 import { FleetStats } from './stats.js';
 
 export type ClaimResult =
@@ -37,7 +37,7 @@ export interface StoredEntry {
 }
 
 type ScriptFn = (...args: (string | number)[]) => Promise<unknown>;
-type Scripted = Record<'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRenewMany' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus' | 'bjgMarkGone', ScriptFn>;
+type Scripted = Record<'bjgAccess' | 'bjgClaim' | 'bjgAppend' | 'bjgReopen' | 'bjgRenew' | 'bjgRenewMany' | 'bjgRelease' | 'bjgPrune' | 'bjgStatus' | 'bjgMarkGone', ScriptFn>;
 
 /** Leases renewed per call at most: one script call blocks its Redis node, keep it short. */
 const RENEW_BATCH = 1000;
@@ -49,7 +49,7 @@ export class FleetStore {
   readonly keys: FleetKeys;
   readonly stats = new FleetStats();
 
-  constructor(readonly redis: RedisClient, prefix?: string) {
+  constructor(readonly redis: RedisClient, prefix: string) {
     this.keys = new FleetKeys(prefix);
     for (const [name, lua] of [
       ['bjgClaim', CLAIM],
@@ -64,6 +64,7 @@ export class FleetStore {
       if (!(name in redis)) redis.defineCommand(name, { numberOfKeys: 4, lua });
     }
     if (!('bjgRenewMany' in redis)) redis.defineCommand('bjgRenewMany', { numberOfKeys: 1, lua: RENEW_MANY });
+    if (!('bjgAccess' in redis)) redis.defineCommand('bjgAccess', { numberOfKeys: 1, lua: ACCESS });
   }
 
   private get scripts(): Scripted {
@@ -172,6 +173,15 @@ export class FleetStore {
 
   async setStatus(vm: string, lease: string, status: VmStatus): Promise<void> {
     await this.scripts.bjgStatus(...this.vmKeys(vm), lease, status, this.keys.notifyChannel(vm), vm);
+  }
+
+  /**
+   * A host's first calls, made harmless: a script that writes the fleet's keys (see ACCESS) and a
+   * heartbeat on a notify channel. An ACL that refuses the keys, scripts or channels rejects with
+   * NOPERM here, at start, instead of failing every later call while the host runs unpublished.
+   */
+  async checkAccess(host: string, ttlMs: number): Promise<void> {
+    await Promise.all([this.scripts.bjgAccess(this.keys.registry, ''), this.heartbeat(host, ttlMs)]);
   }
 
   /** A host's word that it is alive and renews its leases every third of `ttlMs` (edges watch for its silence). */

@@ -1,0 +1,110 @@
+/**
+ * Fleet operations at start, on real redis-server: an ACL that refuses a host gateway the fleet's
+ * keys or channels stops it (GW_ERR_CONFIG, exit 1) instead of leaving it running unpublished; a
+ * Redis Cluster none of whose seeds answers at start is retried with the shared backoff (an edge
+ * waits for it, a host serves locally meanwhile, then publishes and takes commands), and seeds that
+ * never answer fail an edge with an error that names them.
+ */
+import { afterAll, afterEach, expect, it } from 'vitest';
+import { freePort, startRedis, startRedisCluster, type RedisServer } from '../../src/lab/redis.js';
+import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
+import { describeQemu } from '../utils/qemu-gate.js';
+import { cleanupLeftovers, startQsd } from '../utils/qsd.js';
+import { describeRedis } from '../utils/redis-gate.js';
+import { edgeArgs, eventually, hostArgs, serveInProcess, Stops, type InProcessGateway } from './fleet-support.js';
+
+/** The exit code, or 'running' if the process is still up after `ms` (a failed start must exit). */
+async function exitWithin(run: CliRun, ms: number): Promise<number | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const running = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
+  const code = await Promise.race([run.exited, running]);
+  clearTimeout(timer);
+  if (code === 'running') run.child.kill('SIGKILL');
+  return code;
+}
+
+describeRedis('fleet operations at start', () => {
+  describeBuilt('gateways as processes', () => {
+    const stops = new Stops();
+    let redis: RedisServer | undefined;
+    afterEach(() => stops.run());
+    afterAll(async () => {
+      await redis?.dispose();
+      await cleanupLeftovers();
+    });
+
+    it.each([
+      ['keys', '~other:* &bjg:*', /NOPERM .*keys/],
+      ['channels', '~bjg:* &other:*', /NOPERM .*channels/],
+    ])('an ACL that refuses a host gateway the fleet\'s %s stops it at start: GW_ERR_CONFIG naming what the fleet needs, exit 1', async (_what, grants, said) => {
+      redis ??= await startRedis();
+      const user = `narrow-${_what}`;
+      redis.cli('acl', 'setuser', user, 'reset', 'on', '>pw-narrow', ...grants.split(' '), '+@all', '-@dangerous', '+info');
+      const url = redis.url.replace('redis://', `redis://${user}:pw-narrow@`);
+      // The monitor need not answer: the host fails before it serves anything.
+      const host = runCli(['serve', ...hostArgs(url, 'h1', { vm1: '/nonexistent/bjg-acl.sock' }), '--listen', '127.0.0.1:0', '--log-format', 'json']);
+      expect(await exitWithin(host, 30_000)).toBe(1);
+      const out = [...host.stdout, ...host.stderr].join('\n');
+      expect(out).toMatch(/GW_ERR_CONFIG.*refused the gateway's ACL user: NOPERM/);
+      expect(out).toMatch(said);
+      expect(out).toContain('~bjg:* &bjg:*');
+      expect(out).not.toContain('pw-narrow');
+      // It stopped before claiming anything.
+      expect(redis.cli('smembers', 'bjg:vms').trim()).toBe('');
+    }, 60_000);
+
+    it('a Redis Cluster whose seeds never answer: an edge exits 1 after its start wait, naming the seeds (without the password) and the last failure', async () => {
+      const seeds = [await freePort(), await freePort()].map((port) => `redis://u:secret-pw@127.0.0.1:${port}`).join(',');
+      const started = Date.now();
+      const edge = runCli(['serve', '--redis', seeds, '--edge', '--listen', '127.0.0.1:0', '--log-format', 'json']);
+      expect(await exitWithin(edge, 60_000)).toBe(1);
+      // It retried for its start wait rather than giving up at the first refusal.
+      expect(Date.now() - started).toBeGreaterThan(10_000);
+      const out = [...edge.stdout, ...edge.stderr].join('\n');
+      expect(out).toMatch(/GW_ERR_CONFIG.*none of the Redis Cluster seeds redis:\/\/u:\*\*\*@127\.0\.0\.1:\d+,redis:\/\/u:\*\*\*@127\.0\.0\.1:\d+ answered within 15000 ms/);
+      expect(out).toMatch(/last failure of the first seed: connect ECONNREFUSED 127\.0\.0\.1:\d+\)/);
+      expect(out).not.toContain('secret-pw');
+    }, 90_000);
+
+    describeQemu('real qemu-storage-daemon', () => {
+      it('a Redis Cluster down at start: an edge waits for it and starts once it is back; a host serves locally meanwhile, then publishes and answers commands', async () => {
+        const cluster = await startRedisCluster();
+        stops.add(() => cluster.dispose());
+        for (const node of cluster.nodes) await node.stop();
+        const qsd = await startQsd({ monitors: ['gw'] });
+        stops.add(() => qsd.dispose());
+
+        const host = await serveInProcess(hostArgs(cluster.url, 'h1', { vm1: qsd.path('gw') }));
+        stops.add(() => host.stop());
+        await eventually(async () => (await (await fetch(`${host.gateway.url}/readyz`)).text()).includes('redis unreachable'), 20_000, 'the host to say Redis is unreachable');
+        const local = await stops.client(host.gateway.wsUrl);
+        local.send({ type: 'subscribe', id: 's', sub: 'a' });
+        expect(Object.keys((await local.next((m) => m.type === 'subscribed')).streams)).toEqual(['vm1']);
+
+        let edge: InProcessGateway | undefined;
+        let failed: unknown;
+        const starting = serveInProcess(edgeArgs(cluster.url)).then(
+          (started) => (edge = started),
+          (error: unknown) => (failed = error),
+        );
+        // The edge keeps trying while the host has long been serving: it did not give up at the first refusal.
+        await eventually(async () => (await (await fetch(`${host.gateway.url}/readyz`)).text()).includes('redis unreachable'), 5_000, 'the host still degraded');
+        expect(failed).toBeUndefined();
+        expect(edge).toBeUndefined();
+
+        for (const node of cluster.nodes) await node.restart();
+        await starting;
+        expect(failed).toBeUndefined();
+        stops.add(() => edge!.stop());
+
+        // The host, started without Redis, publishes vm1 once the cluster is back, and runs the edge's commands.
+        const e = await stops.client(edge!.gateway.wsUrl);
+        await eventually(async () => ((await (await fetch(`${edge!.gateway.url}/v1/jobs`)).json()) as { vms: { vm: string }[] }).vms.some((v) => v.vm === 'vm1'), 30_000, 'vm1 on the edge');
+        e.send({ type: 'command', id: 'c', vm: 'vm1', job: 'nope', action: 'cancel', timeoutMs: 10_000 });
+        const result = await e.next((m) => m.type === 'result' && m.id === 'c', 20_000);
+        expect(result, JSON.stringify(result)).toMatchObject({ ok: false, error: { code: 'unknown_job' } });
+        await eventually(async () => (await fetch(`${host.gateway.url}/readyz`)).status === 200 && !(await (await fetch(`${host.gateway.url}/readyz`)).text()).includes('redis unreachable'), 20_000, 'the host ready without degradation');
+      }, 120_000);
+    });
+  });
+});
