@@ -18,7 +18,6 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
 import {
-  ConfigError,
   QmpClosedError,
   QmpCommandError,
   QmpConnectError,
@@ -32,11 +31,14 @@ import {
   StateError,
 } from '../errors.js';
 import { formatQmpAddress, parseQmpAddress } from './address.js';
-import { ReconnectBackoff, resolveReconnectPolicy, type ReconnectPolicy } from '../backoff.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
+import { ReconnectBackoff, resolveReconnectPolicy } from '../backoff.js';
+import { JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
 import { debugEnabled, silentLogger, ThrottledLog, type Logger } from '../log.js';
-import { deadlineLane, type DeadlineLane, type Expiring } from '../deadlines.js';
+import { deadlineLane } from '../deadlines.js';
 import { classifyMessage, greetingsMatch, isPlainObject, type InboundMessage } from './messages.js';
+import { MAX_TIMER_MS, resolveOptions, type QmpClientOptions, type ResolvedOptions } from './client-options.js';
+import { PendingCommand, PendingCommands, type CommandOwner, type SentCommand } from './pending.js';
+import { READ_BURST_BYTES, resetBurstAfterTurn, waitForClose, type Connection } from './transport.js';
 import type {
   ExecuteOptions,
   QmpAddress,
@@ -51,127 +53,6 @@ import type {
 /** Ids of our commands; callers cannot collide with them because they never choose ids. */
 export const COMMAND_ID_PREFIX = '__bjg#';
 
-/**
- * Bytes read from one monitor before it waits a turn of the event loop. libuv reads a socket up to
- * 32 times per turn, so a peer that floods could otherwise hold the loop (and every other VM, and
- * /healthz) for megabytes of messages at a time.
- */
-const READ_BURST_BYTES = 64 * 1024;
-
-/** setTimeout's ceiling (2^31 - 1 ms); a longer delay would fire at once. */
-const MAX_TIMER_MS = 2_147_483_647;
-
-export interface QmpClientOptions {
-  /** Where the monitor listens: `unix:/path`, `tcp:host:port`, `tcp:[v6]:port`, or a parsed QmpAddress. */
-  address: string | QmpAddress;
-  /** Name used in logs and errors (e.g. the VM name). @default the formatted address */
-  name?: string;
-  /** Opens the transport. Inject a Duplex for tests or proxies. @default net.connect to the unix path or tcp host:port */
-  connect?: (address: QmpAddress) => Duplex;
-  /** Give up a socket connect that neither succeeds nor fails. @default 5_000 */
-  connectTimeoutMs?: number;
-  /** Connected but no greeting within this: the monitor is busy with another client. @default 3_000 */
-  greetingTimeoutMs?: number;
-  /** Greeting received but no reply to qmp_capabilities within this. @default 5_000 */
-  negotiateTimeoutMs?: number;
-  /** execute() timeout when the call gives none. @default 10_000 */
-  defaultTimeoutMs?: number;
-  /** Largest inbound message; a bigger one is a protocol error and ends the connection. @default 4 MiB */
-  maxMessageBytes?: number;
-  /** How to reconnect after a loss or a failed attempt. */
-  reconnect?: ReconnectPolicy;
-  /** Commands awaiting a reply at once; execute() beyond it rejects with QmpTooManyPendingError. @default 256 */
-  maxPendingCommands?: number;
-  /** Receives `-->`/`<--` traces of every message at debug, connection news at info/warn. @default silent */
-  logger?: Logger;
-}
-
-interface ResolvedOptions {
-  connect: (address: QmpAddress) => Duplex;
-  connectTimeoutMs: number;
-  greetingTimeoutMs: number;
-  negotiateTimeoutMs: number;
-  defaultTimeoutMs: number;
-  maxMessageBytes: number;
-  maxPendingCommands: number;
-}
-
-type SentCommand = { execute: string; arguments?: Record<string, unknown> };
-
-/**
- * A command awaiting its reply. Its timeout is a wait in the process's shared lane of that length
- * (src/deadlines.ts), not a timer of its own: 1,000 idle monitors send 100 polls a second.
- */
-class PendingCommand implements Expiring {
-  handle = -1;
-
-  constructor(
-    readonly client: QmpClient,
-    readonly id: string,
-    readonly sent: SentCommand,
-    readonly timeoutMs: number,
-    readonly resolve: (reply: QmpReply<unknown>) => void,
-    readonly reject: (error: Error) => void,
-    readonly lane: DeadlineLane,
-  ) {}
-
-  expire(): void {
-    this.client.timedOut(this);
-  }
-
-  /** Settled another way (reply, loss, close): its wait is dropped. */
-  cancelTimeout(): void {
-    this.lane.cancel(this.handle, this);
-  }
-}
-
-/**
- * Commands awaiting a reply, by id. An idle monitor has one at a time (its poll): that one is held in
- * a field, since a Map's table is reallocated every few set/delete pairs, garbage per poll.
- */
-class PendingCommands {
-  private one: PendingCommand | undefined;
-  private readonly more = new Map<string, PendingCommand>();
-
-  get size(): number {
-    return (this.one ? 1 : 0) + this.more.size;
-  }
-
-  add(command: PendingCommand): void {
-    if (this.one === undefined) this.one = command;
-    else this.more.set(command.id, command);
-  }
-
-  get(id: string): PendingCommand | undefined {
-    return this.one?.id === id ? this.one : this.more.get(id);
-  }
-
-  delete(id: string): void {
-    if (this.one?.id === id) this.one = undefined;
-    else this.more.delete(id);
-  }
-
-  /** Empties the table; returns what it held. */
-  takeAll(): PendingCommand[] {
-    const all = this.one ? [this.one, ...this.more.values()] : [...this.more.values()];
-    this.one = undefined;
-    this.more.clear();
-    return all;
-  }
-}
-
-/** One transport connection and its negotiation progress. */
-interface Connection {
-  readonly socket: Duplex;
-  readonly framer: JsonObjectFramer;
-  /** The timer of the current phase: connect, greeting or negotiation. */
-  phaseTimer: NodeJS.Timeout | undefined;
-  greeting: QmpGreeting | undefined;
-  capabilitiesId: string | undefined;
-  /** Bytes read in this turn of the event loop (see READ_BURST_BYTES). */
-  burstBytes: number;
-}
-
 /** Why a connection ended: `problem` goes to errors$ (non-fatal news); `cause` to pending commands. */
 interface Loss {
   message: string;
@@ -179,13 +60,7 @@ interface Loss {
   cause?: unknown;
 }
 
-/** The default transport: a unix or TCP socket (Nagle off: QMP messages are small and latency matters). */
-export function defaultConnect(address: QmpAddress): Duplex {
-  if (address.kind === 'unix') return net.connect({ path: address.path });
-  return net.connect({ host: address.host, port: address.port, noDelay: true });
-}
-
-export class QmpClient implements QmpMonitor {
+export class QmpClient implements QmpMonitor, CommandOwner {
   private sentCommands = 0;
 
   get commandsSent(): number {
@@ -226,15 +101,7 @@ export class QmpClient implements QmpMonitor {
     this.name = options.name ?? this.addressText;
     this.log = options.logger ?? silentLogger;
     this.dropped = new ThrottledLog(this.log);
-    this.options = {
-      connect: options.connect ?? defaultConnect,
-      connectTimeoutMs: positive(options, 'connectTimeoutMs', 5_000),
-      greetingTimeoutMs: positive(options, 'greetingTimeoutMs', 3_000),
-      negotiateTimeoutMs: positive(options, 'negotiateTimeoutMs', 5_000),
-      defaultTimeoutMs: positive(options, 'defaultTimeoutMs', 10_000),
-      maxMessageBytes: positive(options, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES),
-      maxPendingCommands: positive(options, 'maxPendingCommands', 256),
-    };
+    this.options = resolveOptions(options);
     this.backoff = new ReconnectBackoff(resolveReconnectPolicy(options.reconnect));
   }
 
@@ -657,32 +524,4 @@ export class QmpClient implements QmpMonitor {
       this.log.error({ monitor: this.name, stream, err }, 'a subscriber threw; ignored');
     }
   }
-}
-
-/**
- * Connections that read in this turn of the event loop, reset by one setImmediate for all of them:
- * 1,000 idle monitors' poll replies arrive together, and an immediate per read was garbage too.
- */
-const burstsThisTurn: Connection[] = [];
-
-function resetBurstAfterTurn(connection: Connection): void {
-  if (burstsThisTurn.push(connection) === 1) setImmediate(resetBursts);
-}
-
-function resetBursts(): void {
-  for (const connection of burstsThisTurn) connection.burstBytes = 0;
-  burstsThisTurn.length = 0;
-}
-
-function positive<K extends keyof QmpClientOptions>(options: QmpClientOptions, key: K, fallback: number): number {
-  const value = options[key] ?? fallback;
-  if (typeof value !== 'number' || !(value > 0) || value > MAX_TIMER_MS) {
-    throw new ConfigError(`must be a positive number up to ${MAX_TIMER_MS}, got ${String(value)}`, key);
-  }
-  return value;
-}
-
-function waitForClose(socket: Duplex): Promise<void> {
-  if (socket.closed) return Promise.resolve();
-  return new Promise((resolve) => socket.once('close', () => resolve()));
 }

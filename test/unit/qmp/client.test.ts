@@ -16,7 +16,8 @@ import {
   QmpTooManyPendingError,
   StateError,
 } from '../../../src/errors.js';
-import { QmpClient, type QmpClientOptions } from '../../../src/qmp/client.js';
+import { QmpClient } from '../../../src/qmp/client.js';
+import type { QmpClientOptions } from '../../../src/qmp/client-options.js';
 import type { Logger } from '../../../src/log.js';
 import type { QmpEvent, QmpRunState, QmpSession } from '../../../src/qmp/types.js';
 import { startScriptedPeer, type ScriptedPeer, type ScriptedPeerOptions } from '../../utils/scripted-peer.js';
