@@ -47,6 +47,14 @@ export interface HostPublisherOptions {
   logger: Logger;
 }
 
+/**
+ * Pruning's budget per renewal tick, whatever the load: VMs looked at (round robin over the owned
+ * ones), and job ids removed per call (the rest go at the VM's next turn). One PRUNE call blocks its
+ * Redis node, so it stays short; a host with 1,000 VMs looks at each every other tick.
+ */
+const PRUNE_VMS_PER_TICK = 500;
+const PRUNE_IDS_PER_CALL = 100;
+
 type Mode = 'unclaimed' | 'owner' | 'resync' | 'reopening' | 'not-owner';
 
 /** An event waiting for Redis, with when it was appended locally (for the publish lag). */
@@ -93,6 +101,8 @@ export class HostPublisher {
   private retryTimer: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Where the next tick's pruning window starts among the owned VMs. */
+  private pruneNext = 0;
 
   constructor(private readonly store: FleetStore, private readonly options: HostPublisherOptions) {
     this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
@@ -392,9 +402,8 @@ export class HostPublisher {
           return;
         }
         stats.renewals.ok++;
-        if (state.inflight) return; // pruning and status wait for a quiet moment (they would race the append)
+        if (state.inflight) return; // a status sync waits for a quiet moment (the append in flight may carry the change)
         try {
-          await this.prune(vm, state);
           await this.syncStatus(vm, state);
           this.up();
         } catch (error) {
@@ -402,7 +411,31 @@ export class HostPublisher {
         }
       }),
     );
+    await this.pruneSome(held);
     if (this.redisUp) this.schedule();
+  }
+
+  /**
+   * Pruning runs at every tick whatever the load, on a budget: a window of the owned VMs, round
+   * robin, at most PRUNE_IDS_PER_CALL ids each. A VM with an append in flight is pruned too (Redis
+   * runs the prune after the append sent before it); only ids with events still unsent wait.
+   */
+  private async pruneSome(held: readonly { vm: string; state: VmState; lease: string }[]): Promise<void> {
+    if (held.length === 0) return;
+    const start = this.pruneNext % held.length;
+    const count = Math.min(held.length, PRUNE_VMS_PER_TICK);
+    this.pruneNext = start + count;
+    const window = Array.from({ length: count }, (_, i) => held[(start + i) % held.length]!);
+    await Promise.all(
+      window.map(async ({ vm, state, lease }) => {
+        if (state.mode !== 'owner' || state.lease !== lease) return;
+        try {
+          await this.prune(vm, state);
+        } catch (error) {
+          this.down(error);
+        }
+      }),
+    );
   }
 
   /** A status change the stream did not carry (the monitor came up before the stream was open). */
@@ -419,11 +452,21 @@ export class HostPublisher {
     return this.renewAll();
   }
 
-  /** Jobs the host stopped listing (expired after they ended) leave Redis's snapshot too. */
+  /**
+   * Jobs the host stopped listing (expired after they ended) leave Redis's snapshot too; not one with
+   * an event still waiting to be sent (the append would put it back after the prune).
+   */
   private async prune(vm: string, state: VmState): Promise<void> {
-    if (state.pending.length > 0) return;
+    if (state.published.size === 0) return;
     const current = new Set((this.options.snapshotOf(vm)?.jobs ?? []).map((j) => j.id));
-    const gone = [...state.published].filter((id) => !current.has(id));
+    const unsent = new Set<string>();
+    for (const e of state.pending) if (e.kind === 't') unsent.add(e.a);
+    const gone: string[] = [];
+    for (const id of state.published) {
+      if (current.has(id) || unsent.has(id)) continue;
+      gone.push(id);
+      if (gone.length === PRUNE_IDS_PER_CALL) break;
+    }
     if (gone.length === 0) return;
     await this.store.prune(vm, state.lease, gone);
     for (const id of gone) state.published.delete(id);

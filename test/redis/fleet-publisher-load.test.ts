@@ -16,6 +16,7 @@ import { UnackedBook } from '../../src/fleet/unacked.js';
 import type { StreamPosition } from '../../src/gateway/history/types.js';
 import { streamEvent } from '../../src/gateway/stream/events.js';
 import { startRedis, type RedisServer } from '../../src/lab/redis.js';
+import { makeJob } from '../utils/fake-source.js';
 import { LogRecorder } from '../utils/log-recorder.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
@@ -25,6 +26,8 @@ import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
 /** A host's local streams as the publisher sees them: positions it numbers, a snapshot per VM. */
 class LocalStreams {
   readonly positions = new Map<string, StreamPosition>();
+  /** Job ids the host still lists (its snapshot); one that leaves it has expired. */
+  readonly listed = new Set<string>();
   /** Called whenever the publisher asks for a position (the test looks at the record then). */
   onPosition: ((vm: string) => void) | undefined;
 
@@ -32,7 +35,7 @@ class LocalStreams {
 
   options(): Pick<HostPublisherOptions, 'snapshotOf' | 'positionOf'> {
     return {
-      snapshotOf: (vm) => ({ vm, status: 'connected', jobs: [] }),
+      snapshotOf: (vm) => ({ vm, status: 'connected', jobs: [...this.listed].map((id) => makeJob({ vm, id })) }),
       positionOf: (vm) => {
         this.onPosition?.(vm);
         const p = this.positions.get(vm);
@@ -50,6 +53,15 @@ class LocalStreams {
     const p = this.positions.get(vm)!;
     p.offset++;
     this.publisher().enqueue(vm, streamEvent({ kind: 'vm', vm, status: 'connected', at: Date.now() }, p.epoch, p.offset));
+  }
+
+  /** A transition of job `id` (listed from now on), numbered and handed to the publisher. */
+  emitJob(vm: string, id: string): void {
+    const p = this.positions.get(vm)!;
+    p.offset++;
+    this.listed.add(id);
+    const job = makeJob({ vm, id, state: 'running' });
+    this.publisher().enqueue(vm, streamEvent({ kind: 'transition', vm, job, from: null, to: { state: 'running' }, source: job.source, at: Date.now() } as never, p.epoch, p.offset));
   }
 }
 
@@ -117,6 +129,34 @@ describeRedis('fleet publisher under sustained load (real redis-server)', () => 
     expect(store.stats.renewals.ok).toBeGreaterThanOrEqual(3);
     proxy.delayMs = 0;
     await eventually(async () => (await head(store, 'vm1')) === local.positions.get('vm1')!.offset, 20_000, 'Redis to catch up');
+  });
+
+  it('expired jobs leave Redis under steady events (an append in flight at every tick), on a budget per tick', async () => {
+    const ttlMs = 1000;
+    const { publisher, store, local, proxy } = await setup('load-prune', { leaseTtlMs: ttlMs });
+    await local.open('vm1');
+    publisher.start();
+    local.emitJob('vm1', 'old');
+    for (let i = 0; i < 150; i++) local.emitJob('vm1', `done-${i}`);
+    local.emitJob('vm1', 'busy');
+    const jobsKey = store.keys.vm('vm1').jobs;
+    await eventually(async () => (await direct.hlen(jobsKey)) === 152, 20_000, 'the jobs in Redis');
+    // Slow replies and an event every 10 ms (of a job still listed): the VM is never quiet from here.
+    proxy.delayMs = 30;
+    const ticker = setInterval(() => local.emitJob('vm1', 'busy'), 10);
+    cleanups.push(() => clearInterval(ticker));
+    // All but 'busy' expire from the host's snapshot.
+    for (const id of [...local.listed]) if (id !== 'busy') local.listed.delete(id);
+    const pruned: number[] = [];
+    const prune = store.prune.bind(store);
+    store.prune = (vm, lease, ids) => (pruned.push(ids.length), prune(vm, lease, ids));
+    await eventually(async () => (await direct.hkeys(jobsKey)).join() === 'busy', 20_000, 'the expired jobs pruned from Redis under load');
+    // On a budget: at most 100 ids per call (PRUNE_IDS_PER_CALL), the rest at the VM's next turn.
+    expect(pruned).toEqual([100, 51]);
+    clearInterval(ticker);
+    proxy.delayMs = 0;
+    await eventually(async () => (await head(store, 'vm1')) === local.positions.get('vm1')!.offset, 20_000, 'Redis to catch up');
+    expect(await direct.hkeys(jobsKey)).toEqual(['busy']);
   });
 
   it("Redis's copy of a stream restarts although its events never stop (each restart's round trip sees the stream move on)", async () => {
