@@ -203,8 +203,13 @@ describe('simulated jobs follow QEMU 7.2', () => {
 
   it('active commit starts at offset = len = 0, then reaches ready like a mirror', async () => {
     const { qmp } = await setup();
-    await qmp.execute('block-commit', { 'job-id': 'ac', device: 'src', speed: 40 * MiB });
-    const [first] = await qmp.execute<Record<string, unknown>[]>('query-block-jobs');
+    // Both commands written in one tick reach the in-process simulator in one read, so the query is
+    // answered before the shared ticker's first tick sets len (awaiting the start first lost that race
+    // on a loaded machine).
+    const [, [first]] = await Promise.all([
+      qmp.execute('block-commit', { 'job-id': 'ac', device: 'src', speed: 40 * MiB }),
+      qmp.execute<Record<string, unknown>[]>('query-block-jobs'),
+    ]);
     expect(first).toMatchObject({ len: 0, offset: 0, status: 'running', ready: false, type: 'commit' });
     await qmp.waitForEvent(statusIs('ac', 'ready'), 10_000);
     await qmp.execute('job-cancel', { id: 'ac' });
