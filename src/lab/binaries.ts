@@ -1,6 +1,7 @@
 /**
- * Finds the QEMU tools the lab drives. Looked up once on PATH (plus the usual system dirs), so a
- * missing package is reported by name instead of surfacing later as a spawn ENOENT.
+ * Finds the tools the lab drives (QEMU's here; the Redis and libvirt labs use the same lookup).
+ * Looked up once on PATH (plus the usual system dirs), so a missing package is reported by name
+ * instead of surfacing later as a spawn ENOENT.
  */
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
@@ -15,17 +16,20 @@ export const QEMU_TOOLS = {
 
 export type QemuTool = keyof typeof QEMU_TOOLS;
 
-export interface QemuToolsDetection {
+/** Where the tools of one table were found, and what is missing. */
+export interface ToolsDetection<T extends string> {
   /** Absolute path of each tool that was found. */
-  paths: Partial<Record<QemuTool, string>>;
-  missing: QemuTool[];
+  paths: Partial<Record<T, string>>;
+  missing: T[];
   /** Debian packages that would provide the missing tools (deduplicated). */
   missingPackages: string[];
 }
 
+export type QemuToolsDetection = ToolsDetection<QemuTool>;
+
 const FALLBACK_DIRS = ['/usr/bin', '/usr/local/bin'];
 
-function isExecutable(file: string): boolean {
+export function isExecutable(file: string): boolean {
   try {
     accessSync(file, constants.X_OK);
     return true;
@@ -37,34 +41,39 @@ function isExecutable(file: string): boolean {
 /** Colon-separated dirs that replace the search (e.g. a QEMU build in /opt/qemu/bin). */
 export const QEMU_DIRS_ENV = 'BLOCKJOB_GATEWAY_QEMU_DIRS';
 
-/**
- * $BLOCKJOB_GATEWAY_QEMU_DIRS when set; otherwise PATH, then the usual system dirs (a sanitized
- * PATH should not hide an installed QEMU).
- */
-export function defaultSearchDirs(env: NodeJS.ProcessEnv = process.env): string[] {
-  const override = env[QEMU_DIRS_ENV];
-  if (override !== undefined) return override.split(delimiter).filter(Boolean);
+/** PATH, then the usual system dirs (a sanitized PATH should not hide an installed tool). */
+export function pathDirs(env: NodeJS.ProcessEnv = process.env): string[] {
   return [...(env.PATH ?? '').split(delimiter).filter(Boolean), ...FALLBACK_DIRS];
 }
 
-function findIn(dirs: readonly string[], tool: string): string | undefined {
-  for (const dir of dirs) {
-    const candidate = join(dir, tool);
-    if (isExecutable(candidate)) return candidate;
-  }
-  return undefined;
+/** $BLOCKJOB_GATEWAY_QEMU_DIRS when set; otherwise pathDirs. */
+export function defaultSearchDirs(env: NodeJS.ProcessEnv = process.env): string[] {
+  const override = env[QEMU_DIRS_ENV];
+  if (override !== undefined) return override.split(delimiter).filter(Boolean);
+  return pathDirs(env);
 }
 
-export function detectQemuTools(searchDirs: readonly string[] = defaultSearchDirs()): QemuToolsDetection {
-  const paths: Partial<Record<QemuTool, string>> = {};
-  const missing: QemuTool[] = [];
-  for (const tool of Object.keys(QEMU_TOOLS) as QemuTool[]) {
-    const found = findIn(searchDirs, tool);
+/** Looks up each tool of `table` (tool -> Debian package) in `dirs`, first match wins. */
+export function detectTools<T extends string>(table: Readonly<Record<T, string>>, dirs: readonly string[]): ToolsDetection<T> {
+  const paths: Partial<Record<T, string>> = {};
+  const missing: T[] = [];
+  for (const tool of Object.keys(table) as T[]) {
+    const found = dirs.map((dir) => join(dir, tool)).find(isExecutable);
     if (found) paths[tool] = found;
     else missing.push(tool);
   }
-  const missingPackages = [...new Set(missing.map((tool) => QEMU_TOOLS[tool]))];
-  return { paths, missing, missingPackages };
+  return { paths, missing, missingPackages: [...new Set(missing.map((tool) => table[tool]))] };
+}
+
+/** Path of a detected tool, or a clear error naming the package to install. */
+export function detectedToolPath<T extends string>(table: Readonly<Record<T, string>>, detection: ToolsDetection<T>, tool: T): string {
+  const found = detection.paths[tool];
+  if (found) return found;
+  throw new LabError(`${tool} not found on PATH; install the Debian package ${table[tool]}`);
+}
+
+export function detectQemuTools(searchDirs: readonly string[] = defaultSearchDirs()): QemuToolsDetection {
+  return detectTools(QEMU_TOOLS, searchDirs);
 }
 
 let cached: QemuToolsDetection | undefined;
@@ -77,7 +86,5 @@ export function qemuTools(): QemuToolsDetection {
 
 /** Path of a tool, or a clear error naming the package to install. */
 export function qemuToolPath(tool: QemuTool): string {
-  const found = qemuTools().paths[tool];
-  if (found) return found;
-  throw new LabError(`${tool} not found on PATH; install the Debian package ${QEMU_TOOLS[tool]}`);
+  return detectedToolPath(QEMU_TOOLS, qemuTools(), tool);
 }

@@ -3,7 +3,8 @@
  * system setup `.ci/run` makes (the libvirt-qemu user, qemu.conf). Looked up once, so a missing
  * piece is named with its remedy instead of surfacing as a daemon that dies at start.
  */
-import { accessSync, constants, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { isExecutable } from './binaries.js';
 
 /** Each binary the lab needs, and the Debian package that ships it. */
 export const LIBVIRT_TOOLS = {
@@ -20,15 +21,6 @@ export interface LibvirtDetection {
   missingPackages: string[];
 }
 
-function executable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function userExists(name: string): boolean {
   try {
     return readFileSync('/etc/passwd', 'utf8').split('\n').some((line) => line.startsWith(`${name}:`));
@@ -41,7 +33,7 @@ export function detectLibvirt(): LibvirtDetection {
   const problems: string[] = [];
   const packages = new Set<string>();
   for (const [binary, pkg] of Object.entries(LIBVIRT_TOOLS)) {
-    if (!executable(binary)) {
+    if (!isExecutable(binary)) {
       problems.push(`missing ${binary}`);
       for (const name of pkg.split(' ')) packages.add(name);
     }

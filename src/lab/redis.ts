@@ -7,53 +7,30 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { accessSync, constants, rmSync, writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { LabError } from '../errors.js';
+import { detectedToolPath, detectTools, pathDirs, type ToolsDetection } from './binaries.js';
 import { makeShortTempDir, registerLeftover } from './leftovers.js';
 
 /** Each tool the Redis lab needs, and the Debian package that ships it. */
 export const REDIS_TOOLS = { 'redis-server': 'redis-server', 'redis-cli': 'redis-tools' } as const;
 export type RedisTool = keyof typeof REDIS_TOOLS;
 
-export interface RedisToolsDetection {
-  paths: Partial<Record<RedisTool, string>>;
-  missing: RedisTool[];
-  missingPackages: string[];
-}
+export type RedisToolsDetection = ToolsDetection<RedisTool>;
 
 let detected: RedisToolsDetection | undefined;
 
 /** Where redis-server and redis-cli are (PATH, then /usr/bin and /usr/local/bin), looked up once. */
 export function redisTools(): RedisToolsDetection {
-  if (detected) return detected;
-  const dirs = [...(process.env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/bin', '/usr/local/bin'];
-  const paths: Partial<Record<RedisTool, string>> = {};
-  const missing: RedisTool[] = [];
-  for (const tool of Object.keys(REDIS_TOOLS) as RedisTool[]) {
-    const found = dirs.map((dir) => join(dir, tool)).find(isExecutable);
-    if (found) paths[tool] = found;
-    else missing.push(tool);
-  }
-  detected = { paths, missing, missingPackages: [...new Set(missing.map((tool) => REDIS_TOOLS[tool]))] };
+  detected ??= detectTools(REDIS_TOOLS, pathDirs());
   return detected;
 }
 
-function isExecutable(file: string): boolean {
-  try {
-    accessSync(file, constants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 function toolPath(tool: RedisTool): string {
-  const found = redisTools().paths[tool];
-  if (found) return found;
-  throw new LabError(`${tool} not found on PATH; install the Debian package ${REDIS_TOOLS[tool]}`);
+  return detectedToolPath(REDIS_TOOLS, redisTools(), tool);
 }
 
 /** A loopback TCP port nobody listens on right now. */

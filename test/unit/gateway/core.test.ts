@@ -38,6 +38,23 @@ function connect(core: GatewayCore): { socket: MemorySocket; hooks: ConnectionHo
   return { socket, hooks, subscribe: (body) => hooks.message(JSON.stringify({ type: 'subscribe', id: 'r', ...body })) };
 }
 
+/** A history whose read answers what the store held when asked, but resolves only when the test calls `release`. */
+class HeldReads {
+  readonly memory = new MemoryStreamHistory<StreamEvent>();
+  /** Resolves the read in wait; undefined until a read was asked. */
+  release: (() => void) | undefined;
+  readonly history: StreamHistory<StreamEvent> = {
+    open: async (vm) => this.memory.open(vm),
+    append: (vm, entry) => this.memory.append(vm, entry),
+    read: (vm, since: StreamPosition) =>
+      new Promise<HistoryRead<StreamEvent>>((resolve) => {
+        const answer = this.memory.read(vm, since);
+        this.release = () => resolve(answer);
+      }),
+    drop: (vm) => this.memory.drop(vm),
+  };
+}
+
 describe('GatewayCore fan-out', () => {
   it('yields between chunks, keeps order, and never double-sends to a subscriber added mid-fan-out', async () => {
     const source = new FakeJobSource(['vm1']);
@@ -69,30 +86,19 @@ describe('GatewayCore fan-out', () => {
   });
 
   it('cuts correctly with an asynchronous history: events during the read are neither lost nor repeated', async () => {
-    const memory = new MemoryStreamHistory<StreamEvent>();
-    let release: (() => void) | undefined;
-    const slow: StreamHistory<StreamEvent> = {
-      open: async (vm) => memory.open(vm),
-      append: (vm, entry) => memory.append(vm, entry),
-      read: (vm, since: StreamPosition) =>
-        new Promise<HistoryRead<StreamEvent>>((resolve) => {
-          const answer = memory.read(vm, since); // what the store held when asked
-          release = () => resolve(answer);
-        }),
-      drop: (vm) => memory.drop(vm),
-    };
+    const slow = new HeldReads();
     const source = new FakeJobSource(['vm1']);
-    const core = await makeCore({ source, history: slow });
+    const core = await makeCore({ source, history: slow.history });
     source.transition('vm1', 'j0', 'running'); // 1
     source.transition('vm1', 'j0', 'paused'); // 2
-    const { epoch } = memory.open('vm1');
+    const { epoch } = slow.memory.open('vm1');
 
     const c = connect(core);
     c.subscribe({ sub: 'a', since: { vm1: { epoch, offset: 1 } } });
-    await expect.poll(() => release !== undefined).toBe(true);
+    await expect.poll(() => slow.release !== undefined).toBe(true);
     source.transition('vm1', 'j0', 'running'); // 3: after the read was answered, before it resolved
     expect(c.socket.events()).toEqual([]);
-    release!();
+    slow.release!();
     await expect.poll(() => c.socket.messages.some((m) => m.type === 'synced')).toBe(true);
     source.transition('vm1', 'j0', 'ready'); // 4
     await expect.poll(() => c.socket.events().map((m) => m.offset)).toEqual([2, 3, 4]);
@@ -101,33 +107,23 @@ describe('GatewayCore fan-out', () => {
   });
 
   it('resumes without a hole when the history read ends while a fan-out pass still holds events for the stream', async () => {
-    const memory = new MemoryStreamHistory<StreamEvent>();
-    let release: (() => void) | undefined;
-    const slow: StreamHistory<StreamEvent> = {
-      open: async (vm) => memory.open(vm),
-      append: (vm, entry) => memory.append(vm, entry),
-      read: (vm, since: StreamPosition) => new Promise<HistoryRead<StreamEvent>>((resolve) => {
-        const answer = memory.read(vm, since);
-        release = () => resolve(answer);
-      }),
-      drop: (vm) => memory.drop(vm),
-    };
+    const slow = new HeldReads();
     const source = new FakeJobSource(['vm1']);
     // One delivery per slice: a pass visits one subscription, then waits for the event loop.
-    const core = await makeCore({ source, history: slow, fanoutChunk: 1 });
+    const core = await makeCore({ source, history: slow.history, fanoutChunk: 1 });
     const first = connect(core);
     first.subscribe({ sub: 'f' });
     source.transition('vm1', 'j0', 'running'); // 1
     source.transition('vm1', 'j0', 'paused'); // 2
     await expect.poll(() => first.socket.events().length).toBe(2);
     await new Promise((resolve) => setTimeout(resolve, 20)); // that pass is over
-    const { epoch } = memory.open('vm1');
+    const { epoch } = slow.memory.open('vm1');
 
     const c = connect(core);
     c.subscribe({ sub: 'a', since: { vm1: { epoch, offset: 1 } } });
-    await expect.poll(() => release !== undefined).toBe(true);
+    await expect.poll(() => slow.release !== undefined).toBe(true);
     source.transition('vm1', 'j0', 'running'); // 3: its pass reaches `first`, then waits for the event loop before c
-    release!(); // the cut runs before the pass goes on: 3 is numbered and queued, not yet held by c
+    slow.release!(); // the cut runs before the pass goes on: 3 is numbered and queued, not yet held by c
     await expect.poll(() => c.socket.events().map((m) => m.offset)).toEqual([2, 3]);
     expect(c.socket.messages.find((m) => m.type === 'subscribed')!.streams.vm1).toMatchObject({ mode: 'recovered', offset: 3 });
     source.transition('vm1', 'j0', 'ready'); // 4
