@@ -2,10 +2,10 @@
  * Adaptive polling as a pipeline. On every session (events are already subscribed by then) it polls
  * at once: that first successful poll is the session's reconcile. After that it polls every
  * `activePollMs` while any job is active and every `idlePollMs` otherwise (0: no idle polling).
- * Polls never overlap (a tick during a poll is skipped) and each has a timeout; a
- * failed poll is reported and the cadence goes on. A pollNow during a poll is not skipped: its
- * answer may predate what asked (a job created after the poll was sent), so one more poll follows. A new session cancels the old one's polling;
- * `null` (the monitor went down) stops polling until the next session.
+ * Polls never overlap (a tick during a poll is skipped) and each has a timeout; a failed poll is
+ * reported and the cadence goes on. A pollNow during a poll is not skipped: that poll's answer may
+ * predate what asked (a job created after it was sent), so one more poll follows it. A new session
+ * cancels the old one's polling; `null` (the monitor went down) stops polling until the next session.
  *
  * The idle cadence comes from one clock shared by every VM (liveness.ts), so idle polls run in
  * batches: one wake-up per batch, not two per VM. Each session's polls run in one SessionPolls
@@ -130,8 +130,9 @@ export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
 
 /**
  * One session's polls: never two at once (a tick during a poll is skipped, an ask is remembered
- * and polled right after it), each with a timeout; a first timeout is asked again at once. What a poll costs is the poll itself: the object, its
- * callbacks and its timeout slot are made once per session.
+ * and polled right after it), each with a timeout; a first timeout is asked again at once. What a
+ * poll costs is the poll itself: the object, its callbacks and its timeout slot are made once per
+ * session.
  */
 class SessionPolls<S> implements Expiring {
   private reconciled = false;
