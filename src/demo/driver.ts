@@ -61,14 +61,19 @@ const WAIT_LIMIT_MS = 180_000;
 const isReady = (job: JobState): boolean => job.ready === true;
 const isOver = (job: JobState): boolean => job.state === 'dismissed' || (job.state === 'concluded' && job.outcome === 'unknown');
 
+/** Waits for ready, stays there `holdMs` (visible in the dashboard), then pivots. */
+async function pivotOnceReady(ctx: ScenarioContext, holdMs: number): Promise<void> {
+  await ctx.until(isReady, 'ready');
+  await ctx.sleep(holdMs);
+  await ctx.command('complete', { when: 'ready' });
+}
+
 /** A mirror that reaches ready, stays there a moment (visible in the dashboard), then pivots. */
 const mirrorComplete: Scenario = {
   name: 'mirror',
   async run(ctx) {
     await ctx.start(() => startMirror(ctx.vm.qmp, ctx.vm.lab, { jobId: ctx.jobId, speed: SPEED, dataMiB: DATA_MIB }));
-    await ctx.until(isReady, 'ready');
-    await ctx.sleep(ctx.holdReadyMs);
-    await ctx.command('complete', { when: 'ready' });
+    await pivotOnceReady(ctx, ctx.holdReadyMs);
   },
 };
 
@@ -99,9 +104,7 @@ const activeCommit: Scenario = {
   name: 'commit',
   async run(ctx) {
     await ctx.start(() => startCommit(ctx.vm.qmp, ctx.vm.lab, { jobId: ctx.jobId, active: true, speed: SPEED, dataMiB: DATA_MIB }));
-    await ctx.until(isReady, 'ready');
-    await ctx.sleep(ctx.holdReadyMs / 2);
-    await ctx.command('complete', { when: 'ready' });
+    await pivotOnceReady(ctx, ctx.holdReadyMs / 2);
   },
 };
 
@@ -166,9 +169,7 @@ const mirrorPaused: Scenario = {
     await ctx.command('pause');
     await ctx.sleep(3000);
     await ctx.command('resume');
-    await ctx.until(isReady, 'ready');
-    await ctx.sleep(ctx.holdReadyMs / 2);
-    await ctx.command('complete', { when: 'ready' });
+    await pivotOnceReady(ctx, ctx.holdReadyMs / 2);
   },
 };
 
