@@ -94,6 +94,18 @@ describe('MonitorJobs (virtual time)', () => {
     expect(unanswered).toEqual(['0:vm:connected', '251:m:created', '251:m:running']);
   });
 
+  it('a job created while a poll is in flight is identified by the poll right after it, not at the hold\'s end', () => {
+    const seen = run({
+      events: '-ab',
+      eventValues: { a: jsc(1, 'm', 'created'), b: jsc(2, 'm', 'running') },
+      options: { identifyHoldMs: 250 },
+      // The first poll is sent at 0, before the job, and answers at 5 without it; the one asked for at 1 goes at 5.
+      polls: [{ marble: '-----(r|)', result: poll(0, []) }, { marble: '--(r|)', result: poll(8, [running('m')]) }],
+      until: 400,
+    });
+    expect(seen).toEqual(['0:vm:connected', '7:m:created', '7:m:running']);
+  });
+
   it('a poll sent before a job\'s events cannot say it is gone (its snapshot may predate them); the next one sent after them can: outcome unknown', () => {
     const seen = run({
       events: '-ab',
