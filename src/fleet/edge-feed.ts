@@ -15,6 +15,7 @@ import type { FeedSink, StreamEvent, StreamFeed } from '../gateway/stream/feed.j
 import type { JobState, ProgressUpdate, VmSnapshot, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import type { RedisClient } from './connect.js';
+import { BeatCheck } from './beat-check.js';
 import { decodeWire, type WireKind } from './entry.js';
 import type { FleetHistory } from './history.js';
 import { goneReason, HostWatch } from './host-watch.js';
@@ -38,6 +39,8 @@ interface EdgeVm {
   jobs: Map<string, JobState>;
   /** A catch-up or reload runs; notices wait here (bounded). */
   busy: boolean;
+  /** The running catch-up, for a resume that waits for it. */
+  catching?: Promise<void>;
   waiting: Notice[];
 }
 
@@ -47,6 +50,8 @@ export interface EdgeFeedOptions {
   maxWaiting?: number;
   /** Told when the notify connection goes down or comes back. */
   onRedis?: (up: boolean) => void;
+  /** How long a head a heartbeat lists may wait for its notice before the edge catches up (BeatCheck). */
+  beatGraceMs?: number;
 }
 
 /** VMs loaded at once when the edge starts or resyncs. */
@@ -60,12 +65,16 @@ export class EdgeFeed implements StreamFeed {
   private readonly loading = new Map<string, Notice[]>();
   private readonly maxWaiting: number;
   private redisUp = false;
+  /** VMs resumed in this tick, whose heads are read from Redis together at its end. */
+  private vouching: { vms: Set<string>; done: Promise<void> } | undefined;
   private started = false;
   private stopped = false;
   /** Redis calls made on behalf of notices (catch-ups, loads); the benchmark reports it. */
-  readonly counters = { notices: 0, catchUps: 0, loads: 0, resyncs: 0 };
+  readonly counters = { notices: 0, catchUps: 0, loads: 0, resyncs: 0, vouches: 0 };
   /** Hosts that stop renewing their leases: their VMs are marked disconnected in the stream. */
   private readonly watch: HostWatch;
+  /** Notices this edge missed, found from the hosts' heartbeats. */
+  readonly beats: BeatCheck;
 
   constructor(
     private readonly store: FleetStore,
@@ -75,6 +84,15 @@ export class EdgeFeed implements StreamFeed {
   ) {
     this.maxWaiting = options.maxWaiting ?? 10_000;
     this.watch = new HostWatch({ vms: () => this.states, markGone: (vm, host) => this.markGone(vm, host), logger: options.logger });
+    this.beats = new BeatCheck({
+      position: (vm) => (this.states.has(vm) ? this.position(vm) : undefined),
+      behind: (vm) => void (this.states.has(vm) ? this.catchUp(vm) : this.discover(vm)),
+      missed: (host) => {
+        options.logger.warn({ host }, 'fleet edge: missed heartbeats of a host (notices lost); checking its VMs against Redis');
+        void this.resync(host);
+      },
+      ...(options.beatGraceMs !== undefined ? { graceMs: options.beatGraceMs } : {}),
+    });
   }
 
   /** Subscribe, then load every VM Redis knows. Notices that arrive meanwhile are kept and applied in order. */
@@ -98,6 +116,7 @@ export class EdgeFeed implements StreamFeed {
   stop(): void {
     this.stopped = true;
     this.watch.stop();
+    this.beats.stop();
     this.sink = NO_SINK;
     this.subscriber.disconnect();
   }
@@ -134,9 +153,15 @@ export class EdgeFeed implements StreamFeed {
     return state ? { epoch: state.epoch, offset: state.head } : { epoch: '', offset: 0 };
   }
 
+  /**
+   * A resume is answered from a head Redis vouches for: notices can be lost (a cluster forwards
+   * PUBLISH between nodes at most once; ioredis moves a cluster subscriber silently), so the edge's
+   * own head may lag. Redis's heads of every VM resumed in this tick are read in one pipelined call,
+   * and the edge catches up to them before the history is read and the cut is made.
+   */
   read(vm: string, since: StreamPosition): MaybePromise<HistoryRead<StreamEvent>> {
     if (!this.states.has(vm)) return { reset: 'unknown_epoch' };
-    return this.history.read(vm, since);
+    return this.vouch(vm).then(() => (this.states.has(vm) ? this.history.read(vm, since) : { reset: 'unknown_epoch' as const }));
   }
 
   knows(vm: string): boolean {
@@ -176,7 +201,10 @@ export class EdgeFeed implements StreamFeed {
       const state = this.states.get(vm);
       if (state) state.status = message.slice(first + 1) as VmStatus;
     } else if (type === 'h') {
-      this.watch.heard(vm, Number(message.slice(first + 1))); // a host, not a VM
+      // A host, not a VM: h, host, TTL, then (hosts since the BeatCheck) run, sequence, heads.
+      const f = splitN(message, 6);
+      this.watch.heard(vm, Number(f ? f[2] : message.slice(first + 1)));
+      if (f) this.beats.heard(vm, f[3]!, Number(f[4]), f[5]!);
     } else if (type === 'p') {
       if (this.states.has(vm)) this.sink.progress(progressEvent(JSON.parse(message.slice(first + 1)) as ProgressUpdate));
     }
@@ -268,14 +296,55 @@ export class EdgeFeed implements StreamFeed {
     }
   }
 
+  /** Resolves once `vm` has caught up with the head Redis holds when this tick ends (see read). */
+  private vouch(vm: string): Promise<void> {
+    if (!this.vouching) {
+      const vms = new Set<string>();
+      const done = Promise.resolve().then(() => {
+        this.vouching = undefined;
+        return this.reachHeads([...vms]);
+      });
+      this.vouching = { vms, done };
+    }
+    this.vouching.vms.add(vm);
+    return this.vouching.done;
+  }
+
+  /** Catch each VM up to the head Redis holds now; throws when one cannot be (the resume is refused, not answered stale). */
+  private async reachHeads(vms: string[]): Promise<void> {
+    this.counters.vouches++;
+    const heads = await this.store.heads(vms);
+    await Promise.all(
+      [...heads].map(async ([vm, redis]) => {
+        // A few rounds: a catch-up already running may have read Redis before this head.
+        for (let round = 0; round < 4; round++) {
+          const state = this.states.get(vm);
+          if (!state || redis.epoch === undefined || (state.epoch === redis.epoch && state.head >= redis.head)) return;
+          const before = state.epoch;
+          await this.catchUp(vm);
+          if (state.epoch !== before) return; // reloaded at Redis's epoch: its subscribers get a snapshot with a reason
+        }
+        throw new Error(`fleet edge: could not catch ${vm} up to Redis's head ${redis.head}`);
+      }),
+    );
+  }
+
   /**
    * Read what the notices skipped, in order, then apply what waited meanwhile. When Redis no longer
    * continues our head (another epoch, or entries gone), the VM is reloaded: its subscribers resume.
+   * One at a time per VM: a second call gets the running one.
    */
-  private async catchUp(vm: string): Promise<void> {
+  private catchUp(vm: string): Promise<void> {
     const state = this.states.get(vm);
-    if (!state || state.busy) return;
-    state.busy = true;
+    if (!state) return Promise.resolve();
+    if (!state.busy) {
+      state.busy = true;
+      state.catching = this.runCatchUp(vm, state);
+    }
+    return state.catching ?? Promise.resolve();
+  }
+
+  private async runCatchUp(vm: string, state: EdgeVm): Promise<void> {
     try {
       for (;;) {
         this.counters.catchUps++;
@@ -323,12 +392,13 @@ export class EdgeFeed implements StreamFeed {
     }
   }
 
-  /** After the notify connection was lost: every VM's head, once; catch up where behind. */
-  private async resync(): Promise<void> {
+  /** After the notify connection was lost (or a host's beats were): every VM's head (of that host), once; catch up where behind. */
+  private async resync(host?: string): Promise<void> {
     this.counters.resyncs++;
     try {
       void this.discoverAll(await this.store.listVms());
-      const heads = await this.store.heads([...this.states.keys()]);
+      const vms = [...this.states].filter(([, s]) => host === undefined || s.host === host).map(([vm]) => vm);
+      const heads = await this.store.heads(vms);
       for (const [vm, { epoch, head }] of heads) {
         const state = this.states.get(vm)!;
         if (epoch !== state.epoch || head > state.head) void this.catchUp(vm);

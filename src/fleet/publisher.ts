@@ -21,6 +21,7 @@ import type { StreamEvent } from '../gateway/stream/feed.js';
 import type { JobState, VmSnapshot, VmStatus } from '../jobs/types.js';
 import { toWire, type WireEvent } from './entry.js';
 import type { FleetStore, StoredVm } from './store.js';
+import type { BeatHead } from './beat-check.js';
 import type { UnackedBook } from './unacked.js';
 
 export interface HostPublisherOptions {
@@ -103,6 +104,8 @@ export class HostPublisher {
   private closed = false;
   /** Where the next tick's pruning window starts among the owned VMs. */
   private pruneNext = 0;
+  /** The heartbeat's run (one per process), its last sequence number, and the heads acknowledged since it (BeatCheck). */
+  private readonly beat = { run: newEpoch(), seq: 0, moved: new Map<string, StreamPosition>() };
 
   constructor(private readonly store: FleetStore, private readonly options: HostPublisherOptions) {
     this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
@@ -301,6 +304,7 @@ export class HostPublisher {
     state.pending.splice(0, n);
     this.buffered -= n;
     state.acked = Math.max(state.acked, head);
+    this.beat.moved.set(vm, { epoch: state.epoch, offset: state.acked });
     // Only an owner's empty buffer means Redis has all it served: after an overflow it is empty because it was dropped.
     if (state.pending.length === 0 && state.mode === 'owner') this.options.unacked?.caughtUp(vm);
   }
@@ -344,6 +348,7 @@ export class HostPublisher {
     }
     if (state.mode !== 'reopening') return;
     state.acked = before.offset;
+    this.beat.moved.set(vm, { epoch: before.epoch, offset: before.offset });
     state.published = new Set(jobs.map((j) => j.id));
     state.mode = 'owner';
     const last = state.pending.at(-1);
@@ -387,7 +392,10 @@ export class HostPublisher {
       return this.down(error);
     }
     // Edges take this host's silence for longer than the TTL as its leases lapsing (one call per tick, not per VM).
-    this.store.heartbeat(this.options.host, this.leaseTtlMs).catch(() => undefined);
+    // A beat lost on its way makes a gap in the sequence: edges then check all of this host's VMs.
+    const heads: BeatHead[] = [...this.beat.moved].map(([vm, at]) => [vm, at.epoch, at.offset]);
+    this.beat.moved.clear();
+    this.store.heartbeat(this.options.host, this.leaseTtlMs, { run: this.beat.run, seq: ++this.beat.seq, heads }).catch(() => undefined);
     await Promise.all(
       held.map(async ({ vm, state, lease }, i) => {
         const result = results[i];

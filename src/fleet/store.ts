@@ -5,6 +5,7 @@
 import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
 import type { JobState, VmStatus } from '../jobs/types.js';
+import type { BeatHead } from './beat-check.js';
 import type { RedisClient } from './connect.js';
 import type { WireEvent, WireKind } from './entry.js';
 import { FleetKeys } from './keys.js';
@@ -184,9 +185,14 @@ export class FleetStore {
     await Promise.all([this.scripts.bjgAccess(this.keys.registry, ''), this.heartbeat(host, ttlMs)]);
   }
 
-  /** A host's word that it is alive and renews its leases every third of `ttlMs` (edges watch for its silence). */
-  async heartbeat(host: string, ttlMs: number): Promise<void> {
-    await this.redis.publish(this.keys.notifyChannel(host), `h\n${host}\n${ttlMs}`);
+  /**
+   * A host's word that it is alive and renews its leases every third of `ttlMs` (edges watch for its
+   * silence), with (from the renewal ticks) its beat's sequence number in this run and the heads
+   * Redis acknowledged since the previous beat (edges check they missed no notice: see BeatCheck).
+   */
+  async heartbeat(host: string, ttlMs: number, beat?: { run: string; seq: number; heads: readonly BeatHead[] }): Promise<void> {
+    const rest = beat ? `\n${beat.run}\n${beat.seq}\n${JSON.stringify(beat.heads)}` : '';
+    await this.redis.publish(this.keys.notifyChannel(host), `h\n${host}\n${ttlMs}${rest}`);
   }
 
   /** Edge: record in the stream that the VM's host is gone (see MARK_GONE). */
@@ -231,15 +237,25 @@ export class FleetStore {
     return { epoch: epoch ?? undefined, head: Number(head ?? 0), entries: range.map(parseEntry) };
   }
 
-  /** Epoch and head of many VMs (resync after a lost notify connection). */
+  /**
+   * Epoch and head of many VMs, in one round trip: a pipeline on a single server; on a cluster the
+   * client's auto-pipelining sends one batch per node (a pipeline there must stay within one node).
+   */
   async heads(vms: readonly string[]): Promise<Map<string, { epoch: string | undefined; head: number }>> {
     const result = new Map<string, { epoch: string | undefined; head: number }>();
-    await Promise.all(
-      vms.map(async (vm) => {
-        const [epoch, head] = await this.redis.hmget(this.keys.vm(vm).meta, 'epoch', 'head');
-        result.set(vm, { epoch: epoch ?? undefined, head: Number(head ?? 0) });
-      }),
-    );
+    const set = (vm: string, [epoch, head]: (string | null)[]): void => void result.set(vm, { epoch: epoch ?? undefined, head: Number(head ?? 0) });
+    if (this.redis instanceof Cluster) {
+      await Promise.all(vms.map(async (vm) => set(vm, await this.redis.hmget(this.keys.vm(vm).meta, 'epoch', 'head'))));
+      return result;
+    }
+    const pipeline = this.redis.pipeline();
+    for (const vm of vms) pipeline.hmget(this.keys.vm(vm).meta, 'epoch', 'head');
+    const replies = (await this.stats.timed('read', pipeline.exec())) ?? [];
+    vms.forEach((vm, i) => {
+      const [error, reply] = replies[i] ?? [new Error('no reply')];
+      if (error) throw error;
+      set(vm, reply as (string | null)[]);
+    });
     return result;
   }
 }
