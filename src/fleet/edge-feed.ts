@@ -8,6 +8,8 @@
  * does not continue a VM's head (lost or reordered) triggers an XRANGE catch-up of that VM; a lost
  * subscriber connection triggers one resync of every VM's head; an epoch change or a stream Redis
  * no longer holds reloads the VM (its subscribers then resume and get a snapshot with a reason).
+ * Pub/sub may lose notices silently (see BeatCheck), so the hosts' heartbeats are checked for heads
+ * this edge has not reached, and a resume is answered only once the edge holds Redis's head.
  */
 import type { HistoryRead, MaybePromise, StreamPosition } from '../gateway/history/types.js';
 import { progressEvent, streamEvent } from '../gateway/stream/events.js';

@@ -1,8 +1,8 @@
 /**
  * FleetHistory: the StreamHistory of a gateway in a fleet. Recent events live in a local ring (the
- * in-memory history, continued from the position Redis vouches for), so most resumes are answered
- * without a round trip; a resume from further back reads Redis (XRANGE after `since`), which holds
- * what every host wrote, whichever gateway the client was on before.
+ * in-memory history, continued from the position Redis vouches for), so most resumes need no XRANGE
+ * (an edge still reads Redis's heads first: EdgeFeed.read); a resume from further back reads Redis
+ * (XRANGE after `since`), which holds what every host wrote, whichever gateway the client was on before.
  *
  * A host gateway hands each appended event on to its publisher; an edge only follows.
  */
