@@ -104,8 +104,8 @@ export class HostPublisher {
   private closed = false;
   /** Where the next tick's pruning window starts among the owned VMs. */
   private pruneNext = 0;
-  /** The heartbeat's run (one per process), its last sequence number, and the heads acknowledged since it (BeatCheck). */
-  private readonly beat = { run: newEpoch(), seq: 0, moved: new Map<string, StreamPosition>() };
+  /** The heartbeat's run (one per process), its last sequence number, and the VMs whose head Redis acknowledged since it (BeatCheck). */
+  private readonly beat = { run: newEpoch(), seq: 0, moved: new Set<string>() };
 
   constructor(private readonly store: FleetStore, private readonly options: HostPublisherOptions) {
     this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
@@ -304,7 +304,7 @@ export class HostPublisher {
     state.pending.splice(0, n);
     this.buffered -= n;
     state.acked = Math.max(state.acked, head);
-    this.beat.moved.set(vm, { epoch: state.epoch, offset: state.acked });
+    this.beat.moved.add(vm);
     // Only an owner's empty buffer means Redis has all it served: after an overflow it is empty because it was dropped.
     if (state.pending.length === 0 && state.mode === 'owner') this.options.unacked?.caughtUp(vm);
   }
@@ -348,7 +348,7 @@ export class HostPublisher {
     }
     if (state.mode !== 'reopening') return;
     state.acked = before.offset;
-    this.beat.moved.set(vm, { epoch: before.epoch, offset: before.offset });
+    this.beat.moved.add(vm);
     state.published = new Set(jobs.map((j) => j.id));
     state.mode = 'owner';
     const last = state.pending.at(-1);
@@ -393,7 +393,11 @@ export class HostPublisher {
     }
     // Edges take this host's silence for longer than the TTL as its leases lapsing (one call per tick, not per VM).
     // A beat lost on its way makes a gap in the sequence: edges then check all of this host's VMs.
-    const heads: BeatHead[] = [...this.beat.moved].map(([vm, at]) => [vm, at.epoch, at.offset]);
+    const heads: BeatHead[] = [];
+    for (const vm of this.beat.moved) {
+      const state = this.vms.get(vm);
+      if (state?.mode === 'owner') heads.push([vm, state.epoch, state.acked]);
+    }
     this.beat.moved.clear();
     this.store.heartbeat(this.options.host, this.leaseTtlMs, { run: this.beat.run, seq: ++this.beat.seq, heads }).catch(() => undefined);
     await Promise.all(
