@@ -15,9 +15,7 @@ import { describeBuilt } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd, type Qsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
-import { edgeArgs, eventually, hostArgs, serveInProcess, serveProcess } from './fleet-support.js';
-
-const streamMessages = (c: TestClient, vm: string): Msg[] => c.messages.filter((m) => (m.type === 'event' || m.type === 'vm') && m.vm === vm);
+import { edgeArgs, eventually, hostArgs, serveInProcess, serveProcess, Stops, streamMessages, type InProcessGateway, type ProcessGateway } from './fleet-support.js';
 const jobEvents = (c: TestClient, id: string): Msg[] => c.messages.filter((m) => m.type === 'event' && m.job.id === id);
 
 /** A config file with a fleet section (flags set the rest) and the host's own state directory. */
@@ -37,37 +35,37 @@ describeRedis('fleet truth', () => {
     describeBuilt('host gateway as a process', () => {
       cleanupLeftoversAfterAll();
       let redis: RedisServer;
-      const stops: (() => Promise<unknown>)[] = [];
-      afterEach(async () => {
-        for (const stop of stops.splice(0).reverse()) await stop().catch(() => undefined);
-      });
+      const stops = new Stops();
+      afterEach(() => stops.run());
       afterAll(async () => redis?.dispose());
 
-      async function client(url: string): Promise<TestClient> {
-        const c = await TestClient.connect(url);
-        stops.push(async () => c.ws.terminate());
-        return c;
-      }
+      const client = (url: string): Promise<TestClient> => stops.client(url);
 
-      async function freshRedis(): Promise<RedisServer> {
+      /** A clean Redis, a qsd with monitor `gw`, and host h1 serving it as vm1 (a process: kill -9 matters). */
+      async function hostOnQsd(fleet: Record<string, unknown> = {}): Promise<{ qsd: Qsd; args: string[]; host: ProcessGateway }> {
         redis ??= await startRedis();
         if (!redis.running) await redis.restart();
         redis.cli('flushall');
-        return redis;
+        const qsd = await startQsd({ monitors: ['gw'] });
+        stops.add(() => qsd.dispose());
+        const args = ['--config', fleetConfig(fleet), ...hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') })];
+        const host = await serveProcess(args);
+        stops.add(async () => host.run.child.kill('SIGKILL'));
+        return { qsd, args, host };
+      }
+
+      /** An edge, and a client of it following vm1 from its snapshot. */
+      async function edgeOnVm1(): Promise<{ edge: InProcessGateway; e: TestClient; synced: Msg }> {
+        const edge = await serveInProcess(edgeArgs(redis.url));
+        stops.add(() => edge.stop());
+        const e = await client(edge.gateway.wsUrl);
+        e.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] } });
+        return { edge, e, synced: await e.next((m) => m.type === 'synced') };
       }
 
       it('jobs that ended while their host was down conclude in the stream after its restart: unknown, or their true end', async () => {
-        await freshRedis();
-        const qsd = await startQsd({ monitors: ['gw'] });
-        stops.push(() => qsd.dispose());
-        const args = ['--config', fleetConfig({}), ...hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') })];
-        const host = await serveProcess(args);
-        stops.push(async () => host.run.child.kill('SIGKILL'));
-        const edge = await serveInProcess(edgeArgs(redis.url));
-        stops.push(() => edge.stop());
-        const e = await client(edge.gateway.wsUrl);
-        e.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] } });
-        const synced = await e.next((m) => m.type === 'synced');
+        const { qsd, args, host } = await hostOnQsd();
+        const { edge, e, synced } = await edgeOnVm1();
         // 'gone' vanishes from QEMU when it ends (auto-dismiss); 'kept' stays listed, concluded.
         await startMirror(qsd, qsd, { jobId: 'gone', speed: 1 * MiB, dataMiB: 16 });
         await startMirror(qsd, qsd, { jobId: 'kept', speed: 1 * MiB, dataMiB: 16, autoDismiss: false });
@@ -88,7 +86,7 @@ describeRedis('fleet truth', () => {
         const seenBefore = streamMessages(e, 'vm1').length;
 
         const again = await serveProcess(args);
-        stops.push(async () => again.run.child.kill('SIGKILL'));
+        stops.add(async () => again.run.child.kill('SIGKILL'));
         // The edge's client, which never left, sees both ends.
         await e.until((all) => ['gone', 'kept'].every((id) => all.some((m) => m.type === 'event' && m.job.id === id && m.job.state === 'concluded')), 30_000);
         const gone = jobEvents(e, 'gone').at(-1)!;
@@ -118,12 +116,7 @@ describeRedis('fleet truth', () => {
       });
 
       it('a host killed with -9 while Redis had not acknowledged what its clients saw: the restart takes a new epoch, never reusing those offsets', async () => {
-        await freshRedis();
-        const qsd = await startQsd({ monitors: ['gw'] });
-        stops.push(() => qsd.dispose());
-        const args = ['--config', fleetConfig({}), ...hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') })];
-        const host = await serveProcess(args);
-        stops.push(async () => host.run.child.kill('SIGKILL'));
+        const { qsd, args, host } = await hostOnQsd();
         const h = await client(host.wsUrl);
         h.send({ type: 'subscribe', id: 's', sub: 'a' });
         const synced = await h.next((m) => m.type === 'synced');
@@ -144,7 +137,7 @@ describeRedis('fleet truth', () => {
         await qsd.execute('job-resume', { id: 'm' });
 
         const again = await serveProcess(args);
-        stops.push(async () => again.run.child.kill('SIGKILL'));
+        stops.add(async () => again.run.child.kill('SIGKILL'));
         const h2 = await client(again.wsUrl);
         h2.send({ type: 'subscribe', id: 's', sub: 'a', since: { vm1: { epoch: seen.epoch, offset: seen.offset } } });
         const resumed = await h2.next((m) => m.type === 'subscribed');
@@ -156,7 +149,7 @@ describeRedis('fleet truth', () => {
         expect(state.job.incarnation).toBe(1);
         // An edge serves the new epoch with the job in it.
         const edge = await serveInProcess(edgeArgs(redis.url));
-        stops.push(() => edge.stop());
+        stops.add(() => edge.stop());
         const e = await client(edge.gateway.wsUrl);
         e.send({ type: 'subscribe', id: 's', sub: 'a', since: { vm1: { epoch: seen.epoch, offset: acked } } });
         const onEdge = await e.next((m) => m.type === 'subscribed');
@@ -165,18 +158,9 @@ describeRedis('fleet truth', () => {
       });
 
       it("a host killed with -9 while Redis is fine: edges mark its VMs disconnected, jobs stale, once its lease lapses; its restart clears it", async () => {
-        await freshRedis();
-        const qsd = await startQsd({ monitors: ['gw'] });
-        stops.push(() => qsd.dispose());
         const ttlMs = 3000;
-        const args = ['--config', fleetConfig({ leaseTtlMs: ttlMs }), ...hostArgs(redis.url, 'h1', { vm1: qsd.path('gw') })];
-        const host = await serveProcess(args);
-        stops.push(async () => host.run.child.kill('SIGKILL'));
-        const edge = await serveInProcess(edgeArgs(redis.url));
-        stops.push(() => edge.stop());
-        const e = await client(edge.gateway.wsUrl);
-        e.send({ type: 'subscribe', id: 's', sub: 'a', filter: { vms: ['vm1'] } });
-        const synced = await e.next((m) => m.type === 'synced');
+        const { qsd, args, host } = await hostOnQsd({ leaseTtlMs: ttlMs });
+        const { edge, e, synced } = await edgeOnVm1();
         await startMirror(qsd, qsd, { jobId: 'm', speed: 1 * MiB, dataMiB: 16 });
         await e.next((m) => m.type === 'event' && m.job.id === 'm', 60_000);
         // Alive and renewing: nothing is marked for as long as two TTLs.
@@ -199,7 +183,7 @@ describeRedis('fleet truth', () => {
 
         // The host comes back: same epoch, the edge's record is part of the stream, and connected clears it.
         const again = await serveProcess(args);
-        stops.push(async () => again.run.child.kill('SIGKILL'));
+        stops.add(async () => again.run.child.kill('SIGKILL'));
         const back = await e.next((m) => m.type === 'vm' && m.status === 'connected' && m.offset > gone.offset, 30_000);
         expect(back.epoch).toBe(synced.epoch);
         const onEdge = streamMessages(e, 'vm1');

@@ -65,4 +65,11 @@ describe('the fleet recipe in docs/deploy.md', () => {
     expect(conf).toMatch(/^user gateway on >\S+ ~bjg:\* &bjg:\* \+@all -@dangerous \+info$/m);
     expect(readRepo('docs/deploy.md')).toContain('~bjg:* &bjg:* +@all -@dangerous +info');
   });
+
+  it('deploy/redis-fleet.conf sizes the AOF rewrite as docs/deploy.md says', () => {
+    const size = /^auto-aof-rewrite-min-size (\S+)$/m.exec(readRepo('deploy/redis-fleet.conf'))?.[1];
+    expect(size).toBeDefined();
+    expect(readRepo('deploy/redis-fleet.conf')).toMatch(/^auto-aof-rewrite-percentage 100$/m);
+    expect(readRepo('docs/deploy.md')).toContain(`\`auto-aof-rewrite-min-size ${size}\``);
+  });
 });
