@@ -113,6 +113,16 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     return last;
   }
 
+  /**
+   * libvirt's block-job-2 texts for `vm` once its verdict ending `job` (e.g. 'Block Copy for vda') reached
+   * the independent observer: its virsh lags the gateway on a loaded machine, and one virsh stream keeps a
+   * domain's events in order, so the earlier texts are in by then.
+   */
+  async function libvirtVerdicts(vm: string, job: string): Promise<string[]> {
+    await libvirt.waitFor((r) => r.domain === vm && r.event === 'block-job-2' && r.detail.startsWith(`${job} for `) && /\b(completed|failed|canceled)$/.test(r.detail));
+    return libvirt.blockJobs(vm);
+  }
+
   async function command(client: TestClient, body: Record<string, unknown>): Promise<Msg> {
     const id = `c${++commandCount}`;
     client.send({ type: 'command', id, ...body });
@@ -159,7 +169,7 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     // The ready pushed came before the answer, and the pivot is real: the domain now runs on the copy.
     expect(ops.messages.indexOf(pushed(domain.name, job).find((m) => m.transition.to === 'ready')!)).toBeLessThan(ops.messages.indexOf(result));
     expect(await domain.vdaSource()).toBe(target);
-    expect(libvirt.blockJobs(domain.name)).toEqual(['Block Copy for vda ready', 'Block Copy for vda completed']);
+    expect(await libvirtVerdicts(domain.name, 'Block Copy')).toEqual(['Block Copy for vda ready', 'Block Copy for vda completed']);
     // The internal job that created the target is hidden.
     expect(ops.ofType('event', 'all').some((m) => m.vm === domain.name && m.job.id.startsWith('create-'))).toBe(false);
     expect(domain.log()).not.toMatch(/custom-monitor/);
@@ -175,7 +185,7 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     expect(result, JSON.stringify(result)).toMatchObject({ ok: true, job: { outcome: 'cancelled' } });
     const dismissed = await expectSameSequence(domain.name, job);
     expect(dismissed.job).toMatchObject({ outcome: 'cancelled', libvirt: { verdict: 'canceled' } });
-    expect(libvirt.blockJobs(domain.name)).toEqual(['Block Copy for vda canceled']);
+    expect(await libvirtVerdicts(domain.name, 'Block Copy')).toEqual(['Block Copy for vda canceled']);
     await domain.destroy();
   });
 
@@ -187,7 +197,7 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     const dismissed = await expectSameSequence(domain.name, job);
     expect(pushedStates(domain.name, job)).toContain('ready');
     expect(dismissed.job).toMatchObject({ outcome: 'completed', pivoted: false, libvirt: { verdict: 'canceled' } });
-    expect(libvirt.blockJobs(domain.name)).toEqual(['Block Copy for vda ready', 'Block Copy for vda canceled']);
+    expect(await libvirtVerdicts(domain.name, 'Block Copy')).toEqual(['Block Copy for vda ready', 'Block Copy for vda canceled']);
     expect(await domain.vdaSource()).toBe(source);
     await domain.destroy();
   });
@@ -228,7 +238,7 @@ describeLibvirt('serve --libvirt (real libvirtd)', () => {
     const pull = await waitUntil('a pull job pushed', () => ops.ofType('event', 'all').find((m) => m.vm === domain.name && m.job.id.startsWith('pull-vda-'))?.job.id as string | undefined);
     const pulled = await expectSameSequence(domain.name, pull);
     expect(pulled.job).toMatchObject({ type: 'stream', outcome: 'completed', libvirt: { verdict: 'completed' } });
-    expect(libvirt.blockJobs(domain.name)).toEqual(['Active Block Commit for vda ready', 'Active Block Commit for vda completed', 'Block Pull for vda completed']);
+    expect(await libvirtVerdicts(domain.name, 'Block Pull')).toEqual(['Active Block Commit for vda ready', 'Active Block Commit for vda completed', 'Block Pull for vda completed']);
     await domain.destroy();
   });
 
