@@ -137,6 +137,12 @@ export interface HostCommandsOptions {
   handle: CommandHandler;
   /** VMs this host publishes as owner (others are refused). */
   owns: (vm: string) => boolean;
+  /**
+   * Read the commands queued after this stream ID: the top when the host started, before it claimed
+   * its leases and listened. @default the top when the loop first reads (a command queued between
+   * listening and that read would be skipped, unacknowledged: outcome_unknown)
+   */
+  from?: string;
   logger: Logger;
 }
 
@@ -161,15 +167,12 @@ export class HostCommands {
 
   private async run(): Promise<void> {
     const key = this.store.keys.commands(this.options.host);
-    // Commands queued before this process started are not ours to run: start at the stream's end.
-    let last = '$';
+    // Commands queued before this process started are not ours to run (its predecessor may have).
+    let last = this.options.from ?? '$';
     let failing = false;
     while (!this.stopped) {
       try {
-        if (last === '$') {
-          const top = (await this.store.redis.xrevrange(key, '+', '-', 'COUNT', 1)) as [string, string[]][];
-          last = top[0]?.[0] ?? '0-0';
-        }
+        if (last === '$') last = await this.store.commandsTop(this.options.host);
         const reply = (await this.blocking.xread('COUNT', 100, 'BLOCK', 2000, 'STREAMS', key, last)) as [string, [string, string[]][]][] | null;
         failing = false;
         for (const [id, fields] of reply?.[0]?.[1] ?? []) {

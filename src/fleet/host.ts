@@ -57,6 +57,8 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
       throw error;
     });
   }
+  // Where this process's commands start: before it claims a lease, so that none sent once it owns a VM is skipped.
+  const commandsFrom = reachable ? await store.commandsTop(hostId).catch(() => undefined) : undefined;
   const unacked = new UnackedBook(unackedFile(config.stateDir ?? defaultStateDir(), hostId, target.redacted, keyPrefixOf(config)));
   const snapshotOf = (vm: string) => source.snapshot().find((s) => s.vm === vm);
   // The publisher and the history need each other: the publisher asks the history where a stream stands.
@@ -99,7 +101,7 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
       unacked.settled(); // every VM was opened: a record the previous process left is used up
       blocking = duplicateRedis(redis);
       blocking.on('error', () => undefined);
-      commands = new HostCommands(store, blocking, { host: hostId, handle, owns: (vm) => publisher.owns(vm), logger: log });
+      commands = new HostCommands(store, blocking, { host: hostId, handle, owns: (vm) => publisher.owns(vm), ...(commandsFrom ? { from: commandsFrom } : {}), logger: log });
       await commands.start().catch((error: unknown) => log.warn({ err: error }, 'fleet: command stream not readable yet; retrying'));
     },
     health() {

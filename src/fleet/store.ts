@@ -195,6 +195,12 @@ export class FleetStore {
     await this.redis.publish(this.keys.notifyChannel(host), `h\n${host}\n${ttlMs}${rest}`);
   }
 
+  /** The ID of the last command queued for a host ('0-0': none); a host's command loop reads after it. */
+  async commandsTop(host: string): Promise<string> {
+    const top = (await this.redis.xrevrange(this.keys.commands(host), '+', '-', 'COUNT', 1)) as [string, string[]][];
+    return top[0]?.[0] ?? '0-0';
+  }
+
   /** Edge: record in the stream that the VM's host is gone (see MARK_GONE). */
   async markGone(vm: string, host: string, position: { epoch: string; offset: number }, body: string, reason: string): Promise<'ok' | 'leased' | 'moved' | 'done'> {
     const reply = (await this.scripts.bjgMarkGone(...this.vmKeys(vm), host, position.epoch, position.offset, body, reason, this.keys.notifyChannel(vm), vm)) as string[];

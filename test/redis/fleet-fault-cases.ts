@@ -69,8 +69,8 @@ export async function hostKilledRestartedThenOwnerGone(redisUrl: string, stops: 
   await h.closed;
 
   const again = await serveProcess(args);
-  // Listening comes before the host has reclaimed its VMs and reads its command stream: a command
-  // sent in between gets outcome_unknown, rightly. The restart is done when the host says ready.
+  // The restart is done when the host says ready. (Commands queued once it has started are its own:
+  // it takes its command stream's top before claiming a lease; fleet-host-commands.test.ts.)
   await eventually(async () => (await fetch(`${again.url}/readyz`)).status === 200, 30_000, 'the restarted host ready');
   const h2 = await stops.client(again.wsUrl);
   h2.send({ type: 'subscribe', id: 's', sub: 'a', since: { vm1: before } });
