@@ -134,6 +134,11 @@ export class GatewayCore {
     return this.connections.opened(socket, ctx);
   }
 
+  /** A fan-out pass is writing to the subscribers (the transport defers its own housekeeping writes). */
+  get fanningOut(): boolean {
+    return this.fanout.busy;
+  }
+
   /** Commands in flight per WebSocket connection, and per token on the HTTP mirror. */
   get maxCommandsInFlight(): number {
     return this.options.maxCommandsInFlight ?? DEFAULT_MAX_COMMANDS_IN_FLIGHT;

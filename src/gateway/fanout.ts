@@ -85,6 +85,11 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
     return this.audience.size;
   }
 
+  /** A pass is running, or waits for the event loop between its slices. */
+  get busy(): boolean {
+    return this.dispatching;
+  }
+
   add(sub: ClientSubscription): void {
     if (this.audience.has(sub)) return;
     this.audience.add(sub);
@@ -183,7 +188,7 @@ export class FanOut implements Omit<FeedSink, 'reset'> {
       for (let next = pass.cursor.next(); !next.done; next = pass.cursor.next()) {
         const sub = next.value;
         const items = pass.items;
-        const early = sub.live ? this.carriedEarly(pass) : 0;
+        const early = this.queue.length > items.length && sub.live ? this.carriedEarly(pass) : 0;
         const cork = items.length + early > 1;
         if (cork) sub.output.cork();
         for (const item of items) {

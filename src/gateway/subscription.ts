@@ -5,7 +5,9 @@
  *
  * Per stream it keeps two offsets: `cursor`, the last stream offset it has accounted for (sent or
  * filtered out; events at or below it are already covered by the snapshot or the replay), and
- * `prev`, the last offset it actually sent (the `prev` of its next message).
+ * `prev`, the last offset it actually sent (the `prev` of its next message). Both sit in one record
+ * per stream: a burst to 10,000 subscriptions reads and writes them once per delivery, on objects
+ * a write system call has just pushed out of the cache, so one lookup beats four.
  */
 import { performance } from 'node:perf_hooks';
 import type { SubscriptionFilter } from '../generated/schema-types.js';
@@ -49,8 +51,9 @@ export class ClientSubscription {
   private readonly jobs: ReadonlySet<string> | null;
   private readonly types: ReadonlySet<string> | null;
   private readonly states: ReadonlySet<string> | null;
-  private readonly cursors = new Map<string, number>();
-  private readonly prevs = new Map<string, number>();
+  private readonly positions = new Map<string, Position>();
+  /** It may read every VM (no VM filter, a token for all VMs): coversVm without a lookup per event. */
+  private readonly everyVm: boolean;
   // behindSince and the progress maps are made on first use: an idle subscriber needs none of them.
   /** Per stream: when it first fell behind (events filtered out since the last message). */
   private behindSince: Map<string, number> | undefined;
@@ -73,6 +76,7 @@ export class ClientSubscription {
     this.jobs = toSet(filter?.jobs);
     this.types = toSet(filter?.types);
     this.states = toSet(filter?.states);
+    this.everyVm = this.vms === null && output.principal.vms === null && output.principal.scopes.has('read');
   }
 
   /**
@@ -86,7 +90,7 @@ export class ClientSubscription {
   }
 
   coversVm(vm: string): boolean {
-    return (this.vms === null || this.vms.has(vm)) && canRead(this.output.principal, vm);
+    return this.everyVm || ((this.vms === null || this.vms.has(vm)) && canRead(this.output.principal, vm));
   }
 
   matchesJob(job: JobKeys): boolean {
@@ -123,8 +127,11 @@ export class ClientSubscription {
 
   /** Start the stream at `offset` (the snapshot's or the replay's origin). */
   startAt(vm: string, offset: number): void {
-    this.cursors.set(vm, offset);
-    this.prevs.set(vm, offset);
+    const position = this.positions.get(vm);
+    if (position) {
+      position.cursor = offset;
+      position.prev = offset;
+    } else this.positions.set(vm, { cursor: offset, prev: offset });
     this.behindSince?.delete(vm);
   }
 
@@ -195,8 +202,10 @@ export class ClientSubscription {
     if (!this.behindSince) return false;
     for (const [vm, since] of this.behindSince) {
       if (now - since < quietMs) continue;
-      const offset = this.cursor(vm);
-      this.markSent(vm, offset);
+      const position = this.position(vm);
+      const offset = position.cursor;
+      markSent(position, offset);
+      this.behindSince.delete(vm);
       this.output.sendStream('bookmark', `{"type":"bookmark","sub":${this.subJson},"vm":${JSON.stringify(vm)},"epoch":${JSON.stringify(epochOf(vm))},"offset":${offset}}`);
     }
     return this.behindSince.size > 0;
@@ -220,15 +229,17 @@ export class ClientSubscription {
       else this.output.close(CloseCode.SlowConsumer, 'history read too slow; resume with since');
       return false;
     }
-    if (event.offset <= this.cursor(event.vm)) return false;
+    const position = this.position(event.vm);
+    if (event.offset <= position.cursor) return false;
     const match = this.match(event);
     if (match === 'out') {
-      this.cursors.set(event.vm, event.offset);
+      position.cursor = event.offset;
       const behind = (this.behindSince ??= new Map());
       if (!behind.has(event.vm)) behind.set(event.vm, performance.now());
       return true;
     }
-    const prev = this.markSent(event.vm, event.offset);
+    const prev = markSent(position, event.offset);
+    this.behindSince?.delete(event.vm);
     const left = match === 'left';
     const frame = frames ? frames.frame(this.subJson, prev, left) : frameText(event, this.subJson, prev, left);
     if (live) this.output.sendStream(event.kind, frame);
@@ -236,17 +247,11 @@ export class ClientSubscription {
     return false;
   }
 
-  private cursor(vm: string): number {
-    return this.cursors.get(vm) ?? 0;
-  }
-
-  /** Record a message sent at `offset`; returns the `prev` to put in it. */
-  private markSent(vm: string, offset: number): number {
-    const prev = this.prevs.get(vm) ?? 0;
-    this.prevs.set(vm, offset);
-    this.cursors.set(vm, offset);
-    this.behindSince?.delete(vm);
-    return prev;
+  /** Its position on `vm`'s stream; a stream it never started is at offset 0. */
+  private position(vm: string): Position {
+    let position = this.positions.get(vm);
+    if (!position) this.positions.set(vm, (position = { cursor: 0, prev: 0 }));
+    return position;
   }
 
   /** Whether a progress update for this job may go out now (and if so, record it). */
@@ -281,6 +286,20 @@ export class ClientSubscription {
     }, Math.max(0, due - performance.now()));
     this.progressTimer.unref();
   }
+}
+
+/** Where a subscription stands on one stream (see the class comment). */
+interface Position {
+  cursor: number;
+  prev: number;
+}
+
+/** Record a message sent at `offset`; returns the `prev` to put in it. */
+function markSent(position: Position, offset: number): number {
+  const prev = position.prev;
+  position.prev = offset;
+  position.cursor = offset;
+  return prev;
 }
 
 function toSet<T>(values: readonly T[] | undefined): ReadonlySet<T> | null {

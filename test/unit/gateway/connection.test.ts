@@ -48,6 +48,27 @@ describe('Connection backpressure', () => {
     expect(socket.sent.length).toBeLessThan(20);
   });
 
+  it('reads the socket once per stream delivery while under the soft mark, and checks the hard mark again above it', () => {
+    const socket = new StuckSocket();
+    let reads = 0;
+    const counted: GatewaySocket = {
+      send: (text) => socket.send(text as string),
+      close: (code) => socket.close(code),
+      get bufferedAmount() {
+        reads++;
+        return socket.bufferedAmount;
+      },
+    };
+    const closes: number[] = [];
+    const c = connection(counted, new GatewayStats(), closes);
+    for (let i = 0; i < 3; i++) c.sendStream('event', 'x'.repeat(300));
+    expect(reads).toBe(3); // 900 bytes unread, under the soft mark (1000): one reading per write
+    for (let i = 0; i < 20; i++) c.sendStream('event', 'x'.repeat(300));
+    // Over the soft mark each delivery is checked before its write, so the hard mark (5000) holds.
+    expect(closes).toEqual([4508]);
+    expect(socket.bufferedAmount).toBeLessThanOrEqual(5000 + 300);
+  });
+
   it('refuses to answer requests for a client over the hard mark (one reply burst may exceed it, never two)', () => {
     const socket = new StuckSocket();
     const c = connection(socket);
