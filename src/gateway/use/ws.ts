@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { silentLogger, type Logger } from '../../log.js';
 import { tokenFromRequest, type Principal, type TokenAuthenticator } from '../auth.js';
-import type { GatewayCore } from '../core.js';
+import type { GatewayCore, GatewaySocket } from '../core.js';
 import { hostAllowed, originAllowed } from '../origin.js';
 import { BoundedDeferral } from './deferral.js';
 import { selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
@@ -94,43 +94,11 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
   const attach = (ws: WebSocket, socket: Duplex, principal: Principal, remoteAddress: string | undefined): void => {
     ws.on('error', onWsError);
     alive.set(ws, true);
-    // Read confirmations (Connection.probe): a ping whose payload names the callback its pong answers.
-    // Created on the first probe: most connections never need one.
-    let probes: Map<string, () => void> | undefined;
-    let probeSeq = 0;
-    const hooks = core.opened(
-      {
-        // A Buffer is a shared, already encoded payload (stream/frames.ts): framed once for all
-        // its sockets and written as is. ws queues nothing of its own here (no compression), so
-        // the order with what ws sends stays the call order, and its bufferedAmount counts it.
-        send: (data) => {
-          if (typeof data === 'string' || ws.readyState !== ws.OPEN) ws.send(data, { binary: false });
-          else socket.write(framedText(data));
-        },
-        // The upgraded TCP socket under ws: corked across a fan-out pass, its frames leave in one write.
-        cork: () => socket.cork(),
-        uncork: () => socket.uncork(),
-        // ws.bufferedAmount without its indirections: ws's own queue only holds frames being
-        // compressed or read from a Blob, neither of which happens here (read once per delivery).
-        get bufferedAmount() {
-          return socket.writableLength;
-        },
-        probe: (onRead) => {
-          const key = `r${++probeSeq}`;
-          (probes ??= new Map()).set(key, onRead);
-          ws.ping(key);
-        },
-        close: (code, reason) => ws.close(code, reason),
-      },
-      { principal, ...(remoteAddress ? { remoteAddress } : {}) },
-    );
+    const transport = new WsTransport(ws, socket);
+    const hooks = core.opened(transport, { principal, ...(remoteAddress ? { remoteAddress } : {}) });
     ws.on('pong', (data) => {
       alive.set(ws, true);
-      const key = data.toString();
-      const onRead = probes?.get(key);
-      if (!onRead) return;
-      probes!.delete(key);
-      onRead();
+      transport.answered(data.toString());
     });
     ws.on('message', (data, isBinary) => {
       alive.set(ws, true);
@@ -235,6 +203,69 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
       await new Promise<void>((resolve) => wss.close(() => resolve()));
     },
   };
+}
+
+/**
+ * One WebSocket as the core sees it. A class, not an object of closures: a fan-out to 10,000
+ * sockets touches each one's transport once per delivery, after a write system call has evicted it
+ * from the cache, and an instance is one object where closures were several (and less memory for
+ * an idle subscriber).
+ */
+class WsTransport implements GatewaySocket {
+  /** Read confirmations (Connection.probe): a ping whose payload names the callback its pong answers. Made on the first probe. */
+  private probes: Map<string, () => void> | undefined;
+  private probeSeq = 0;
+
+  constructor(
+    private readonly ws: WebSocket,
+    /** The upgraded TCP socket under ws. */
+    private readonly socket: Duplex,
+  ) {}
+
+  /**
+   * A Buffer is a shared, already encoded payload (stream/frames.ts): framed once for all its
+   * sockets and written as is. ws queues nothing of its own here (no compression), so the order
+   * with what ws sends stays the call order, and its bufferedAmount counts it.
+   */
+  send(data: string | Buffer): void {
+    if (typeof data === 'string' || this.ws.readyState !== this.ws.OPEN) this.ws.send(data, { binary: false });
+    else this.socket.write(framedText(data));
+  }
+
+  /** Corked across a fan-out pass, a socket's frames leave in one write. */
+  cork(): void {
+    this.socket.cork();
+  }
+
+  uncork(): void {
+    this.socket.uncork();
+  }
+
+  /**
+   * ws.bufferedAmount without its indirections: ws's own queue only holds frames being compressed
+   * or read from a Blob, neither of which happens here (read once per delivery).
+   */
+  get bufferedAmount(): number {
+    return this.socket.writableLength;
+  }
+
+  probe(onRead: () => void): void {
+    const key = `r${++this.probeSeq}`;
+    (this.probes ??= new Map()).set(key, onRead);
+    this.ws.ping(key);
+  }
+
+  /** A pong arrived with this payload: the probe it names, if any, is answered. */
+  answered(key: string): void {
+    const onRead = this.probes?.get(key);
+    if (!onRead) return;
+    this.probes!.delete(key);
+    onRead();
+  }
+
+  close(code: number, reason: string): void {
+    this.ws.close(code, reason);
+  }
 }
 
 /** Each shared payload's WebSocket frame, built on its first send and dropped with the payload. */
