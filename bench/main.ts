@@ -21,6 +21,9 @@ const USAGE = `Usage: npm run bench -- [--quick] [--only ${SCENARIO_NAMES.join('
   --cpu-prof     profile the gateway process (node --cpu-prof) into bench/results/profiles/
   --docs-from F  only rewrite docs/benchmarks.md from a raw results file of a full run (after editing bench/notes.md);
                  F may list several files (comma-separated), e.g. one per --only run: their results are joined
+
+Environment: BENCH_BURST_SIZES (e.g. 10000 or 1000,5000) and BENCH_BURST_REPEATS (e.g. 10) narrow the burst
+sweep for A/B pairs; such a run never rewrites docs/benchmarks.md.
 `;
 
 const ROOT = new URL('../', import.meta.url);
@@ -161,7 +164,8 @@ async function main(): Promise<number> {
   process.stdout.write(`\nraw results: ${rawFile}\n`);
 
   const complete = results.length === SCENARIO_NAMES.length || options.forceDocs;
-  if (options.docs && !options.quick && !options.cpuProf && failures.length === 0 && complete) await writeDocs({ ...run, rawFile });
+  const narrowed = Boolean(process.env.BENCH_BURST_SIZES || process.env.BENCH_BURST_REPEATS);
+  if (options.docs && !options.quick && !options.cpuProf && !narrowed && failures.length === 0 && complete) await writeDocs({ ...run, rawFile });
   return failures.length > 0 ? 1 : 0;
 }
 
