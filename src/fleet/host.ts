@@ -11,7 +11,7 @@ import type { JobSource, JobState, VmStatus } from '../jobs/types.js';
 import type { Logger } from '../log.js';
 import { HostCommands } from './commands.js';
 import { connectOrFail, connectRedis, HOST_START_WAIT_MS, duplicateRedis, fatalAtStart, type RedisClient } from './connect.js';
-import { defaultHostId, fleetDefaults, keyPrefixOf, redisTargetOf, type FleetConfig } from './fleet-config.js';
+import { defaultHostId, fleetDefaults, fleetStartError, keyPrefixOf, redisTargetOf, type FleetConfig } from './fleet-config.js';
 import { FleetHistory } from './history.js';
 import { HostPublisher } from './publisher.js';
 import type { FleetStats } from './stats.js';
@@ -59,6 +59,20 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
   }
   // Where this process's commands start: before it claims a lease, so that none sent once it owns a VM is skipped.
   const commandsFrom = reachable ? await store.commandsTop(hostId).catch(() => undefined) : undefined;
+  // Every later (re)connection too (Redis was away at start, or its ACL changed): the host serves
+  // locally on, and says why it publishes nothing (an error log per change, /readyz degraded).
+  let refused: string | undefined;
+  redis.on('ready', () => {
+    store.checkAccess(hostId, leaseTtlMs).then(
+      () => (refused = undefined),
+      (error: unknown) => {
+        if (!(error instanceof Error && error.message.startsWith('NOPERM'))) return;
+        const said = (fleetStartError(error, config) as Error).message;
+        if (said !== refused) log.error({ code: 'GW_ERR_CONFIG' }, `fleet: ${said}; serving locally, publishing nothing`);
+        refused = said;
+      },
+    );
+  });
   const unacked = new UnackedBook(unackedFile(config.stateDir ?? defaultStateDir(), hostId, target.redacted, keyPrefixOf(config)));
   const snapshotOf = (vm: string) => source.snapshot().find((s) => s.vm === vm);
   // The publisher and the history need each other: the publisher asks the history where a stream stands.
@@ -107,6 +121,7 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     health() {
       const s = publisher.status();
       const degraded: string[] = [];
+      if (refused) degraded.push(refused);
       if (s.redis === 'down' || redis.status !== 'ready') degraded.push(`redis unreachable (${s.buffered} events buffered)`);
       for (const { vm, owner } of s.notOwned) degraded.push(`VM ${vm} is owned by host gateway ${owner}: not published`);
       if (s.resyncing.length > 0) degraded.push(`restarting Redis's copy of ${s.resyncing.length} stream(s)`);

@@ -5,11 +5,13 @@
  * waits for it, a host serves locally meanwhile, then publishes and takes commands), and seeds that
  * never answer fail an edge with an error that names them.
  */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { freePort, startRedis, startRedisCluster, type RedisServer } from '../../src/lab/redis.js';
 import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
-import { cleanupLeftovers, startQsd } from '../utils/qsd.js';
+import { cleanupLeftovers, makeTestDir, startQsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
 import { edgeArgs, eventually, hostArgs, serveInProcess, Stops, type InProcessGateway } from './fleet-support.js';
 
@@ -51,6 +53,22 @@ describeRedis('fleet operations at start', () => {
       expect(out).not.toContain('pw-narrow');
       // It stopped before claiming anything.
       expect(redis.cli('smembers', 'bjg:vms').trim()).toBe('');
+    }, 60_000);
+
+    it('a host started while Redis is away, whose Redis then refuses the fleet\'s keys: it serves locally and /readyz says why (GW_ERR_CONFIG)', async () => {
+      const port = await freePort();
+      const dir = makeTestDir('bjf-acl-');
+      const conf = join(dir, 'narrow.conf');
+      writeFileSync(conf, 'user default off\nuser narrow on >pw-narrow ~other:* &bjg:* +@all -@dangerous +info\n');
+      const url = `redis://narrow:pw-narrow@127.0.0.1:${port}`;
+      const host = await serveInProcess(hostArgs(url, 'h1', { vm1: '/nonexistent/bjg-acl.sock' }));
+      stops.add(() => host.stop());
+      const readyz = async (): Promise<string> => (await fetch(`${host.gateway.url}/readyz`)).text();
+      expect(await readyz()).toContain('redis unreachable');
+      const server = await startRedis({ port, include: conf, user: { name: 'narrow', password: 'pw-narrow' } });
+      stops.add(() => server.dispose());
+      await eventually(async () => /refused the gateway's ACL user: NOPERM .*keys.*~bjg:\* &bjg:\*/.test(await readyz()), 20_000, '/readyz to name the ACL refusal');
+      expect(await readyz()).not.toContain('pw-narrow');
     }, 60_000);
 
     it('a Redis Cluster whose seeds never answer: an edge exits 1 after its start wait, naming the seeds (without the password) and the last failure', async () => {
