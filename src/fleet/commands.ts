@@ -22,6 +22,8 @@ import type { FleetStore } from './store.js';
 const DEFAULT_TIMEOUT_MS = commandDefaults().timeoutMs;
 /** Time a result needs to travel back after the host's budget ran out. */
 const REPLY_GRACE_MS = 2000;
+/** How long a host keeps a command's acknowledgement or result for an edge that missed it. */
+const REPLY_RECORD_MS = 60_000;
 
 interface WireCommand {
   rid: string;
@@ -95,11 +97,24 @@ export class EdgeCommands {
         if (this.waiting.get(rid) === w) this.store.stats.outcomeUnknown[cause]++;
         this.settle(rid, w, failed(message.id, 'outcome_unknown', `host gateway '${host}' ${why}; it may still act on the job: watch the stream`));
       };
+      // Pub/sub may lose the reply (see BeatCheck): before any outcome_unknown, and every ack timeout
+      // while acknowledged, the host's record of the command says whether it was read and how it ended.
+      const recorded = async (): Promise<boolean> => {
+        const record = await this.store.redis.get(this.store.keys.reply(rid)).catch(() => null);
+        if (record === 'a') w.acked = true;
+        else if (record !== null) this.onReply(`c\n${rid}\n${record}`);
+        return record !== null;
+      };
+      const check = (): void => {
+        void recorded().then((known) => {
+          if (this.waiting.get(rid) !== w) return;
+          if (!known && !w.acked) return unknown('no_ack', `did not acknowledge the command within ${this.ackTimeoutMs} ms`);
+          w.timers.push(setTimeout(check, this.ackTimeoutMs));
+        });
+      };
       w.timers.push(
-        setTimeout(() => {
-          if (!w.acked) unknown('no_ack', `did not acknowledge the command within ${this.ackTimeoutMs} ms`);
-        }, this.ackTimeoutMs),
-        setTimeout(() => unknown('no_answer', `did not answer within ${budget} ms`), budget + REPLY_GRACE_MS),
+        setTimeout(check, this.ackTimeoutMs),
+        setTimeout(() => void recorded().then(() => unknown('no_answer', `did not answer within ${budget} ms`)), budget + REPLY_GRACE_MS),
       );
       this.waiting.set(rid, w);
       context.signal.addEventListener('abort', () => this.settle(rid, w, failed(message.id, 'internal', 'the client went away')), { once: true });
@@ -118,7 +133,15 @@ export class EdgeCommands {
     const w = this.waiting.get(rid);
     if (!w) return;
     if (message[0] === 'a') w.acked = true;
-    else if (message[0] === 'c') this.settle(rid, w, JSON.parse(message.slice(nl + 1)) as CommandResult);
+    else if (message[0] === 'c') {
+      let result: CommandResult;
+      try {
+        result = JSON.parse(message.slice(nl + 1)) as CommandResult;
+      } catch {
+        return this.options.logger.warn({ rid }, 'fleet edge: a command result that is not JSON; ignored');
+      }
+      this.settle(rid, w, result);
+    }
   }
 
   private settle(rid: string, w: Waiting, result: CommandResult | undefined): void {
@@ -192,8 +215,9 @@ export class HostCommands {
   private async execute(cmd: WireCommand): Promise<void> {
     const remaining = cmd.deadline - Date.now();
     if (remaining <= 0) return; // the edge has answered outcome_unknown already
+    const record = this.store.keys.reply(cmd.rid);
     const publish = (text: string): Promise<unknown> => this.store.redis.publish(cmd.reply, text).catch(() => undefined);
-    await publish(`a\n${cmd.rid}`);
+    await Promise.all([publish(`a\n${cmd.rid}`), this.store.redis.set(record, 'a', 'PX', remaining + REPLY_RECORD_MS).catch(() => undefined)]);
     this.store.stats.commandsServed++;
     let result: CommandResult;
     if (!this.options.owns(cmd.message.vm)) {
@@ -210,6 +234,7 @@ export class HostCommands {
           return failed(cmd.message.id, 'internal', 'the host gateway failed to handle the command');
         });
     }
-    await publish(`c\n${cmd.rid}\n${JSON.stringify(result)}`);
+    const json = JSON.stringify(result);
+    await Promise.all([publish(`c\n${cmd.rid}\n${json}`), this.store.redis.set(record, json, 'PX', REPLY_RECORD_MS).catch(() => undefined)]);
   }
 }

@@ -8,6 +8,7 @@
  *   <p>:{<vm>}:o   lease "<host>|<token>" with a TTL: the one host gateway allowed to write the VM
  *   <p>:vms        set of every VM name (discovery)
  *   <p>:h:{<host>}:c  stream of commands for one host gateway
+ *   <p>:c:{<rid>}  a forwarded command's acknowledgement ("a") or result JSON, with a TTL
  *   channels <p>:n:<0..P-1> (events, partitioned by VM) and <p>:r:<edge> (command replies)
  */
 
@@ -53,6 +54,11 @@ export class FleetKeys {
 
   replyChannel(edge: string): string {
     return `${this.prefix}:r:${edge}`;
+  }
+
+  /** A forwarded command's acknowledgement, then its result, kept briefly: the reply channel may lose them. */
+  reply(rid: string): string {
+    return `${this.prefix}:c:${tag(rid)}`;
   }
 }
 

@@ -8,6 +8,10 @@
  * wide enough to hit every run.
  */
 import { afterAll, afterEach, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
+import type { RedisClient } from '../../src/fleet/connect.js';
+import { fleetDefaults } from '../../src/fleet/fleet-config.js';
+import { FleetKeys } from '../../src/fleet/keys.js';
 import { startRedis, type RedisServer } from '../../src/lab/redis.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd } from '../utils/qsd.js';
@@ -47,6 +51,19 @@ describeRedis('fleet: commands to a restarted host', () => {
       const result = await e.next((m) => m.type === 'result' && m.id === 'c', 30_000);
       // The host's own answer (it has no such job), not the edge's outcome_unknown.
       expect(result, JSON.stringify(result)).toMatchObject({ ok: false, error: { code: 'unknown_job' } });
+
+      // Replies are pub/sub, at most once: with the edge deaf to its reply channel, the host's record
+      // of the command still gives the client the host's answer (outcome_unknown before the record).
+      proxy.delayMs = 0;
+      const subscriber = (edge.gateway.core.feed as unknown as { subscriber: RedisClient }).subscriber;
+      const direct = new Redis(redis.port, '127.0.0.1');
+      stops.add(async () => direct.disconnect());
+      const replyChannels = (await direct.pubsub('CHANNELS', `${new FleetKeys(fleetDefaults().keyPrefix).replyChannel('')}*`)) as string[];
+      expect(replyChannels).toHaveLength(1); // the edge's own
+      await subscriber.unsubscribe(...replyChannels);
+      e.send({ type: 'command', id: 'd', vm: 'vm1', job: 'nope', action: 'cancel', timeoutMs: 20_000 });
+      const deaf = await e.next((m) => m.type === 'result' && m.id === 'd', 30_000);
+      expect(deaf, JSON.stringify(deaf)).toMatchObject({ ok: false, error: { code: 'unknown_job' } });
     });
   });
 });
