@@ -83,6 +83,8 @@ export async function startFleetHost(config: FleetConfig, source: JobSource, opt
     ...(config.maxBuffered !== undefined ? { maxBuffered: config.maxBuffered } : {}),
     ...(options.historyLimits?.maxEntries !== undefined ? { maxLen: options.historyLimits.maxEntries } : {}),
     snapshotOf,
+    // One lookup per id: a snapshot of every VM per pruned VM would cost a host with many VMs dearly.
+    lists: (vm, id) => source.job(vm, id) !== undefined,
     unacked,
     restart: (vm) => holder.history?.restart(vm),
     positionOf: (vm) => holder.history?.position(vm),

@@ -37,6 +37,8 @@ export interface HostPublisherOptions {
   batch?: number;
   /** The host's current view of a VM (for re-opening Redis's copy). */
   snapshotOf: (vm: string) => VmSnapshot | undefined;
+  /** Whether the host still lists a job: what pruning asks, per id, instead of building a snapshot. @default from snapshotOf */
+  lists?: (vm: string, id: string) => boolean;
   /** The local history's position of a VM. */
   positionOf: (vm: string) => StreamPosition | undefined;
   /** Hands the jobs Redis holds for a VM continued from an earlier process to the source, which reconciles them. */
@@ -470,18 +472,24 @@ export class HostPublisher {
    */
   private async prune(vm: string, state: VmState): Promise<void> {
     if (state.published.size === 0) return;
-    const current = new Set((this.options.snapshotOf(vm)?.jobs ?? []).map((j) => j.id));
+    const lists = this.options.lists ?? this.listsOf(vm);
     const unsent = new Set<string>();
     for (const e of state.pending) if (e.kind === 't') unsent.add(e.a);
     const gone: string[] = [];
     for (const id of state.published) {
-      if (current.has(id) || unsent.has(id)) continue;
+      if (lists(vm, id) || unsent.has(id)) continue;
       gone.push(id);
       if (gone.length === PRUNE_IDS_PER_CALL) break;
     }
     if (gone.length === 0) return;
     await this.store.prune(vm, state.lease, gone);
     for (const id of gone) state.published.delete(id);
+  }
+
+  /** `lists` from one snapshot of the VM. */
+  private listsOf(vm: string): (vm: string, id: string) => boolean {
+    const current = new Set((this.options.snapshotOf(vm)?.jobs ?? []).map((j) => j.id));
+    return (_vm, id) => current.has(id);
   }
 
   private up(): void {
