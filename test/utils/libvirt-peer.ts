@@ -46,7 +46,8 @@ export function remoteErrorBody(code: number, message: string): Buffer {
 
 export class LibvirtPeer {
   readonly calls: PeerCall[] = [];
-  readonly keepalives: { proc: number; connection: number }[] = [];
+  /** Keepalive messages the client sent, each PING marked answered or not (answerPings when it came). */
+  readonly keepalives: { proc: number; connection: number; answered: boolean }[] = [];
   /** Answer the client's PINGs. */
   answerPings = true;
   private connections = 0;
@@ -145,10 +146,9 @@ export class LibvirtPeer {
     const header = decodeHeader(message);
     const body = message.subarray(c.VIR_NET_MESSAGE_HEADER_BYTES);
     if (header.prog === c.KEEPALIVE_PROGRAM) {
-      this.keepalives.push({ proc: header.proc, connection });
-      if (header.proc === c.KEEPALIVE_PROC_PING && this.answerPings) {
-        socket.write(encodeMessage({ ...header, proc: c.KEEPALIVE_PROC_PONG }));
-      }
+      const answered = header.proc === c.KEEPALIVE_PROC_PING && this.answerPings;
+      this.keepalives.push({ proc: header.proc, connection, answered });
+      if (answered) socket.write(encodeMessage({ ...header, proc: c.KEEPALIVE_PROC_PONG }));
       return;
     }
     const call: PeerCall = { header, body, connection };
