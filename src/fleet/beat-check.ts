@@ -12,18 +12,24 @@
  * paths on a cluster) every listed head the edge has not reached is caught up; a missed beat (a
  * gap in the sequence) checks every VM of that host against Redis.
  *
- * Cost: nothing per idle VM; per beat, one comparison per VM that moved.
+ * A status set or jobs pruned outside the stream (`s`, `x` notices) leave the head where it was, so
+ * the beat flags those VMs (a fourth element, 1) and the edge reloads their status and jobs: it
+ * cannot tell from the head whether it heard every such notice.
+ *
+ * Cost: nothing per idle VM; per beat, one comparison per VM that moved, one read per VM flagged.
  */
 import type { StreamPosition } from '../gateway/history/types.js';
 
-/** One VM's head as Redis acknowledged it: [vm, epoch, offset]. */
-export type BeatHead = [string, string, number];
+/** One VM's head as Redis acknowledged it: [vm, epoch, offset], and 1 when its status or jobs changed outside the stream. */
+export type BeatHead = [string, string, number] | [string, string, number, 1];
 
 export interface BeatCheckOptions {
   /** The position the edge holds for a VM it follows. */
   position: (vm: string) => StreamPosition | undefined;
   /** The edge is behind a listed head (or does not know the VM): catch it up from Redis. */
   behind: (vm: string) => void;
+  /** The VM's status or jobs changed outside the stream: take them from Redis (at the head it holds). */
+  changed: (vm: string) => void;
   /** Beats of this host were missed: compare every VM of it with Redis. */
   missed: (host: string) => void;
   /** How long a listed head may wait for its notice. @default 1000 */
@@ -34,7 +40,7 @@ export class BeatCheck {
   private readonly hosts = new Map<string, { run: string; seq: number }>();
   private readonly timers = new Set<NodeJS.Timeout>();
   /** Heads found behind, and beats found missing (tests and the benchmark read them). */
-  readonly counters = { behind: 0, missed: 0 };
+  readonly counters = { behind: 0, missed: 0, changed: 0 };
 
   constructor(private readonly options: BeatCheckOptions) {}
 
@@ -70,8 +76,13 @@ export class BeatCheck {
   private compare(heads: unknown[]): void {
     for (const entry of heads) {
       if (!Array.isArray(entry)) continue;
-      const [vm, epoch, offset] = entry as unknown[];
+      const [vm, epoch, offset, changed] = entry as unknown[];
       if (typeof vm !== 'string' || typeof epoch !== 'string' || typeof offset !== 'number') continue;
+      if (changed === 1) {
+        this.counters.changed++;
+        this.options.changed(vm);
+        continue;
+      }
       const at = this.options.position(vm);
       if (at && at.epoch === epoch && at.offset >= offset) continue;
       this.counters.behind++;

@@ -43,6 +43,8 @@ interface EdgeVm {
   busy: boolean;
   /** The running catch-up, for a resume that waits for it. */
   catching?: Promise<void>;
+  /** Reloads of status and jobs asked (BeatCheck `changed`, resync) and done: a catch-up also reloads while done < asked. */
+  refresh: { asked: number; done: number };
   waiting: Notice[];
 }
 
@@ -72,7 +74,7 @@ export class EdgeFeed implements StreamFeed {
   private started = false;
   private stopped = false;
   /** Redis calls made on behalf of notices (catch-ups, loads); the benchmark reports it. */
-  readonly counters = { notices: 0, catchUps: 0, loads: 0, resyncs: 0, vouches: 0 };
+  readonly counters = { notices: 0, catchUps: 0, loads: 0, resyncs: 0, vouches: 0, refreshes: 0 };
   /** Hosts that stop renewing their leases: their VMs are marked disconnected in the stream. */
   private readonly watch: HostWatch;
   /** Notices this edge missed, found from the hosts' heartbeats. */
@@ -89,6 +91,7 @@ export class EdgeFeed implements StreamFeed {
     this.beats = new BeatCheck({
       position: (vm) => (this.states.has(vm) ? this.position(vm) : undefined),
       behind: (vm) => void (this.states.has(vm) ? this.catchUp(vm) : this.discover(vm)),
+      changed: (vm) => void (this.states.has(vm) ? this.catchUp(vm, true) : this.discover(vm)),
       missed: (host) => {
         options.logger.warn({ host }, 'fleet edge: missed heartbeats of a host (notices lost); checking its VMs against Redis');
         void this.resync(host);
@@ -334,11 +337,13 @@ export class EdgeFeed implements StreamFeed {
   /**
    * Read what the notices skipped, in order, then apply what waited meanwhile. When Redis no longer
    * continues our head (another epoch, or entries gone), the VM is reloaded: its subscribers resume.
-   * One at a time per VM: a second call gets the running one.
+   * With `refresh`, also take the status and jobs Redis holds (changed outside the stream: `s`, `x`).
+   * One at a time per VM: a second call gets the running one (which then refreshes too).
    */
-  private catchUp(vm: string): Promise<void> {
+  private catchUp(vm: string, refresh = false): Promise<void> {
     const state = this.states.get(vm);
     if (!state) return Promise.resolve();
+    if (refresh) state.refresh.asked++;
     if (!state.busy) {
       state.busy = true;
       state.catching = this.runCatchUp(vm, state);
@@ -348,22 +353,54 @@ export class EdgeFeed implements StreamFeed {
 
   private async runCatchUp(vm: string, state: EdgeVm): Promise<void> {
     try {
-      for (;;) {
-        this.counters.catchUps++;
-        const { epoch, head, entries } = await this.store.readAfter(vm, state.head, 1000);
-        if (epoch !== state.epoch || (head > state.head && entries[0]?.offset !== state.head + 1)) {
-          await this.reload(vm, state);
-          break;
+      do {
+        const asked = state.refresh.asked;
+        if (state.refresh.done < asked) {
+          await this.refresh(vm, state);
+          state.refresh.done = asked;
+        } else {
+          await this.readUp(vm, state);
         }
-        for (const e of entries) this.emit(vm, state, e.offset, e.kind, e.body, e.q);
-        if (entries.length === 0 || state.head >= head) break;
-      }
+      } while (state.refresh.done < state.refresh.asked);
     } catch (error) {
       this.options.logger.warn({ err: error, vm }, 'fleet edge: catch-up failed; the next event or resync retries');
     } finally {
       state.busy = false;
     }
     this.drain(vm, state, state.waiting.splice(0));
+  }
+
+  private async readUp(vm: string, state: EdgeVm): Promise<void> {
+    for (;;) {
+      this.counters.catchUps++;
+      const { epoch, head, entries } = await this.store.readAfter(vm, state.head, 1000);
+      if (epoch !== state.epoch || (head > state.head && entries[0]?.offset !== state.head + 1)) return this.reload(vm, state);
+      for (const e of entries) this.emit(vm, state, e.offset, e.kind, e.body, e.q);
+      if (entries.length === 0 || state.head >= head) return;
+    }
+  }
+
+  /**
+   * Status and jobs as Redis holds them, taken when Redis's cut is at the edge's own head (notices
+   * wait meanwhile: the VM is busy), so they match the events the edge delivered; behind, catch up first.
+   */
+  private async refresh(vm: string, state: EdgeVm): Promise<void> {
+    for (let round = 0; round < 4; round++) {
+      this.counters.refreshes++;
+      const stored = await this.store.loadVm(vm);
+      if (!stored) return;
+      if (stored.epoch === state.epoch && stored.head === state.head) {
+        state.status = stored.status;
+        if (stored.reason !== undefined) state.reason = stored.reason;
+        else delete state.reason;
+        state.jobs = stored.jobs;
+        return;
+      }
+      const before = state.epoch;
+      await this.readUp(vm, state);
+      if (state.epoch !== before) return; // reloaded from Redis: status and jobs with it
+    }
+    throw new Error(`fleet edge: could not read ${vm}'s status and jobs at the edge's head`);
   }
 
   /** Take Redis's state of the VM as the new truth. */
@@ -394,17 +431,16 @@ export class EdgeFeed implements StreamFeed {
     }
   }
 
-  /** After the notify connection was lost (or a host's beats were): every VM's head (of that host), once; catch up where behind. */
+  /**
+   * After the notify connection was lost (or a host's beats were): every VM (of that host) once,
+   * a bounded number at a time: its head, and its status and jobs (a lost `s` or `x` notice moves no head).
+   */
   private async resync(host?: string): Promise<void> {
     this.counters.resyncs++;
     try {
       void this.discoverAll(await this.store.listVms());
       const vms = [...this.states].filter(([, s]) => host === undefined || s.host === host).map(([vm]) => vm);
-      const heads = await this.store.heads(vms);
-      for (const [vm, { epoch, head }] of heads) {
-        const state = this.states.get(vm)!;
-        if (epoch !== state.epoch || head > state.head) void this.catchUp(vm);
-      }
+      for (let i = 0; i < vms.length && !this.stopped; i += DISCOVER_BATCH) await Promise.all(vms.slice(i, i + DISCOVER_BATCH).map((vm) => this.catchUp(vm, true)));
     } catch (error) {
       this.options.logger.warn({ err: error }, 'fleet edge: resync failed; retrying on the next reconnect');
     }
@@ -429,6 +465,7 @@ export class EdgeFeed implements StreamFeed {
       ...(stored.host !== undefined ? { host: stored.host } : {}),
       jobs: stored.jobs,
       busy: false,
+      refresh: { asked: 0, done: 0 },
       waiting: [],
     };
   }

@@ -89,9 +89,10 @@ export function registerEdgeMetrics(registry: Registry, edge: FleetEdge): void {
   counter(registry, 'edge_notices_total', 'Stream events received on the notify channels', () => feed.counters.notices);
   counter(registry, 'edge_catchups_total', 'XRANGE catch-ups after a missed notice', () => feed.counters.catchUps);
   counter(registry, 'edge_loads_total', 'VM loads (discovery, reload after a new epoch)', () => feed.counters.loads);
-  counter(registry, 'edge_resyncs_total', 'Resyncs of every head after the notify connection came back', () => feed.counters.resyncs);
+  counter(registry, 'edge_resyncs_total', "Resyncs of every VM (head, status, jobs) after the notify connection came back or a host's beats were missed", () => feed.counters.resyncs);
   counter(registry, 'edge_resume_head_reads_total', "Reads of Redis's heads before answering resumes (one per tick of resumes)", () => feed.counters.vouches);
   counter(registry, 'edge_beat_behind_total', 'VM heads a host heartbeat listed that this edge had not reached (notices lost)', () => feed.beats.counters.behind);
+  counter(registry, 'edge_beat_changed_total', "VMs a host heartbeat flagged with status or jobs changed outside the stream (reloaded: a lost `s` or `x` notice moves no head)", () => feed.beats.counters.changed);
   counter(registry, 'edge_beats_missed_total', "Gaps in a host's heartbeat sequence (every VM of the host checked against Redis)", () => feed.beats.counters.missed);
   new Counter({
     name: `${PREFIX}commands_forwarded_total`,

@@ -106,8 +106,11 @@ export class HostPublisher {
   private closed = false;
   /** Where the next tick's pruning window starts among the owned VMs. */
   private pruneNext = 0;
-  /** The heartbeat's run (one per process), its last sequence number, and the VMs whose head Redis acknowledged since it (BeatCheck). */
-  private readonly beat = { run: newEpoch(), seq: 0, moved: new Set<string>() };
+  /**
+   * The heartbeat's run (one per process), its last sequence number, the VMs whose head Redis
+   * acknowledged since it, and those whose status or jobs changed outside the stream (BeatCheck).
+   */
+  private readonly beat = { run: newEpoch(), seq: 0, moved: new Set<string>(), changed: new Set<string>() };
 
   constructor(private readonly store: FleetStore, private readonly options: HostPublisherOptions) {
     this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
@@ -396,11 +399,12 @@ export class HostPublisher {
     // Edges take this host's silence for longer than the TTL as its leases lapsing (one call per tick, not per VM).
     // A beat lost on its way makes a gap in the sequence: edges then check all of this host's VMs.
     const heads: BeatHead[] = [];
-    for (const vm of this.beat.moved) {
+    for (const vm of new Set([...this.beat.moved, ...this.beat.changed])) {
       const state = this.vms.get(vm);
-      if (state?.mode === 'owner') heads.push([vm, state.epoch, state.acked]);
+      if (state?.mode === 'owner') heads.push(this.beat.changed.has(vm) ? [vm, state.epoch, state.acked, 1] : [vm, state.epoch, state.acked]);
     }
     this.beat.moved.clear();
+    this.beat.changed.clear();
     this.store.heartbeat(this.options.host, this.leaseTtlMs, { run: this.beat.run, seq: ++this.beat.seq, heads }).catch(() => undefined);
     await Promise.all(
       held.map(async ({ vm, state, lease }, i) => {
@@ -459,6 +463,7 @@ export class HostPublisher {
     if (status === undefined || status === state.status) return;
     await this.store.setStatus(vm, state.lease, status);
     state.status = status;
+    this.beat.changed.add(vm);
   }
 
   /** Lease renewal, pruning and status now (the host calls it once its gateway is up). */
@@ -484,6 +489,7 @@ export class HostPublisher {
     if (gone.length === 0) return;
     await this.store.prune(vm, state.lease, gone);
     for (const id of gone) state.published.delete(id);
+    this.beat.changed.add(vm);
   }
 
   /** `lists` from one snapshot of the VM. */

@@ -7,7 +7,8 @@
  *
  * What must hold: a resume on that edge is answered from Redis's head, never its own stale one, and
  * no replayed event follows `synced`; a quiet VM's missed events reach the edge's live subscribers
- * by the host's next heartbeats, also when the heartbeats were missed too.
+ * by the host's next heartbeats, also when the heartbeats were missed too; and so does a missed
+ * change outside the stream (an expired job pruned from Redis: the `x` notice moves no head).
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import type { RedisClient } from '../../src/fleet/connect.js';
@@ -48,12 +49,12 @@ describeRedis('fleet: an edge that missed notices', () => {
       afterAll(async () => redis?.dispose());
 
       /** One host (vm1, heartbeat every second), one edge, a client on the host, and Redis read directly. */
-      async function lab() {
+      async function lab(hostConfig: Record<string, unknown> = {}) {
         redis ??= await startBackend();
         const prefix = `r${Math.random().toString(36).slice(2, 8)}`;
         const qsd = await startQsd({ monitors: ['gw'] });
         stops.add(() => qsd.dispose());
-        const host = await serveInProcess(hostArgs(redis.url, 'host1', { vm1: qsd.path('gw') }), prefix, { leaseTtlMs: 3000 });
+        const host = await serveInProcess(hostArgs(redis.url, 'host1', { vm1: qsd.path('gw') }), prefix, { leaseTtlMs: 3000 }, hostConfig);
         stops.add(() => host.stop());
         const edge = await serveInProcess(edgeArgs(redis.url), prefix);
         stops.add(() => edge.stop());
@@ -146,6 +147,26 @@ describeRedis('fleet: an edge that missed notices', () => {
         expect(offsets).toEqual(offsets.map((_, i) => (bSynced.offset as number) + i + 1));
         expect(offsets.at(-1)).toBeGreaterThanOrEqual(concludedAt);
         expect((edge.gateway.core.feed as EdgeFeed).beats.counters.missed).toBeGreaterThan(0);
+      });
+
+      it('a quiet VM whose expired job was pruned from Redis while the edge missed the notice: the edge drops the job by the next heartbeats', async () => {
+        const { qsd, edge, store, keys, h } = await lab({ jobs: { retentionMs: 1000 } });
+        const feed = edge.gateway.core.feed as EdgeFeed;
+        // Deaf to vm1's notices only: the heartbeats still come, and bring the events (see above).
+        await subscriberOf(edge).unsubscribe(keys.notifyChannel('vm1'));
+        await startMirror(qsd, qsd, { jobId: 'm3', speed: 64 * MiB, dataMiB: 2 });
+        await h.next((m) => m.type === 'event' && m.job.id === 'm3' && m.transition.to === 'ready', 60_000);
+        await eventually(() => feed.job('vm1', 'm3') !== undefined, 30_000, 'm3 at the edge, through the heartbeats');
+        await qsd.execute('job-cancel', { id: 'm3' }); // ends, auto-dismissed: the host forgets it after 1 s
+        await h.next((m) => m.type === 'event' && m.job.id === 'm3' && m.job.state === 'concluded', 60_000);
+        await eventually(async () => !(await store.loadVm('vm1'))?.jobs.has('m3'), 30_000, 'm3 pruned from Redis');
+        const head = (await store.heads(['vm1'])).get('vm1')!.head;
+        // No event follows (vm1 is quiet): only the heartbeat can tell the edge (which has the conclusion from the beats).
+        await eventually(() => feed.position('vm1').offset === head, 20_000, "the edge at Redis's head");
+        await eventually(() => feed.job('vm1', 'm3') === undefined, 20_000, 'm3 gone from the edge');
+        expect(feed.snapshotOf(['vm1'])[0]!.jobs.map((j) => j.id)).not.toContain('m3');
+        expect((await store.heads(['vm1'])).get('vm1')!.head).toBe(head);
+        expect(feed.beats.counters.changed).toBeGreaterThan(0);
       });
     });
   });

@@ -20,11 +20,11 @@ export interface InProcessGateway {
 }
 
 /** `prefix`: a Redis key prefix of the test's own; `fleet`: more fleet settings (through a config file; flags set the rest). */
-export async function serveInProcess(args: string[], prefix?: string, fleet: Record<string, unknown> = {}): Promise<InProcessGateway> {
+export async function serveInProcess(args: string[], prefix?: string, fleet: Record<string, unknown> = {}, config: Record<string, unknown> = {}): Promise<InProcessGateway> {
   const controller = new AbortController();
   if (prefix !== undefined || Object.keys(fleet).length > 0) {
     const file = join(makeTestDir('bjf-'), 'gateway.json');
-    writeFileSync(file, JSON.stringify({ fleet: { redis: 'env:UNUSED', ...(prefix !== undefined ? { keyPrefix: prefix } : {}), ...fleet } }));
+    writeFileSync(file, JSON.stringify({ ...config, fleet: { redis: 'env:UNUSED', ...(prefix !== undefined ? { keyPrefix: prefix } : {}), ...fleet } }));
     args = ['--config', file, ...args];
   }
   let exit!: Promise<number>;

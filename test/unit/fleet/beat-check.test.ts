@@ -10,9 +10,10 @@ describe('BeatCheck', () => {
   function setup(positions: Record<string, StreamPosition>) {
     const behind: string[] = [];
     const missed: string[] = [];
-    const check = new BeatCheck({ position: (vm) => positions[vm], behind: (vm) => behind.push(vm), missed: (host) => missed.push(host), graceMs: 0 });
+    const changed: string[] = [];
+    const check = new BeatCheck({ position: (vm) => positions[vm], behind: (vm) => behind.push(vm), changed: (vm) => changed.push(vm), missed: (host) => missed.push(host), graceMs: 0 });
     checks.push(check);
-    return { check, behind, missed };
+    return { check, behind, missed, changed };
   }
   const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 5));
 
@@ -23,6 +24,16 @@ describe('BeatCheck', () => {
     await settle();
     expect(behind).toEqual(['b', 'c', 'd']);
     expect(check.counters.behind).toBe(3);
+  });
+
+  it('a VM flagged as changed outside the stream (status set, jobs pruned) is reloaded after the grace, even at the head the edge holds', async () => {
+    const { check, behind, changed } = setup({ a: { epoch: 'e', offset: 5 }, b: { epoch: 'e', offset: 5 } });
+    check.heard('h1', 'run', 1, JSON.stringify([['a', 'e', 5, 1], ['b', 'e', 5]]));
+    expect(changed).toEqual([]);
+    await settle();
+    expect(changed).toEqual(['a']);
+    expect(behind).toEqual([]);
+    expect(check.counters.changed).toBe(1);
   });
 
   it('a gap in the sequence of one run is a missed beat; the first beat heard of a host, the next run starting at 1 and the next number are not', async () => {
