@@ -16,6 +16,7 @@ import type { Principal, Scope } from '../gateway/auth.js';
 import type { Logger } from '../log.js';
 import { commandDefaults } from '../protocol/messages.js';
 import type { RedisClient } from './connect.js';
+import { fleetDefaults } from './fleet-config.js';
 import type { FleetStore } from './store.js';
 
 /** Budget of a command that names none: the schema's default, as the controller uses it. */
@@ -37,7 +38,7 @@ interface WireCommand {
 
 export interface EdgeCommandsOptions {
   edge: string;
-  /** @default 3000 */
+  /** @default fleet.commandAckMs's schema default */
   ackTimeoutMs?: number;
   /** Known VMs (unknown ones are refused without a Redis call). */
   knows: (vm: string) => boolean;
@@ -57,7 +58,7 @@ export class EdgeCommands {
 
   constructor(private readonly store: FleetStore, private readonly subscriber: RedisClient, private readonly options: EdgeCommandsOptions) {
     this.replyChannel = store.keys.replyChannel(options.edge);
-    this.ackTimeoutMs = options.ackTimeoutMs ?? 3000;
+    this.ackTimeoutMs = options.ackTimeoutMs ?? fleetDefaults().commandAckMs;
   }
 
   /** Subscribe the reply channel (on the edge's subscriber connection, already connected). */

@@ -10,6 +10,8 @@ export type { FleetConfig };
 export interface FleetDefaults {
   keyPrefix: string;
   leaseTtlMs: number;
+  maxBuffered: number;
+  commandAckMs: number;
 }
 
 let defaults: FleetDefaults | undefined;
@@ -19,7 +21,12 @@ export function fleetDefaults(): FleetDefaults {
   if (defaults) return defaults;
   const schema = loadReachable(['config.schema.json']).get('config.schema.json') as { properties: { fleet: { properties: Record<string, { default?: unknown }> } } };
   const fleet = schema.properties.fleet.properties;
-  defaults = { keyPrefix: fleet.keyPrefix!.default as string, leaseTtlMs: fleet.leaseTtlMs!.default as number };
+  defaults = {
+    keyPrefix: fleet.keyPrefix!.default as string,
+    leaseTtlMs: fleet.leaseTtlMs!.default as number,
+    maxBuffered: fleet.maxBuffered!.default as number,
+    commandAckMs: fleet.commandAckMs!.default as number,
+  };
   return defaults;
 }
 

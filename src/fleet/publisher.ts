@@ -20,6 +20,7 @@ import { newEpoch } from '../gateway/history/memory.js';
 import type { StreamEvent } from '../gateway/stream/feed.js';
 import type { JobState, VmSnapshot, VmStatus } from '../jobs/types.js';
 import { toWire, type WireEvent } from './entry.js';
+import { fleetDefaults } from './fleet-config.js';
 import type { FleetStore, StoredVm } from './store.js';
 import type { BeatHead } from './beat-check.js';
 import type { UnackedBook } from './unacked.js';
@@ -27,9 +28,9 @@ import type { UnackedBook } from './unacked.js';
 export interface HostPublisherOptions {
   /** This host gateway's stable name (lease owner, command stream). */
   host: string;
-  /** @default 15_000 */
+  /** @default fleet.leaseTtlMs's schema default */
   leaseTtlMs?: number;
-  /** Events waiting for Redis, all VMs together. @default 10_000 */
+  /** Events waiting for Redis, all VMs together. @default fleet.maxBuffered's schema default */
   maxBuffered?: number;
   /** Stream entries Redis keeps per VM (MAXLEN ~). @default 1000 */
   maxLen?: number;
@@ -113,8 +114,8 @@ export class HostPublisher {
   private readonly beat = { run: newEpoch(), seq: 0, moved: new Set<string>(), changed: new Set<string>() };
 
   constructor(private readonly store: FleetStore, private readonly options: HostPublisherOptions) {
-    this.leaseTtlMs = options.leaseTtlMs ?? 15_000;
-    this.maxBuffered = options.maxBuffered ?? 10_000;
+    this.leaseTtlMs = options.leaseTtlMs ?? fleetDefaults().leaseTtlMs;
+    this.maxBuffered = options.maxBuffered ?? fleetDefaults().maxBuffered;
     this.maxLen = options.maxLen ?? 1000;
     this.batch = options.batch ?? 100;
   }
