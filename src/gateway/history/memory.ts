@@ -12,33 +12,50 @@ export function newEpoch(): string {
   return randomBytes(12).toString('base64url');
 }
 
+/** Slots a stream starts with; the ring doubles from there up to its capacity. */
+const INITIAL_SLOTS = 8;
+
+/**
+ * The newest `capacity` entries, oldest first. Its storage grows by doubling, so a quiet VM's stream
+ * holds a few slots, not `capacity`: 1,000 idle VMs kept 8 MB of empty slots, a sixth of the idle
+ * gateway's heap, which every full GC marks (bench/notes.md, idle monitors, session 4).
+ */
 class Ring<E extends HistoryEntry> {
-  private readonly slots: (E | undefined)[];
+  private slots: (E | undefined)[];
   private start = 0;
   size = 0;
 
   constructor(readonly capacity: number) {
-    this.slots = new Array<E | undefined>(capacity);
+    this.slots = new Array<E | undefined>(Math.min(INITIAL_SLOTS, capacity));
   }
 
   push(entry: E): void {
     if (this.size === this.capacity) {
       this.slots[this.start] = entry;
       this.start = (this.start + 1) % this.capacity;
-    } else {
-      this.slots[(this.start + this.size) % this.capacity] = entry;
-      this.size++;
+      return;
     }
+    if (this.size === this.slots.length) this.grow();
+    this.slots[(this.start + this.size) % this.slots.length] = entry;
+    this.size++;
   }
 
   at(index: number): E {
-    return this.slots[(this.start + index) % this.capacity] as E;
+    return this.slots[(this.start + index) % this.slots.length] as E;
   }
 
   shift(): void {
     this.slots[this.start] = undefined;
-    this.start = (this.start + 1) % this.capacity;
+    this.start = (this.start + 1) % this.slots.length;
     this.size--;
+  }
+
+  /** Full below capacity: twice the slots (at most capacity), the entries moved to the front in order. */
+  private grow(): void {
+    const grown = new Array<E | undefined>(Math.min(this.capacity, this.slots.length * 2));
+    for (let i = 0; i < this.size; i++) grown[i] = this.at(i);
+    this.slots = grown;
+    this.start = 0;
   }
 }
 

@@ -40,6 +40,21 @@ describe('MemoryStreamHistory', () => {
     expect(h.read('vm1', { epoch, offset: 2 })).toEqual({ reset: 'offset_too_old' });
   });
 
+  it('keeps entries in order while its storage grows, also after trims moved its start, up to maxEntries', () => {
+    let now = 0;
+    const h = new MemoryStreamHistory<Entry>({ maxEntries: 20, maxAgeMs: 100 }, () => now);
+    fill(h, 'vm1', 5, () => now); // offsets 1..5 at t=0
+    now = 50;
+    fill(h, 'vm1', 2, () => now); // 6, 7 at t=50
+    now = 120; // 1..5 age out: the ring's start moves past them
+    const { epoch } = h.open('vm1');
+    expect(h.read('vm1', { epoch, offset: 5 })).toMatchObject({ entries: [{ offset: 6 }, { offset: 7 }] });
+    fill(h, 'vm1', 30, () => now); // 8..37: grows past 8 and 16 slots from a moved start, then wraps at 20
+    const read = h.read('vm1', { epoch, offset: 17 });
+    expect(read).toEqual({ entries: Array.from({ length: 20 }, (_, i) => ({ offset: 18 + i, at: 120 })) });
+    expect(h.read('vm1', { epoch, offset: 16 })).toEqual({ reset: 'offset_too_old' });
+  });
+
   it('trims by age, including a history whose every entry aged out', () => {
     let now = 0;
     const h = new MemoryStreamHistory<Entry>({ maxAgeMs: 1000 }, () => now);
