@@ -150,6 +150,9 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
     const after = stats.get('event') ?? { messages: 0, bytes: 0 };
     await sim.call('stopCycle');
     await subscribers.call('disconnectAll');
+    // The bare server runs in this process too: at 19,800 both audiences at once would pass its fd
+    // limit (20,000), and a connect the kernel queued but the process could not accept hangs.
+    await waitFor('the gateway to close every subscriber', () => probe.gateway.core.connectionCount === 0, 60_000);
     await sleep(1000);
     const frameBytes = Math.round((after.bytes - before.bytes) / Math.max(1, after.messages - before.messages));
     const bare = await bareBroadcast(resources, subscribers, n, gateway.framesPerSec, frameBytes, seconds, warmupSec, false);
