@@ -318,14 +318,16 @@ export class EdgeFeed implements StreamFeed {
   /** Catch each VM up to the head Redis holds now; throws when one cannot be (the resume is refused, not answered stale). */
   private async reachHeads(vms: string[]): Promise<void> {
     this.counters.vouches++;
-    const heads = await this.store.heads(vms);
+    const heads = await withRetries(() => this.store.heads(vms));
     await Promise.all(
       [...heads].map(async ([vm, redis]) => {
-        // A few rounds: a catch-up already running may have read Redis before this head.
-        for (let round = 0; round < 4; round++) {
+        // Rounds: a catch-up already running may have read Redis before this head, and one may fail
+        // while Redis is back but not serving yet (a restart loading its AOF): a short pause between.
+        for (let round = 0; round < VOUCH_ROUNDS; round++) {
           const state = this.states.get(vm);
           if (!state || redis.epoch === undefined || (state.epoch === redis.epoch && state.head >= redis.head)) return;
           const before = state.epoch;
+          if (round > 0) await pause(VOUCH_PAUSE_MS * round);
           await this.catchUp(vm);
           if (state.epoch !== before) return; // reloaded at Redis's epoch: its subscribers get a snapshot with a reason
         }
@@ -475,6 +477,24 @@ export class EdgeFeed implements StreamFeed {
     this.redisUp = up;
     this.options.logger[up ? 'info' : 'warn']({}, up ? 'fleet edge: Redis notify connection up' : 'fleet edge: Redis notify connection lost; VMs shown stale');
     this.options.onRedis?.(up);
+  }
+}
+
+/** A resume's catch-up rounds and the pause that grows between them (about 2 s in all before it is refused). */
+const VOUCH_ROUNDS = 6;
+const VOUCH_PAUSE_MS = 130;
+
+const pause = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A Redis read retried through the same short pauses (a Redis just back may refuse it once). */
+async function withRetries<T>(read: () => Promise<T>): Promise<T> {
+  for (let round = 1; ; round++) {
+    try {
+      return await read();
+    } catch (error) {
+      if (round >= VOUCH_ROUNDS) throw error;
+      await pause(VOUCH_PAUSE_MS * round);
+    }
   }
 }
 

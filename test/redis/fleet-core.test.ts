@@ -5,12 +5,11 @@
  */
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
-import { startRedis, startRedisCluster } from '../../src/lab/redis.js';
 import { TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd, type Qsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
-import { edgeArgs, eventually, hostArgs, serveInProcess, type InProcessGateway } from './fleet-support.js';
+import { BACKENDS, type Backend, edgeArgs, eventually, hostArgs, serveInProcess, type InProcessGateway } from './fleet-support.js';
 
 /** Offsets of one VM's event/vm messages on one subscription: contiguous, each once. */
 function offsetsOf(client: TestClient, vm: string): number[] {
@@ -20,16 +19,6 @@ function offsetsOf(client: TestClient, vm: string): number[] {
 function expectContiguous(offsets: number[], from: number): void {
   expect(offsets).toEqual(offsets.map((_, i) => from + i + 1));
 }
-
-interface Backend {
-  url: string;
-  dispose(): Promise<void>;
-}
-
-const BACKENDS: [string, () => Promise<Backend>][] = [
-  ['standalone Redis', () => startRedis()],
-  ['a 3-master Redis Cluster', () => startRedisCluster()],
-];
 
 describeRedis('fleet core cases', () => {
   describeQemu('real qemu-storage-daemons', () => coreCases());

@@ -17,22 +17,11 @@ import type { EdgeFeed } from '../../src/fleet/edge-feed.js';
 import { FleetKeys } from '../../src/fleet/keys.js';
 import { FleetStore } from '../../src/fleet/store.js';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
-import { startRedis, startRedisCluster } from '../../src/lab/redis.js';
 import type { TestClient, Msg } from '../utils/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, startQsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
-import { edgeArgs, eventually, hostArgs, serveInProcess, Stops, streamMessages, type InProcessGateway } from './fleet-support.js';
-
-interface Backend {
-  url: string;
-  dispose(): Promise<void>;
-}
-
-const BACKENDS: [string, () => Promise<Backend>][] = [
-  ['standalone Redis', () => startRedis()],
-  ['a 3-master Redis Cluster', () => startRedisCluster()],
-];
+import { BACKENDS, type Backend, edgeArgs, eventually, hostArgs, serveInProcess, Stops, streamMessages, type InProcessGateway } from './fleet-support.js';
 
 /** The edge's own subscriber connection (real ioredis on the real server). */
 const subscriberOf = (edge: InProcessGateway): RedisClient => (edge.gateway.core.feed as unknown as { subscriber: RedisClient }).subscriber;

@@ -6,6 +6,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serve } from '../../src/cli/serve.js';
 import { makeTestDir } from '../utils/qsd.js';
+import { startRedis, startRedisCluster } from '../../src/lab/redis.js';
 import type { RunningGateway } from '../../src/gateway/server.js';
 import { runCli, type CliRun } from '../utils/built-cli.js';
 import { TestClient, type Msg } from '../utils/gateway-support.js';
@@ -13,6 +14,17 @@ import { TestClient, type Msg } from '../utils/gateway-support.js';
 // Host gateways record unacknowledged streams under the state directory: one of the test run's own,
 // so records of earlier runs (or of other suites on the same Redis port) never meet this one's.
 process.env.XDG_STATE_HOME = makeTestDir('bjf-state-');
+
+/** A Redis the fleet suites run their core cases against: one server, and a 3-master cluster. */
+export interface Backend {
+  url: string;
+  dispose(): Promise<void>;
+}
+
+export const BACKENDS: [string, () => Promise<Backend>][] = [
+  ['standalone Redis', () => startRedis()],
+  ['a 3-master Redis Cluster', () => startRedisCluster()],
+];
 
 export interface InProcessGateway {
   gateway: RunningGateway;
