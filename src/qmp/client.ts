@@ -7,13 +7,13 @@
  *                        └──── backoff timer ── disconnected <──────────────────────────┘
  *   any state ──close()──> closed (final)
  *
- * Inbound bytes go through the JSON framer; each message gets the next `seq` and is routed by a
- * light peek: greeting, event, or a reply matched to its command by id (never by order; QEMU may
- * write the events a command causes before its reply). Everything a message triggers (state
- * changes, the new session, events) is dispatched synchronously before the next message is read,
- * which gives consumers wire order for free.
+ * One connection at a time (monitor-connection.ts: socket, phase timers, negotiation, routing) feeds
+ * it; the client keeps what outlives a connection: the session, state and streams, the reconnect
+ * policy, and the commands awaiting replies, matched by id (never by order; QEMU may write the
+ * events a command causes before its reply). Everything a message triggers (state changes, the new
+ * session, events) is dispatched synchronously before the next message is read, which gives
+ * consumers wire order for free.
  */
-import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { BehaviorSubject, Subject, type Observable } from 'rxjs';
@@ -21,24 +21,21 @@ import {
   QmpClosedError,
   QmpCommandError,
   QmpConnectError,
-  QmpDisconnectedError,
   QmpError,
-  QmpMonitorBusyError,
   QmpOutcomeUnknownError,
-  QmpProtocolError,
   QmpTimeoutError,
   QmpTooManyPendingError,
   StateError,
 } from '../errors.js';
 import { formatQmpAddress, parseQmpAddress } from './address.js';
 import { ReconnectBackoff, resolveReconnectPolicy } from '../backoff.js';
-import { JsonObjectFramer, evidence, type FramedMessage } from './framing.js';
-import { debugEnabled, silentLogger, ThrottledLog, type Logger } from '../log.js';
+import { silentLogger, ThrottledLog, type Logger } from '../log.js';
 import { deadlineLane } from '../deadlines.js';
-import { classifyMessage, greetingsMatch, isPlainObject, type InboundMessage } from './messages.js';
+import { greetingsMatch, isPlainObject } from './messages.js';
 import { MAX_TIMER_MS, resolveOptions, type QmpClientOptions, type ResolvedOptions } from './client-options.js';
-import { PendingCommand, PendingCommands, type CommandOwner, type SentCommand } from './pending.js';
-import { READ_BURST_BYTES, resetBurstAfterTurn, waitForClose, type Connection } from './transport.js';
+import { MonitorConnection, type ConnectionContext, type ConnectionHost, type EventMessage, type Loss, type Reply } from './monitor-connection.js';
+import { nextCommandId, PendingCommand, PendingCommands, type CommandOwner, type SentCommand } from './pending.js';
+import { waitForClose } from './transport.js';
 import type {
   ExecuteOptions,
   QmpAddress,
@@ -50,17 +47,9 @@ import type {
   QmpSession,
 } from './types.js';
 
-/** Ids of our commands; callers cannot collide with them because they never choose ids. */
-export const COMMAND_ID_PREFIX = '__bjg#';
+export { COMMAND_ID_PREFIX } from './pending.js';
 
-/** Why a connection ended: `problem` goes to errors$ (non-fatal news); `cause` to pending commands. */
-interface Loss {
-  message: string;
-  problem?: QmpError;
-  cause?: unknown;
-}
-
-export class QmpClient implements QmpMonitor, CommandOwner {
+export class QmpClient implements QmpMonitor, CommandOwner, ConnectionHost {
   private sentCommands = 0;
 
   get commandsSent(): number {
@@ -72,8 +61,9 @@ export class QmpClient implements QmpMonitor, CommandOwner {
   private readonly addressText: string;
   private readonly options: ResolvedOptions;
   private readonly log: Logger;
-  /** What the peer sends that we drop (unknown messages, replies to ids never sent): one line a minute per kind. */
   private readonly dropped: ThrottledLog;
+  /** Shared with each connection: names, limits, and the counters that run across connections. */
+  private readonly context: ConnectionContext;
 
   private readonly stateSubject = new BehaviorSubject<QmpRunState>('idle');
   private readonly sessionSubject = new Subject<QmpSession>();
@@ -84,12 +74,10 @@ export class QmpClient implements QmpMonitor, CommandOwner {
   readonly events$: Observable<QmpEvent> = this.eventSubject.asObservable();
   readonly errors$: Observable<QmpError> = this.errorSubject.asObservable();
 
-  private connection: Connection | undefined;
+  private connection: MonitorConnection | undefined;
   private currentSession: QmpSession | undefined;
   private lastSession: QmpSession | undefined;
   private sessionCount = 0;
-  private inboundSeq = 0;
-  private commandCount = 0;
   private readonly pending = new PendingCommands();
   /** Failed attempts and short-lived sessions since the last healthy session: the delay before the next attempt. */
   private readonly backoff: ReconnectBackoff;
@@ -103,6 +91,7 @@ export class QmpClient implements QmpMonitor, CommandOwner {
     this.dropped = new ThrottledLog(this.log);
     this.options = resolveOptions(options);
     this.backoff = new ReconnectBackoff(resolveReconnectPolicy(options.reconnect));
+    this.context = { name: this.name, addressText: this.addressText, log: this.log, dropped: this.dropped, options: this.options, inboundSeq: 0, commandCount: 0 };
   }
 
   get state(): QmpRunState {
@@ -149,7 +138,7 @@ export class QmpClient implements QmpMonitor, CommandOwner {
     const connection = this.connection;
     this.connection = undefined;
     this.currentSession = undefined;
-    if (connection) this.teardown(connection);
+    connection?.end();
     this.failPending((sent) => new QmpOutcomeUnknownError(sent, { cause: new QmpClosedError(`${this.name}: closed while waiting for the reply`) }));
     this.setState('closed');
     this.log.info({ monitor: this.name }, 'closed');
@@ -186,7 +175,7 @@ export class QmpClient implements QmpMonitor, CommandOwner {
     if (this.pending.size >= this.options.maxPendingCommands) {
       return Promise.reject(new QmpTooManyPendingError(sent, this.options.maxPendingCommands));
     }
-    const id = this.nextCommandId();
+    const id = nextCommandId(this.context);
     let text: string;
     try {
       // By hand without arguments (the idle polls): no object spread per command.
@@ -199,7 +188,7 @@ export class QmpClient implements QmpMonitor, CommandOwner {
       const pending = new PendingCommand(this, id, sent, timeoutMs, resolve as (reply: QmpReply<unknown>) => void, reject, lane);
       this.pending.add(pending);
       pending.handle = lane.add(pending);
-      this.write(connection, text);
+      connection.write(text);
       this.sentCommands++;
     });
   }
@@ -225,95 +214,21 @@ export class QmpClient implements QmpMonitor, CommandOwner {
       this.afterLoss();
       return;
     }
-    const connection: Connection = {
-      socket,
-      framer: new JsonObjectFramer(
-        (message, text) => this.onMessage(connection, message, text),
-        (error) => this.lose(connection, { message: error.message, problem: error, cause: error }),
-        { maxMessageBytes: this.options.maxMessageBytes },
-      ),
-      phaseTimer: undefined,
-      greeting: undefined,
-      capabilitiesId: undefined,
-      burstBytes: 0,
-    };
+    const connection = new MonitorConnection(this, this.context, socket);
     this.connection = connection;
-    socket.on('data', (chunk: Buffer) => {
-      if (this.connection !== connection) return;
-      // The count is per turn: the first read of a turn has it reset at the turn's end.
-      if (connection.burstBytes === 0) resetBurstAfterTurn(connection);
-      connection.burstBytes += chunk.length;
-      connection.framer.push(chunk);
-      if (connection.burstBytes >= READ_BURST_BYTES && this.connection === connection) this.waitATurn(connection);
-    });
-    socket.on('error', (err: Error) => this.onTransportError(connection, err));
-    socket.on('end', () => this.onTransportEnd(connection));
-    socket.on('close', () => this.onTransportEnd(connection));
-
-    if (socket instanceof net.Socket && socket.connecting) {
-      connection.phaseTimer = setTimeout(() => {
-        const error = new QmpConnectError(this.addressText, `connect timed out after ${this.options.connectTimeoutMs} ms`);
-        this.lose(connection, { message: error.message, problem: error });
-      }, this.options.connectTimeoutMs);
-      socket.once('connect', () => this.onTransportUp(connection));
-    } else {
-      this.onTransportUp(connection);
-    }
+    connection.open();
   }
 
-  /** Stops reading until the event loop has turned once, so others get their share of it. */
-  private waitATurn(connection: Connection): void {
-    connection.socket.pause();
-    setImmediate(() => {
-      if (this.connection === connection) connection.socket.resume();
-    });
+  /** @internal The transport is up; the greeting is awaited. */
+  connectionUp(connection: MonitorConnection): void {
+    if (this.connection === connection) this.setState('negotiating');
   }
 
-  private onTransportUp(connection: Connection): void {
-    if (this.connection !== connection) return;
-    clearTimeout(connection.phaseTimer);
-    this.log.debug({ monitor: this.name, address: this.addressText }, 'connected; waiting for the greeting');
-    this.setState('negotiating');
-    if (this.connection !== connection) return; // a state$ subscriber closed the client
-    const waitedMs = this.options.greetingTimeoutMs;
-    connection.phaseTimer = setTimeout(() => {
-      const error = new QmpMonitorBusyError(this.addressText, waitedMs);
-      this.lose(connection, { message: error.message, problem: error });
-    }, waitedMs);
-  }
-
-  private onTransportError(connection: Connection, err: Error): void {
-    if (this.connection !== connection) return;
-    if (this.state === 'ready') {
-      const error = new QmpDisconnectedError(this.addressText, `transport error: ${err.message}`, { cause: err });
-      this.lose(connection, { message: error.message, problem: error, cause: err });
-    } else {
-      const error = new QmpConnectError(this.addressText, `${this.state === 'connecting' ? 'connect' : 'negotiation'} failed: ${err.message}`, { cause: err });
-      this.lose(connection, { message: error.message, problem: error, cause: err });
-    }
-  }
-
-  private onTransportEnd(connection: Connection): void {
-    if (this.connection !== connection) return;
-    connection.framer.end(); // reports a message cut short by EOF (in the log), harmless otherwise
-    if (this.connection !== connection) return;
-    if (this.state === 'ready') {
-      // Also a clean close (QEMU exited): the VM's `disconnected` says why, with a code.
-      const error = new QmpDisconnectedError(this.addressText, 'the monitor closed the connection (EOF)');
-      this.lose(connection, { message: error.message, problem: error });
-    } else {
-      const phase = connection.greeting ? 'before negotiation completed' : 'before the greeting';
-      const error = new QmpConnectError(this.addressText, `the monitor closed the connection ${phase}`);
-      this.lose(connection, { message: error.message, problem: error });
-    }
-  }
-
-  /** End a connection (idempotent per connection), fail its pending commands, then reconnect per policy. */
-  private lose(connection: Connection, loss: Loss): void {
+  /** @internal A connection ended (it is torn down already): fail its pending commands, then reconnect per policy. */
+  connectionLost(connection: MonitorConnection, loss: Loss): void {
     if (this.connection !== connection) return;
     this.connection = undefined;
     this.currentSession = undefined;
-    this.teardown(connection);
     const fields = { monitor: this.name, pending: this.pending.size, reason: loss.message };
     if (loss.problem) this.logProblem(fields, 'connection lost');
     else this.log.info(fields, 'connection lost');
@@ -327,12 +242,6 @@ export class QmpClient implements QmpMonitor, CommandOwner {
     this.setState('disconnected');
     if (this.state !== 'disconnected') return; // a subscriber closed or restarted the client
     this.scheduleReconnect();
-  }
-
-  private teardown(connection: Connection): void {
-    clearTimeout(connection.phaseTimer);
-    connection.framer.reset();
-    connection.socket.destroy();
   }
 
   /**
@@ -353,62 +262,10 @@ export class QmpClient implements QmpMonitor, CommandOwner {
     if (delayMs !== undefined) this.log.debug({ monitor: this.name, delayMs, attempt: this.backoff.streak }, 'reconnect scheduled');
   }
 
-  // ---- inbound --------------------------------------------------------------------------------
+  // ---- inbound (wire order) ------------------------------------------------------------------
 
-  private onMessage(connection: Connection, message: FramedMessage, text: string): void {
-    const seq = ++this.inboundSeq;
-    if (debugEnabled(this.log)) this.log.debug({ monitor: this.name, seq, qmp: text }, '<--');
-    let inbound: InboundMessage;
-    try {
-      inbound = classifyMessage(message, text);
-    } catch (err) {
-      this.lose(connection, { message: (err as Error).message, problem: err as QmpProtocolError, cause: err });
-      return;
-    }
-    switch (inbound.kind) {
-      case 'greeting':
-        return this.onGreeting(connection, inbound.greeting, text);
-      case 'event':
-        return this.onEvent(inbound, seq);
-      case 'return':
-      case 'error':
-        return this.onReply(connection, inbound, seq, text);
-      case 'unknown':
-        this.dropped.warn({ monitor: this.name, seq, qmp: evidence(text) }, 'unrecognized message dropped');
-    }
-  }
-
-  private onGreeting(connection: Connection, greeting: QmpGreeting, text: string): void {
-    if (connection.greeting || this.state !== 'negotiating') {
-      const error = new QmpProtocolError('unexpected second greeting', evidence(text));
-      this.lose(connection, { message: error.message, problem: error });
-      return;
-    }
-    clearTimeout(connection.phaseTimer);
-    connection.greeting = greeting;
-    const id = this.nextCommandId();
-    connection.capabilitiesId = id;
-    const timeoutMs = this.options.negotiateTimeoutMs;
-    connection.phaseTimer = setTimeout(() => {
-      const error = new QmpConnectError(this.addressText, `no reply to qmp_capabilities within ${timeoutMs} ms`);
-      this.lose(connection, { message: error.message, problem: error });
-    }, timeoutMs);
-    // No capabilities enabled: `oob` buys nothing here (no job command is allow-oob) and would
-    // change QEMU's queueing of in-band commands.
-    this.write(connection, JSON.stringify({ execute: 'qmp_capabilities', id }));
-  }
-
-  private onCapabilitiesReply(connection: Connection, reply: InboundMessage & { kind: 'return' | 'error' }, seq: number): void {
-    clearTimeout(connection.phaseTimer);
-    connection.phaseTimer = undefined;
-    connection.capabilitiesId = undefined;
-    if (reply.kind === 'error') {
-      const refusal = new QmpCommandError(reply.qmpClass, reply.desc, { execute: 'qmp_capabilities' });
-      const error = new QmpConnectError(this.addressText, `negotiation refused: ${refusal.message}`, { cause: refusal });
-      this.lose(connection, { message: error.message, problem: error });
-      return;
-    }
-    const greeting = connection.greeting!;
+  /** @internal qmp_capabilities succeeded: a new session. */
+  sessionNegotiated(connection: MonitorConnection, greeting: QmpGreeting, seq: number): void {
     const previous = this.lastSession;
     const session: QmpSession = Object.freeze({
       number: ++this.sessionCount,
@@ -437,13 +294,8 @@ export class QmpClient implements QmpMonitor, CommandOwner {
     if (this.connection === connection) this.dispatch(this.sessionSubject, session, 'sessions$');
   }
 
-  private onEvent(inbound: InboundMessage & { kind: 'event' }, seq: number): void {
-    const session = this.currentSession;
-    if (!session) {
-      // QEMU sends no events before negotiation (monitor.c); a peer that does is ignored, not trusted.
-      this.dropped.warn({ monitor: this.name, seq, event: inbound.event }, 'event before negotiation dropped');
-      return;
-    }
+  /** @internal An event of the negotiated session. */
+  eventReceived(inbound: EventMessage, seq: number): void {
     const event: QmpEvent = {
       event: inbound.event,
       data: inbound.data,
@@ -451,23 +303,13 @@ export class QmpClient implements QmpMonitor, CommandOwner {
       receivedAt: Date.now(),
       receivedMono: performance.now(),
       seq,
-      session: session.number,
+      session: this.currentSession!.number,
     };
     this.dispatch(this.eventSubject, event, 'events$');
   }
 
-  private onReply(connection: Connection, reply: InboundMessage & { kind: 'return' | 'error' }, seq: number, text: string): void {
-    if (reply.kind === 'error' && !reply.hasId) {
-      // qmp-spec 2.4.2: QEMU could not even parse a request. We never send one it cannot parse,
-      // so the two sides disagree about the stream: fatal, as in qemu.qmp.
-      const error = new QmpProtocolError(`id-less error reply: ${reply.qmpClass}: ${reply.desc}`, evidence(text));
-      this.lose(connection, { message: error.message, problem: error });
-      return;
-    }
-    if (connection.capabilitiesId !== undefined && reply.id === connection.capabilitiesId) {
-      this.onCapabilitiesReply(connection, reply, seq);
-      return;
-    }
+  /** @internal A reply to one of our commands (qmp_capabilities' is the connection's). */
+  replyReceived(reply: Reply, seq: number): void {
     const command = typeof reply.id === 'string' ? this.pending.get(reply.id) : undefined;
     if (!command) {
       this.dropped.warn({ monitor: this.name, seq, id: reply.id }, 'reply for an unknown or timed-out id dropped');
@@ -483,15 +325,6 @@ export class QmpClient implements QmpMonitor, CommandOwner {
   }
 
   // ---- helpers --------------------------------------------------------------------------------
-
-  private write(connection: Connection, text: string): void {
-    if (debugEnabled(this.log)) this.log.debug({ monitor: this.name, qmp: text }, '-->');
-    connection.socket.write(`${text}\n`);
-  }
-
-  private nextCommandId(): string {
-    return `${COMMAND_ID_PREFIX}${++this.commandCount}`;
-  }
 
   private failPending(toError: (sent: SentCommand) => Error): void {
     if (this.pending.size === 0) return;

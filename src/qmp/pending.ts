@@ -2,6 +2,14 @@
 import type { DeadlineLane, Expiring } from '../deadlines.js';
 import type { QmpReply } from './types.js';
 
+/** Ids of our commands; callers cannot collide with them because they never choose ids. */
+export const COMMAND_ID_PREFIX = '__bjg#';
+
+/** The next command id of a client (its counter runs across connections). */
+export function nextCommandId(counter: { commandCount: number }): string {
+  return `${COMMAND_ID_PREFIX}${++counter.commandCount}`;
+}
+
 export type SentCommand = { execute: string; arguments?: Record<string, unknown> };
 
 /** Who hears that a command's time is up: the client that sent it. */

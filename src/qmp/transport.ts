@@ -1,11 +1,10 @@
 /**
- * What lies under a QmpClient: the default socket, one connection's state, and the read-burst
+ * What lies under a QmpClient: the default socket, and the read-burst
  * bound that keeps one flooding monitor from holding the event loop.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { JsonObjectFramer } from './framing.js';
-import type { QmpAddress, QmpGreeting } from './types.js';
+import type { QmpAddress } from './types.js';
 
 /** The default transport: a unix or TCP socket (Nagle off: QMP messages are small and latency matters). */
 export function defaultConnect(address: QmpAddress): Duplex {
@@ -13,14 +12,8 @@ export function defaultConnect(address: QmpAddress): Duplex {
   return net.connect({ host: address.host, port: address.port, noDelay: true });
 }
 
-/** One transport connection and its negotiation progress. */
-export interface Connection {
-  readonly socket: Duplex;
-  readonly framer: JsonObjectFramer;
-  /** The timer of the current phase: connect, greeting or negotiation. */
-  phaseTimer: NodeJS.Timeout | undefined;
-  greeting: QmpGreeting | undefined;
-  capabilitiesId: string | undefined;
+/** A connection as the read-burst bound sees it. */
+export interface BurstCounted {
   /** Bytes read in this turn of the event loop (see READ_BURST_BYTES). */
   burstBytes: number;
 }
@@ -36,10 +29,10 @@ export const READ_BURST_BYTES = 64 * 1024;
  * Connections that read in this turn of the event loop, reset by one setImmediate for all of them:
  * 1,000 idle monitors' poll replies arrive together, and an immediate per read was garbage too.
  */
-const burstsThisTurn: Connection[] = [];
+const burstsThisTurn: BurstCounted[] = [];
 
 /** Call at a connection's first read of a turn: its count is reset once the turn ends. */
-export function resetBurstAfterTurn(connection: Connection): void {
+export function resetBurstAfterTurn(connection: BurstCounted): void {
   if (burstsThisTurn.push(connection) === 1) setImmediate(resetBursts);
 }
 
