@@ -7,7 +7,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { renderCharts } from './lib/charts.js';
-import { benchmarksDoc, loadNote, machine, textTable, type Machine } from './lib/report.js';
+import { describeLoad, sampleLoad } from './lib/load.js';
+import { benchmarksDoc, machine, textTable, type Machine } from './lib/report.js';
 import { RpcChild } from './lib/rpc.js';
 import type { ScenarioResult } from './lib/scenario.js';
 import { SCENARIO_NAMES } from './scenarios/index.js';
@@ -55,7 +56,7 @@ interface RawRun {
   command: string;
   machine: Machine;
   quick: boolean;
-  /** Load average at the start (a loaded machine inflates every wall-clock figure). */
+  /** How loaded the machine was at the start, measured and by load average (a loaded machine inflates every wall-clock figure). */
   load: string;
   results: ScenarioResult[];
   failures: string[];
@@ -131,7 +132,7 @@ async function main(): Promise<number> {
   });
 
   const started = new Date();
-  const load = loadNote();
+  const load = describeLoad(await sampleLoad());
   process.stderr.write(`bench: ${load}\n`);
   const results: ScenarioResult[] = [];
   const failures: string[] = [];

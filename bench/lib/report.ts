@@ -1,5 +1,5 @@
 /** The results as a stdout table, a raw JSON file and docs/benchmarks.md. */
-import { cpus, loadavg, totalmem } from 'node:os';
+import { cpus, totalmem } from 'node:os';
 import type { Row, ScenarioResult } from './scenario.js';
 
 export interface Machine {
@@ -18,16 +18,6 @@ export function machine(): Machine {
     node: process.version,
     platform: `${process.platform} ${process.arch}`,
   };
-}
-
-/** The 1-minute load average against the cores: above them, wall-clock and tail numbers include waiting for a CPU. */
-export function loadNote(): string {
-  const [one, five] = loadavg();
-  const cores = cpus().length;
-  const busy = one! > cores * 0.5;
-  return `load average ${one!.toFixed(1)} (1 min) / ${five!.toFixed(1)} (5 min) on ${cores} cores at the start${
-    busy ? ': a LOADED, SHARED machine, so latencies, stalls and tails are upper bounds; CPU per delivery and allocation counts are the robust figures' : ''
-  }`;
 }
 
 const goalCell = (row: Row): string => (row.goal === undefined ? '' : `${row.goal} ${row.met ? '(met)' : '(MISSED)'}`);
@@ -59,7 +49,7 @@ export interface DocOptions {
   notes: string;
   /** Charts written next to the doc (path relative to docs/). */
   charts: ReadonlyArray<{ path: string; title: string }>;
-  /** Load average when the run started, and what it says about the numbers. */
+  /** How loaded the machine was when the run started (bench/lib/load.ts), and what it says about the numbers. */
   load: string;
 }
 
