@@ -8,58 +8,27 @@
 // Build the old side first (git archive <commit> | tar -x -C /tmp/old; npm run build there). CPU is compared,
 // not wall time: run it on the loaded machine in pairs, the order alternating.
 import { fork } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { PerformanceObserver } from 'node:perf_hooks';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { fileURLToPath } from 'node:url';
+import { followVms, gcCounter, loadAverages, mainWakeups, sleep, startIdleVms, threadCpuMs } from './idle-lab.mjs';
 
 const self = fileURLToPath(import.meta.url);
-const role = process.argv[2];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const statOf = (path) => readFileSync(path, 'utf8').split(') ')[1].split(' ');
 
-if (role === '--sim') {
-  const { startSimulator } = await import(pathToFileURL(`${process.argv[3]}/sim/index.js`).href);
-  const sim = await startSimulator({ vms: Number(process.argv[4]), tickMs: 50 });
-  process.send({ addresses: Object.fromEntries(sim.vms.map((vm) => [vm.name, vm.address()])) });
-  process.on('message', async () => {
-    await sim.close();
-    process.exit(0);
-  });
-} else if (role === '--gateway') {
+if (process.argv[2] === '--gateway') {
   const [dist, settleSec, windowSec] = [process.argv[3], Number(process.argv[4]), Number(process.argv[5])];
-  const { JobRegistry } = await import(pathToFileURL(`${dist}/jobs/registry.js`).href);
-  const { QmpClient } = await import(pathToFileURL(`${dist}/qmp/client.js`).href);
   const addresses = await new Promise((r) => process.once('message', (m) => r(m.addresses)));
-  let commands = 0;
-  const registry = new JobRegistry({
-    createMonitor: (vm, address) => {
-      const client = new QmpClient({ address, name: vm });
-      const send = client.executeWithMeta.bind(client);
-      client.executeWithMeta = (c, a, o) => (commands++, send(c, a, o));
-      client.start();
-      return client;
-    },
-  });
+  const { registry, commands } = await followVms(dist, addresses);
   registry.changes$.subscribe(() => {});
-  const vms = Object.keys(addresses);
-  for (const vm of vms) registry.add(vm, addresses[vm]);
-  while (registry.snapshot().filter((v) => v.status === 'connected').length < vms.length) await sleep(200);
   await sleep(settleSec * 1000);
-  let gcs = 0;
-  let gcMs = 0;
-  new PerformanceObserver((list) => list.getEntries().forEach((e) => (gcs++, (gcMs += e.duration)))).observe({ entryTypes: ['gc'] });
-  const main = `/proc/self/task/${process.pid}`;
-  const wakeups = () => Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`${main}/status`, 'utf8'))[1]);
-  const mainCpuMs = () => ((f) => (Number(f[11]) + Number(f[12])) * 10)(statOf(`${main}/stat`));
-  const c0 = commands, u0 = process.cpuUsage(), t0 = performance.now(), w0 = wakeups(), m0 = mainCpuMs(), h0 = process.memoryUsage().heapUsed;
+  const gc = gcCounter();
+  const c0 = commands(), u0 = process.cpuUsage(), t0 = performance.now(), w0 = mainWakeups(), m0 = threadCpuMs(), h0 = process.memoryUsage().heapUsed;
   await sleep(windowSec * 1000);
-  const u = process.cpuUsage(u0), seconds = (performance.now() - t0) / 1000, polls = commands - c0;
+  const u = process.cpuUsage(u0), seconds = (performance.now() - t0) / 1000, polls = commands() - c0;
   const heap = process.memoryUsage().heapUsed - h0;
   process.send({
     polls, pollsPerSec: polls / seconds, coreShare: (u.user + u.system) / 1e6 / seconds, usPerPoll: (u.user + u.system) / polls,
-    mainThreadMs: mainCpuMs() - m0, wakeupsPerSec: (wakeups() - w0) / seconds, gcs, gcMs,
-    bytesPerPoll: gcs === 0 ? heap / polls : null,
+    mainThreadMs: threadCpuMs() - m0, wakeupsPerSec: (mainWakeups() - w0) / seconds, gcs: gc.count, gcMs: gc.ms,
+    bytesPerPoll: gc.count === 0 ? heap / polls : null,
   });
   await registry.close();
   process.exit(0);
@@ -69,19 +38,17 @@ if (role === '--sim') {
   const [a, b] = [resolve(args[0]), resolve(args[1])];
   const [pairs, vms, settle, windowSec] = [Number(args[2] ?? 3), Number(args[3] ?? 1000), Number(args[4] ?? 15), Number(args[5] ?? 30)];
   const once = async (dist) => {
-    const sim = fork(self, ['--sim', a, String(vms)]);
-    const { addresses } = await new Promise((r) => sim.once('message', r));
+    const { addresses, stop } = await startIdleVms(a, vms);
     const gateway = fork(self, ['--gateway', dist, String(settle), String(windowSec)], { execArgv: alloc ? ['--max-semi-space-size=256'] : [] });
     gateway.send({ addresses });
     const result = await new Promise((r) => gateway.once('message', r));
     await new Promise((r) => gateway.once('exit', r));
-    sim.send('stop');
-    await new Promise((r) => sim.once('exit', r));
+    await stop();
     return result;
   };
   for (let pair = 0; pair < pairs; pair++) {
     for (const side of pair % 2 === 0 ? ['A', 'B'] : ['B', 'A']) {
-      const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+      const load = loadAverages();
       const r = await once(side === 'A' ? a : b);
       const round = Object.fromEntries(Object.entries(r).map(([k, v]) => [k, typeof v === 'number' ? Number(v.toFixed(4)) : v]));
       console.log(JSON.stringify({ pair, side, load, ...round }));

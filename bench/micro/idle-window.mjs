@@ -8,16 +8,12 @@
 import { fork } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { PerformanceObserver } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { followVms, gcCounter, loadAverages, mainWakeups, sleep, startIdleVms, threadCpuMs } from './idle-lab.mjs';
 
 const self = fileURLToPath(import.meta.url);
-const role = process.argv[2];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const ticks = (path) => ((f) => Number(f[11]) + Number(f[12]))(readFileSync(path, 'utf8').split(') ')[1].split(' '));
 const threadName = (tid) => readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
-const threads = () =>
-  Object.fromEntries(readdirSync('/proc/self/task').map((tid) => [`${tid === String(process.pid) ? 'main' : threadName(tid)}#${tid}`, ticks(`/proc/self/task/${tid}/stat`) * 10]));
+const threads = () => Object.fromEntries(readdirSync('/proc/self/task').map((tid) => [`${tid === String(process.pid) ? 'main' : threadName(tid)}#${tid}`, threadCpuMs(tid)]));
 
 // PROFILE=/tmp/x: a CPU profile of each window (inspector, 250 µs samples) into /tmp/x-wN.cpuprofile.
 async function startProfile() {
@@ -35,54 +31,29 @@ async function startProfile() {
   };
 }
 
-if (role === '--sim') {
-  const { startSimulator } = await import(pathToFileURL(`${process.argv[3]}/sim/index.js`).href);
-  const sim = await startSimulator({ vms: Number(process.argv[4]), tickMs: 50 });
-  process.send({ addresses: Object.fromEntries(sim.vms.map((vm) => [vm.name, vm.address()])) });
-  process.on('message', async () => {
-    await sim.close();
-    process.exit(0);
-  });
-} else if (role === '--gateway') {
+if (process.argv[2] === '--gateway') {
   const [dist, settleSec, windowSec, windows] = [process.argv[3], Number(process.argv[4]), Number(process.argv[5]), Number(process.argv[6])];
-  const { JobRegistry } = await import(pathToFileURL(`${dist}/jobs/registry.js`).href);
-  const { QmpClient } = await import(pathToFileURL(`${dist}/qmp/client.js`).href);
   const { startGateway } = await import(pathToFileURL(`${dist}/gateway/server.js`).href);
   const addresses = await new Promise((r) => process.once('message', (m) => r(m.addresses)));
-  let commands = 0;
-  const registry = new JobRegistry({
-    createMonitor: (vm, address) => {
-      const client = new QmpClient({ address, name: vm });
-      const send = client.executeWithMeta.bind(client);
-      client.executeWithMeta = (c, a, o) => (commands++, send(c, a, o));
-      client.start();
-      return client;
-    },
-  });
-  const vms = Object.keys(addresses);
-  for (const vm of vms) registry.add(vm, addresses[vm]);
+  const { registry, vms, commands } = await followVms(dist, addresses);
   const gateway = await startGateway({ source: registry, listen: { host: '127.0.0.1', port: 0 }, maxConnectionsPerToken: 25_000, progressIntervalMs: 1000, defaultMetrics: false });
-  while (registry.snapshot().filter((v) => v.status === 'connected').length < vms.length) await sleep(200);
-  while (commands < vms.length) await sleep(200);
+  while (commands() < vms.length) await sleep(200);
   await sleep(settleSec * 1000);
-  let gcs = 0;
-  let gcMs = 0;
-  new PerformanceObserver((list) => list.getEntries().forEach((e) => (gcs++, (gcMs += e.duration)))).observe({ entryTypes: ['gc'] });
-  const wakeups = () => Number(/\nvoluntary_ctxt_switches:\s+(\d+)/.exec(readFileSync(`/proc/self/task/${process.pid}/status`, 'utf8'))[1]);
+  const gc = gcCounter();
   for (let w = 0; w < windows; w++) {
-    const c0 = commands, u0 = process.cpuUsage(), t0 = performance.now(), w0 = wakeups(), th0 = threads(), g0 = gcs, gm0 = gcMs;
-    const load = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
+    const c0 = commands(), u0 = process.cpuUsage(), t0 = performance.now(), w0 = mainWakeups(), th0 = threads(), g0 = gc.count, gm0 = gc.ms;
+    const load = loadAverages();
     process.stdout.write(`=== window ${w} starts\n`);
     const stopProfile = process.env.PROFILE ? await startProfile() : undefined;
     await sleep(windowSec * 1000);
     if (stopProfile) await stopProfile(`${process.env.PROFILE}-w${w}.cpuprofile`);
-    const u = process.cpuUsage(u0), seconds = (performance.now() - t0) / 1000, polls = commands - c0;
+    const u = process.cpuUsage(u0), seconds = (performance.now() - t0) / 1000, polls = commands() - c0;
     const th = threads();
     const perThread = Object.fromEntries(Object.entries(th).map(([k, v]) => [k, v - (th0[k] ?? 0)]).filter(([, v]) => v > 0));
     process.send({
       window: w, load, vms: vms.length, pollsPerSec: Number((polls / seconds).toFixed(1)), coreSharePct: Number(((u.user + u.system) / 1e4 / seconds).toFixed(3)),
       usPerPoll: polls ? Number(((u.user + u.system) / polls).toFixed(1)) : null, userMs: Math.round(u.user / 1000), sysMs: Math.round(u.system / 1000),
-      threadMs: perThread, wakeupsPerSec: Number(((wakeups() - w0) / seconds).toFixed(1)), gcs: gcs - g0, gcMs: Number((gcMs - gm0).toFixed(1)),
+      threadMs: perThread, wakeupsPerSec: Number(((mainWakeups() - w0) / seconds).toFixed(1)), gcs: gc.count - g0, gcMs: Number((gc.ms - gm0).toFixed(1)),
     });
   }
   process.stdout.write('=== windows end\n');
@@ -96,12 +67,10 @@ if (role === '--sim') {
   const flags = dash < 0 ? [] : process.argv.slice(dash + 1);
   const dist = resolve(args[0]);
   const [vms, settle, windowSec, windows] = [Number(args[1] ?? 1000), Number(args[2] ?? 10), Number(args[3] ?? 20), Number(args[4] ?? 2)];
-  const sim = fork(self, ['--sim', dist, String(vms)]);
-  const { addresses } = await new Promise((r) => sim.once('message', r));
+  const { addresses, stop } = await startIdleVms(dist, vms);
   const gateway = fork(self, ['--gateway', dist, String(settle), String(windowSec), String(windows)], { execArgv: flags });
   gateway.send({ addresses });
   await new Promise((r) => gateway.on('message', (m) => (m === 'done' ? r() : console.log(JSON.stringify(m)))));
   await new Promise((r) => gateway.once('exit', r));
-  sim.send('stop');
-  await new Promise((r) => sim.once('exit', r));
+  await stop();
 }
