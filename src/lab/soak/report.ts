@@ -1,5 +1,5 @@
 /** The soak's figures as text, and whether the run passed. */
-import type { SoakReport } from './run.js';
+import type { SoakReport } from './model.js';
 
 /** Least-squares slope of y over x. */
 export function slope(points: readonly { x: number; y: number }[]): number | undefined {
