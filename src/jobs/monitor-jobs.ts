@@ -27,6 +27,7 @@ import { reduceJob, type EngineInput, type JobChange, type JobRecord } from './n
 import { holdTransientChanges, type HoldOptions } from './pause-debounce.js';
 import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
 import { parseJobEvent } from './qmp-payloads.js';
+import { JobTable } from './job-table.js';
 import { VmInfoBook } from './vm-info.js';
 import { isTerminalState } from './qemu-rules.js';
 import type { RateOptions } from './progress.js';
@@ -89,25 +90,16 @@ interface PendingChange extends JobChange {
   qmpReceivedMono?: number;
 }
 
-const MAX_REMEMBERED_INCARNATIONS = 10_000;
-const DEFAULT_MAX_JOBS = 1_000;
-const DEFAULT_MAX_RETAINED_JOBS = 100;
 /** Poll rows (and vanished jobs) applied per slice: a reconcile of many jobs yields between slices. */
 const POLL_SLICE = 64;
 const DEFAULT_IDENTIFY_HOLD_MS = 250;
 const MAX_UNIDENTIFIED_CHANGES = 32;
 
 export class MonitorJobs {
-  private readonly records = new Map<string, JobRecord>();
-  /** Records present and not ended: the poll cadence's `active`, kept by setRecord (no walk over retained jobs per event). */
-  private liveRecords = 0;
-  /** Records of ended jobs, and no earlier than when the first of them is past its retention: prune()'s cheap test. */
-  private endedRecords = 0;
-  private nextExpiry = Infinity;
-  /** Last emitted state per job id: what subscribers were told. */
-  private readonly published = new Map<string, JobState>();
-  /** Highest incarnation per id, kept after the record is dropped so a reused id never repeats one. */
-  private readonly incarnations = new Map<string, number>();
+  /** The jobs followed, what subscribers were told of them, and their incarnations, bounded. */
+  private readonly table: JobTable;
+  private readonly records: JobTable['records'];
+  private readonly published: JobTable['published'];
   private caps: MonitorCapabilities | undefined;
   /** The monitor is up but QEMU stopped answering polls; the VM is reported disconnected meanwhile. */
   private unresponsive = false;
@@ -160,6 +152,8 @@ export class MonitorJobs {
     this.scheduler = options.scheduler ?? asyncScheduler;
     this.now = options.now ?? (() => this.scheduler.now());
     this.logger = options.logger ?? silentLogger;
+    this.table = new JobTable(options);
+    ({ records: this.records, published: this.published } = this.table);
     this.book = new VmInfoBook(vm, options.backend ?? 'qmp', () => ({
       commandsSent: feed.commandsSent ?? 0,
       qemu: this.caps?.version ?? feed.session?.greeting.version.qemu,
@@ -224,7 +218,7 @@ export class MonitorJobs {
         scheduler,
       }).subscribe((outcome) => this.onPollOutcome(outcome)),
     );
-    this.subscriptions.add(interval(Math.max(1_000, this.retentionMs / 10), scheduler).subscribe(() => this.prune()));
+    this.subscriptions.add(interval(Math.max(1_000, this.table.retentionMs / 10), scheduler).subscribe(() => this.prune()));
   }
 
   /** Stops following the monitor (does not close it). */
@@ -326,11 +320,11 @@ export class MonitorJobs {
     }
     let added = 0;
     for (const job of jobs) {
-      if (this.records.has(job.id) || this.records.size >= this.maxRecords) continue;
+      if (this.records.has(job.id) || this.table.full) continue;
       // A concluded job QEMU still listed stays present (a dismiss may follow); one that ended by vanishing, or dismissed, is gone.
       const present = job.state !== 'dismissed' && !(job.state === 'concluded' && job.outcome === 'unknown');
       const told: JobState = { ...job, stale: present && !isTerminalState(job.state) };
-      this.setRecord(job.id, undefined, {
+      this.table.set(job.id, undefined, {
         job: told,
         present,
         lastEventSeq: -1,
@@ -341,7 +335,7 @@ export class MonitorJobs {
         ioErrorStop: false,
       });
       this.published.set(job.id, told);
-      this.rememberIncarnation(job.id, job.incarnation);
+      this.table.rememberIncarnation(job.id, job.incarnation);
       added++;
     }
     if (added === 0) return;
@@ -354,13 +348,9 @@ export class MonitorJobs {
     this.apply(id, { kind: 'verb', verb, at: this.now() });
   }
 
-  private get maxRecords(): number {
-    return (this.options.maxJobs ?? DEFAULT_MAX_JOBS) + (this.options.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS);
-  }
-
   /** A new job id beyond the bound: not followed; a problem of the VM (GW_ERR_TOO_MANY_JOBS). */
   private refuseJob(id: string): void {
-    const maxJobs = this.options.maxJobs ?? DEFAULT_MAX_JOBS;
+    const { maxJobs } = this.table;
     this.throttled.warn(this.noteProblem('GW_ERR_TOO_MANY_JOBS', `more than ${maxJobs} jobs at once; job ${JSON.stringify(id)} is not followed`, { job: id, maxJobs }), 'too many jobs on this VM; new job ids are not followed');
   }
 
@@ -532,15 +522,15 @@ export class MonitorJobs {
     const result = reduceJob(before, input, {
       vm: this.vm,
       caps: this.caps,
-      previousIncarnation: this.incarnations.get(id) ?? 0,
+      previousIncarnation: this.table.previousIncarnation(id),
       disconnected: this.book.status === 'disconnected',
       ...(this.options.rate ? { rate: this.options.rate } : {}),
     });
     const record = result.record;
     if (!record) return;
-    if (before === undefined && this.records.size >= this.maxRecords) return this.refuseJob(id);
-    if (record !== before) this.setRecord(id, before, record);
-    this.rememberIncarnation(id, record.job.incarnation);
+    if (before === undefined && this.table.full) return this.refuseJob(id);
+    if (record !== before) this.table.set(id, before, record);
+    this.table.rememberIncarnation(id, record.job.incarnation);
     if (result.change) {
       const change: PendingChange = { key: id, ...result.change, job: record.job, at: input.at };
       if (qmpReceivedMono !== undefined) change.qmpReceivedMono = qmpReceivedMono;
@@ -593,21 +583,9 @@ export class MonitorJobs {
     this.queuedPoll = undefined;
   }
 
-  /** Every change to `records` but pruning (which drops only ended jobs) goes through here. */
-  private setRecord(id: string, before: JobRecord | undefined, record: JobRecord): void {
-    this.liveRecords += Number(isLive(record)) - Number(before !== undefined && isLive(before));
-    this.endedRecords += Number(!record.present) - Number(before !== undefined && !before.present);
-    if (!record.present) this.nextExpiry = Math.min(this.nextExpiry, Date.parse(record.job.stateSince) + this.retentionMs);
-    this.records.set(id, record);
-  }
-
-  private get retentionMs(): number {
-    return this.options.retentionMs ?? 600_000;
-  }
-
   /** Feeds the poll cadence: call once after each batch of inputs. */
   private updateActivity(): void {
-    const active = this.liveRecords > 0;
+    const active = this.table.anyLive;
     if (active !== this.active.value) this.active.next(active);
   }
 
@@ -626,45 +604,10 @@ export class MonitorJobs {
     this.changesSubject.next(transition);
   }
 
-  private rememberIncarnation(id: string, incarnation: number): void {
-    if ((this.incarnations.get(id) ?? 0) >= incarnation) return;
-    this.incarnations.delete(id);
-    this.incarnations.set(id, incarnation);
-    if (this.incarnations.size > MAX_REMEMBERED_INCARNATIONS) {
-      const oldest = this.incarnations.keys().next().value;
-      if (oldest !== undefined && oldest !== id) this.incarnations.delete(oldest);
-    }
-  }
-
-  /**
-   * Drops ended jobs QEMU no longer knows, past their retention or beyond the count bound. Runs after
-   * every poll, where nothing is usually due: the counters say so without a walk over the records.
-   */
   private prune(): void {
-    const { retentionMs } = this;
-    const maxRetained = this.options.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS;
-    const now = this.now();
-    if (this.endedRecords <= maxRetained && now < this.nextExpiry) return;
-    const ended = [...this.records.entries()]
-      .filter(([, r]) => !r.present)
-      .map(([id, record]) => ({ id, since: Date.parse(record.job.stateSince) }))
-      .sort((a, b) => a.since - b.since);
-    this.endedRecords = 0;
-    this.nextExpiry = Infinity;
-    ended.forEach(({ id, since }, index) => {
-      const expired = now - since >= retentionMs;
-      if (expired || ended.length - index > maxRetained) {
-        this.records.delete(id);
-        this.published.delete(id);
-      } else {
-        this.endedRecords++;
-        this.nextExpiry = Math.min(this.nextExpiry, since + retentionMs);
-      }
-    });
+    this.table.prune(this.now());
   }
 }
-
-const isLive = (record: JobRecord): boolean => record.present && !isTerminalState(record.job.state);
 
 /** What a poll that timed out waited for, e.g. "no reply to query-block-jobs within 5000 ms". */
 function describePollTimeout(error: unknown, pollTimeoutMs: number): string {
