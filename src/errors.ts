@@ -30,6 +30,7 @@
  *   ├── ConfigError           bad configuration or flags (path of the failing field)
  *   ├── UsageError            bad command-line usage (exit code 2)
  *   ├── FleetTlsError         fleet mode: the TLS handshake with Redis failed (certificate not trusted, wrong name, not TLS)
+ *   ├── FleetStartTimeoutError  fleet mode: an edge's start did not finish in time (`stage` names where it stood)
  *   ├── LabError              the QEMU lab (src/lab: qemu-storage-daemon, qemu-img, qemu-io) failed; tool output attached
  *   └── ClientError           the public client library (src/client/errors.ts, code CLIENT_ERR_*)
  */
@@ -61,6 +62,7 @@ export type ErrorCode =
   | 'GW_ERR_LAB'
   | 'GW_ERR_FLEET_NOT_OWNER'
   | 'GW_ERR_FLEET_TLS'
+  | 'GW_ERR_FLEET_START_TIMEOUT'
   | 'GW_ERR_TOO_MANY_JOBS'
   | 'GW_ERR_INTERNAL'
   | 'CLIENT_ERR_CONNECT'
@@ -353,6 +355,14 @@ export class FleetTlsError extends GatewayError {
   override name = 'FleetTlsError';
   constructor(message: string, readonly reason: string, options?: { cause?: unknown }) {
     super('GW_ERR_FLEET_TLS', message, options);
+  }
+}
+
+/** An edge's start did not finish within `fleet.startTimeoutMs`: `stage` is where it stood, `passed` what it had done. */
+export class FleetStartTimeoutError extends GatewayError {
+  override name = 'FleetStartTimeoutError';
+  constructor(message: string, readonly stage: string, readonly passed: readonly string[]) {
+    super('GW_ERR_FLEET_START_TIMEOUT', message);
   }
 }
 

@@ -233,7 +233,8 @@ async function serveEdge(fleetConfig: NonNullable<GatewayConfig['fleet']>, commo
       health: edge.health,
     });
     registerEdgeMetrics(started.metrics.registry, edge);
-    await edge.commands.start();
+    await edge.stage('subscribe to the command reply channel', edge.commands.start());
+    edge.started();
   } catch (error) {
     // Whatever started must stop, or its sockets keep a failed start from exiting.
     await started?.close();

@@ -15,7 +15,7 @@ import { failed, type CommandResult } from '../gateway/control/results.js';
 import type { Principal, Scope } from '../gateway/auth.js';
 import type { Logger } from '../log.js';
 import { commandDefaults } from '../protocol/messages.js';
-import type { RedisClient } from './connect.js';
+import { HOST_START_WAIT_MS, whenReady, type RedisClient } from './connect.js';
 import { fleetDefaults } from './fleet-config.js';
 import type { FleetStore } from './store.js';
 
@@ -179,7 +179,10 @@ export class HostCommands {
 
   /** The loop starts whether Redis answers yet or not (a host started while Redis was down must still serve commands once it is back). */
   async start(): Promise<void> {
-    await this.blocking.connect().catch(() => undefined); // retried by the client; the loop's reads fail until then
+    // Briefly, so the first read finds it ready; never `connect()`'s promise, which a Cluster may never settle (whenReady).
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([whenReady(this.blocking), new Promise((resolve) => (timer = setTimeout(resolve, HOST_START_WAIT_MS)))]);
+    clearTimeout(timer);
     this.loop = this.run();
   }
 

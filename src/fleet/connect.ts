@@ -123,6 +123,20 @@ function readCa(file: string): Buffer {
   }
 }
 
+/**
+ * Connects `client` (if it has not started) and resolves once it is ready, its retry strategy
+ * retrying meanwhile. Not `connect()`'s own promise: after a Cluster's failed ready check
+ * (cluster_state:fail, its slots not served yet right after a restart, or `CLUSTER INFO` unanswered)
+ * ioredis reconnects with a new attempt and leaves that promise pending forever, ready or not.
+ * Unbounded: the caller bounds the wait.
+ */
+export function whenReady(client: RedisClient): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  const ready = new Promise<void>((resolve) => client.once('ready', () => resolve()));
+  if (client.status === 'wait') client.connect().catch(() => undefined);
+  return ready;
+}
+
 /** A duplicate for blocking reads or pub/sub (those need a connection of their own). */
 export function duplicateRedis(client: RedisClient): RedisClient {
   return client.duplicate();

@@ -21,6 +21,7 @@ import { BeatCheck } from './beat-check.js';
 import { decodeWire, type WireKind } from './entry.js';
 import type { FleetHistory } from './history.js';
 import { goneReason, HostWatch } from './host-watch.js';
+import type { Stage } from './start-deadline.js';
 import type { FleetStore, StoredVm } from './store.js';
 
 interface Notice {
@@ -56,6 +57,8 @@ export interface EdgeFeedOptions {
   onRedis?: (up: boolean) => void;
   /** How long a head a heartbeat lists may wait for its notice before the edge catches up (BeatCheck). */
   beatGraceMs?: number;
+  /** Runs each stage of `start` (the edge's start deadline). @default no deadline */
+  stage?: Stage;
 }
 
 /** VMs loaded at once when the edge starts or resyncs. */
@@ -100,8 +103,12 @@ export class EdgeFeed implements StreamFeed {
     });
   }
 
-  /** Subscribe, then load every VM Redis knows. Notices that arrive meanwhile are kept and applied in order. */
+  /**
+   * Subscribe (the subscriber is connected: the edge waits for it to be ready), then load every VM
+   * Redis knows. Notices that arrive meanwhile are kept and applied in order.
+   */
   async start(sink: FeedSink): Promise<void> {
+    const stage: Stage = this.options.stage ?? ((_name, work) => work);
     this.sink = sink;
     this.subscriber.on('message', (channel: string, message: string) => this.onMessage(message));
     this.subscriber.on('ready', () => {
@@ -110,10 +117,10 @@ export class EdgeFeed implements StreamFeed {
       void this.resync();
     });
     this.subscriber.on('close', () => this.setRedis(false));
-    await this.subscriber.connect();
-    await this.subscriber.subscribe(...this.store.keys.notifyChannels());
+    await stage('subscribe to the notify channels', this.subscriber.subscribe(...this.store.keys.notifyChannels()));
     this.setRedis(true);
-    await this.discoverAll(await this.store.listVms());
+    const vms = await stage("list the fleet's VMs", this.store.listVms());
+    await stage(`load ${vms.length} VM(s)`, this.discoverAll(vms));
     this.started = true;
     this.watch.start();
   }

@@ -12,6 +12,7 @@ export interface FleetDefaults {
   leaseTtlMs: number;
   maxBuffered: number;
   commandAckMs: number;
+  startTimeoutMs: number;
 }
 
 let defaults: FleetDefaults | undefined;
@@ -26,6 +27,7 @@ export function fleetDefaults(): FleetDefaults {
     leaseTtlMs: fleet.leaseTtlMs!.default as number,
     maxBuffered: fleet.maxBuffered!.default as number,
     commandAckMs: fleet.commandAckMs!.default as number,
+    startTimeoutMs: fleet.startTimeoutMs!.default as number,
   };
   return defaults;
 }

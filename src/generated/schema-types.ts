@@ -418,6 +418,10 @@ export interface FleetConfig {
    */
   commandAckMs?: number;
   /**
+   * Edge: the whole start (Redis's connect wait included, then subscribing and loading every VM) must finish within this, or the edge exits with GW_ERR_FLEET_START_TIMEOUT naming the stage it stood at, instead of hanging before it serves.
+   */
+  startTimeoutMs?: number;
+  /**
    * Host: where it records, per VM, that events it served are not yet in Redis, so that a restart after a crash never reuses their offsets (a new epoch instead). Default: $STATE_DIRECTORY (systemd StateDirectory=), else $XDG_STATE_HOME/blockjob-gateway, else ~/.local/state/blockjob-gateway.
    */
   stateDir?: string;

@@ -1,7 +1,7 @@
 /**
  * A TCP proxy in front of a real redis-server, for faults Redis itself cannot show on cue: one
  * gateway cut off from Redis while the others still reach it (a partition), or every reply late
- * (a slow network). Everything else is the real server.
+ * (a slow network), or one request that is never answered. Everything else is the real server.
  */
 import { createServer, connect, type Server, type Socket } from 'node:net';
 
@@ -13,13 +13,19 @@ export interface TcpProxy {
   restore(): void;
   /** Delay each chunk by this much, both ways (0: none). */
   delayMs: number;
+  /**
+   * A stall on cue: from the first request chunk for which `match` holds, that connection's requests
+   * are swallowed (the peer stays connected and never gets an answer). Undefined: none.
+   */
+  hold: ((request: Buffer) => boolean) | undefined;
   close(): Promise<void>;
 }
 
 export async function startTcpProxy(targetPort: number, options: { delayMs?: number } = {}): Promise<TcpProxy> {
   const sockets = new Set<Socket>();
   let cut = false;
-  const pipe = (from: Socket, to: Socket, proxy: TcpProxy): void => {
+  const pipe = (from: Socket, to: Socket, proxy: TcpProxy, requests: boolean): void => {
+    let held = false;
     // In order whatever the delay does meanwhile: a chunk never overtakes an earlier one.
     const queue: { at: number; chunk: Buffer }[] = [];
     let timer: NodeJS.Timeout | undefined;
@@ -32,6 +38,8 @@ export async function startTcpProxy(targetPort: number, options: { delayMs?: num
       if (queue.length > 0) timer = setTimeout(drain, queue[0]!.at - Date.now());
     };
     from.on('data', (chunk: Buffer) => {
+      if (requests && !held && proxy.hold?.(chunk)) held = true;
+      if (held) return;
       queue.push({ at: Date.now() + proxy.delayMs, chunk });
       if (!timer) drain();
     });
@@ -44,14 +52,15 @@ export async function startTcpProxy(targetPort: number, options: { delayMs?: num
     sockets.add(client).add(upstream);
     client.on('close', () => sockets.delete(client));
     upstream.on('close', () => sockets.delete(upstream));
-    pipe(client, upstream, proxy);
-    pipe(upstream, client, proxy);
+    pipe(client, upstream, proxy, true);
+    pipe(upstream, client, proxy, false);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const port = (server.address() as { port: number }).port;
   const proxy: TcpProxy = {
     url: `redis://127.0.0.1:${port}`,
     delayMs: options.delayMs ?? 0,
+    hold: undefined,
     cut() {
       cut = true;
       for (const s of sockets) s.destroy();

@@ -1,0 +1,95 @@
+/**
+ * An edge's start that stalls, on real redis-server: a Redis Cluster whose first answer to one
+ * client is late (ioredis then leaves that client's `connect()` pending forever) does not hang the
+ * edge, and a stage Redis never answers fails the start within `fleet.startTimeoutMs` with
+ * GW_ERR_FLEET_START_TIMEOUT naming that stage, the process exiting.
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, expect, it } from 'vitest';
+import { startRedis, startRedisCluster, type RedisCluster } from '../../src/lab/redis.js';
+import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
+import { makeTestDir } from '../utils/qsd.js';
+import { describeRedis } from '../utils/redis-gate.js';
+import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
+import { edgeArgs, eventually, serveInProcess, Stops } from './fleet-support.js';
+
+/** A request chunk that carries the command `name` (RESP bulk strings, as ioredis writes them). */
+const carries = (chunk: Buffer, ...words: string[]): boolean => chunk.toString('latin1').toLowerCase().includes(words.map((w) => `$${w.length}\r\n${w}\r\n`).join(''));
+
+/**
+ * Each node of `cluster` behind a proxy, and announcing the proxy's port (CLUSTER SLOTS then names
+ * the proxies): every request of a cluster client passes a proxy, so one can be held on cue.
+ */
+async function behindProxies(cluster: RedisCluster, stops: Stops): Promise<TcpProxy[]> {
+  const proxies: TcpProxy[] = [];
+  for (const node of cluster.nodes) {
+    const proxy = await startTcpProxy(node.port);
+    stops.add(() => proxy.close());
+    proxies.push(proxy);
+    node.cli('config', 'set', 'cluster-announce-port', proxy.url.split(':').at(-1)!);
+  }
+  const ports = proxies.map((p) => `:${p.url.split(':').at(-1)!}@`);
+  await eventually(
+    () => cluster.nodes.every((n) => ports.every((p) => n.cli('cluster', 'nodes').includes(p)) && n.cli('cluster', 'info').includes('cluster_state:ok')),
+    30_000,
+    'every node to announce its proxy',
+  );
+  return proxies;
+}
+
+/** The exit code, or 'running' if the process is still up after `ms` (a failed start must exit). */
+async function exitWithin(run: CliRun, ms: number): Promise<number | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const running = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
+  const code = await Promise.race([run.exited, running]);
+  clearTimeout(timer);
+  if (code === 'running') run.child.kill('SIGKILL');
+  return code;
+}
+
+describeRedis('an edge start that stalls', () => {
+  const stops = new Stops();
+  afterEach(() => stops.run());
+
+  it("a Redis Cluster that leaves the edge's subscriber's first ready check unanswered: the edge retries it and serves", async () => {
+    const cluster = await startRedisCluster();
+    stops.add(() => cluster.dispose());
+    const proxies = await behindProxies(cluster, stops);
+    // The edge's main client checks CLUSTER INFO first, its subscriber second: that one goes unanswered.
+    let checks = 0;
+    for (const proxy of proxies) proxy.hold = (chunk) => carries(chunk, 'cluster', 'info') && ++checks === 2;
+    const edge = await serveInProcess(edgeArgs(proxies.map((p) => p.url).join(',')));
+    stops.add(() => edge.stop());
+    // The held check failed (command timeout) and a later one passed: the edge waited for that, not for connect()'s promise.
+    expect(checks).toBeGreaterThanOrEqual(3);
+    const readyz = await fetch(`${edge.gateway.url}/readyz`);
+    expect(readyz.status, await readyz.text()).toBe(200);
+  }, 90_000);
+
+  describeBuilt('the edge as a process', () => {
+    it.each([
+      ['subscribe to the notify channels', ['subscribe'], 'connect to Redis, connect the notify subscriber'],
+      ["list the fleet's VMs", ['smembers'], 'connect to Redis, connect the notify subscriber, subscribe to the notify channels'],
+    ])('a Redis that never answers the stage "%s": exit 1 within fleet.startTimeoutMs, GW_ERR_FLEET_START_TIMEOUT naming it', async (stage, command, done) => {
+      const redis = await startRedis();
+      stops.add(() => redis.dispose());
+      const proxy = await startTcpProxy(redis.port);
+      stops.add(() => proxy.close());
+      let held = false;
+      proxy.hold = (chunk) => (held ||= carries(chunk, ...command));
+      const file = join(makeTestDir('bjf-start-'), 'gateway.json');
+      writeFileSync(file, JSON.stringify({ fleet: { redis: proxy.url.replace('redis://', 'redis://default:pw-start@'), edge: true, startTimeoutMs: 3000 } }));
+      const started = Date.now();
+      const edge = runCli(['serve', '--config', file, '--listen', '127.0.0.1:0', '--log-format', 'json']);
+      expect(await exitWithin(edge, 60_000)).toBe(1);
+      expect(held).toBe(true);
+      // Redis's own command timeout (5 s) would have failed the stage later, unnamed.
+      expect(Date.now() - started).toBeLessThan(30_000);
+      const out = [...edge.stdout, ...edge.stderr].join('\n');
+      expect(out).toMatch(/\[GW_ERR_FLEET_START_TIMEOUT\]: edge \S+ \(Redis at redis:\/\/default:\*\*\*@127\.0\.0\.1:\d+\) did not start within 3000 ms \(fleet\.startTimeoutMs\)/);
+      expect(out).toContain(`stuck at ${stage} (done: ${done})`);
+      expect(out).not.toContain('pw-start');
+    }, 90_000);
+  });
+});
