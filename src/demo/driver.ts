@@ -115,19 +115,15 @@ const commit: Scenario = {
   },
 };
 
-/** blkdebug fails the first write to the target; on-target-error=report ends the job failed. */
+/** A mirror whose first write to the target fails (blkdebug), with QEMU's on-target-error policy. */
+const startFaultyMirror = (ctx: ScenarioContext, onTargetError: 'report' | 'stop'): Promise<LabJob> =>
+  ctx.start(() => startMirror(ctx.vm.qmp, ctx.vm.lab, { jobId: ctx.jobId, speed: SPEED, dataMiB: DATA_MIB, targetFault: 'first-write', onTargetError }));
+
+/** on-target-error=report ends the job failed. */
 const mirrorFails: Scenario = {
   name: 'mirror',
   async run(ctx) {
-    await ctx.start(() =>
-      startMirror(ctx.vm.qmp, ctx.vm.lab, {
-        jobId: ctx.jobId,
-        speed: SPEED,
-        dataMiB: DATA_MIB,
-        targetFault: 'first-write',
-        onTargetError: 'report',
-      }),
-    );
+    await startFaultyMirror(ctx, 'report');
   },
 };
 
@@ -135,15 +131,7 @@ const mirrorFails: Scenario = {
 const mirrorErrorStop: Scenario = {
   name: 'mirror',
   async run(ctx) {
-    await ctx.start(() =>
-      startMirror(ctx.vm.qmp, ctx.vm.lab, {
-        jobId: ctx.jobId,
-        speed: SPEED,
-        dataMiB: DATA_MIB,
-        targetFault: 'first-write',
-        onTargetError: 'stop',
-      }),
-    );
+    await startFaultyMirror(ctx, 'stop');
     await ctx.until((job) => job.pauseReason === 'error' || isReady(job), 'paused by the I/O error');
     await ctx.sleep(3000);
     await ctx.command('resume');

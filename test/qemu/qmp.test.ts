@@ -5,11 +5,12 @@
 import { join } from 'node:path';
 import { filter, firstValueFrom, timeout } from 'rxjs';
 import { afterEach, expect, it } from 'vitest';
-import { QmpCommandError, QmpMonitorBusyError, QmpOutcomeUnknownError, type QmpError } from '../../src/errors.js';
+import { QmpCommandError, QmpMonitorBusyError, QmpOutcomeUnknownError } from '../../src/errors.js';
 import { QmpClient } from '../../src/qmp/client.js';
 import type { QmpClientOptions } from '../../src/qmp/client-options.js';
-import type { QmpEvent, QmpReply, QmpRunState, QmpSession } from '../../src/qmp/types.js';
+import type { QmpEvent, QmpReply } from '../../src/qmp/types.js';
 import { describeQemu } from '../utils/qemu-gate.js';
+import { recordingClient } from '../utils/recording-client.js';
 import { startMirror } from '../../src/lab/jobs.js';
 import { cleanupLeftoversAfterAll, makeTestDir, startQsd, type Qsd } from '../utils/qsd.js';
 
@@ -20,18 +21,10 @@ afterEach(async () => {
 
 /** A started client that records everything it emits. */
 function watch(options: QmpClientOptions) {
-  const qmp = new QmpClient({ reconnect: { enabled: false }, ...options });
-  clients.push(qmp);
-  const states: QmpRunState[] = [];
-  const sessions: QmpSession[] = [];
-  const events: QmpEvent[] = [];
-  const errors: QmpError[] = [];
-  qmp.state$.subscribe((s) => states.push(s));
-  qmp.sessions$.subscribe((s) => sessions.push(s));
-  qmp.events$.subscribe((e) => events.push(e));
-  qmp.errors$.subscribe((e) => errors.push(e));
-  qmp.start();
-  return { qmp, states, sessions, events, errors };
+  const recorded = recordingClient(options);
+  clients.push(recorded.qmp);
+  recorded.qmp.start();
+  return recorded;
 }
 
 async function until(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {

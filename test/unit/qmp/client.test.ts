@@ -8,7 +8,6 @@ import {
   QmpClosedError,
   QmpCommandError,
   QmpConnectError,
-  QmpError,
   QmpMonitorBusyError,
   QmpOutcomeUnknownError,
   QmpProtocolError,
@@ -19,9 +18,9 @@ import {
 import { QmpClient } from '../../../src/qmp/client.js';
 import type { QmpClientOptions } from '../../../src/qmp/client-options.js';
 import type { Logger } from '../../../src/log.js';
-import type { QmpEvent, QmpRunState, QmpSession } from '../../../src/qmp/types.js';
 import { startScriptedPeer, type ScriptedPeer, type ScriptedPeerOptions } from '../../utils/scripted-peer.js';
 import { cleanupLeftoversAfterAll } from '../../utils/qsd.js';
+import { recordingClient } from '../../utils/recording-client.js';
 import { waitFor } from '../../utils/wait-for.js';
 
 cleanupLeftoversAfterAll(); // the peers' temp dirs
@@ -47,17 +46,9 @@ const event = (name: string, data?: Record<string, unknown>, timestamp = { secon
 
 /** A client that records its runstates, sessions, events and errors from the start. */
 function client(options: QmpClientOptions) {
-  const qmp = new QmpClient({ reconnect: { enabled: false }, ...options });
-  const states: QmpRunState[] = [];
-  const sessions: QmpSession[] = [];
-  const events: QmpEvent[] = [];
-  const errors: QmpError[] = [];
-  qmp.state$.subscribe((s) => states.push(s));
-  qmp.sessions$.subscribe((s) => sessions.push(s));
-  qmp.events$.subscribe((e) => events.push(e));
-  qmp.errors$.subscribe((e) => errors.push(e));
-  leftovers.push(() => qmp.close());
-  return { qmp, states, sessions, events, errors };
+  const recorded = recordingClient(options);
+  leftovers.push(() => recorded.qmp.close());
+  return recorded;
 }
 
 /** A scripted peer plus a started client that has negotiated session 1. */
