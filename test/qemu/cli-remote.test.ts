@@ -14,6 +14,10 @@ import { tokensFile as tokensJson } from '../utils/tokens.js';
 
 const MiB = 1024 * 1024;
 
+/** Subscriptions the gateway behind `ws` holds (its /metrics): a CLI client that counts there gets every later transition live. */
+const subscriptions = async (ws: string): Promise<number> =>
+  Number(/^blockjob_gateway_ws_subscriptions (\d+)/m.exec(await (await fetch(ws.replace(/^ws(.*)\/v1\/ws$/, 'http$1/metrics'))).text())?.[1] ?? 0);
+
 describeQemu('the command line against a real gateway and QEMU', () => {
   cleanupLeftoversAfterAll();
 
@@ -50,7 +54,8 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       const gateway = await serve(qsd, ['--listen', '127.0.0.1:0']);
       await startMirror(qsd, qsd, { jobId: 'c0', dataMiB: 64, speed: 4 * MiB });
       const waitReady = runCli(['wait', gateway.ws, '--vm', 'vm1', '--job', 'c0', '--for', 'ready']);
-      await new Promise((r) => setTimeout(r, 300));
+      // Cancelled once wait follows the running job: it learns of the end live, not from a snapshot.
+      await expect.poll(() => subscriptions(gateway.ws), { timeout: 20_000, interval: 100 }).toBe(1);
       await qsd.execute('job-cancel', { id: 'c0' });
       expect(await waitReady.exited).toBe(1);
       expect(waitReady.stderr.join('\n')).toMatch(/ended before it was ready to complete \(outcome cancelled\)/);
@@ -83,9 +88,7 @@ describeQemu('the command line against a real gateway and QEMU', () => {
       expect(wrong.stderr.join('\n')).toMatch(/4401/);
 
       // Restart the gateway on the same port while the job runs, once wait is subscribed; it reconnects and resumes.
-      const subscriptions = async () =>
-        Number(/^blockjob_gateway_ws_subscriptions (\d+)/m.exec(await (await fetch(first.ws.replace(/^ws(.*)\/v1\/ws$/, 'http$1/metrics'))).text())?.[1] ?? 0);
-      await expect.poll(subscriptions, { timeout: 20_000, interval: 100 }).toBe(1);
+      await expect.poll(() => subscriptions(first.ws), { timeout: 20_000, interval: 100 }).toBe(1);
       first.run.child.kill('SIGTERM');
       expect(await first.run.exited).toBe(0);
       const second = await serve(qsd, ['--listen', `127.0.0.1:${first.port}`, '--tokens', tokensFile]);

@@ -20,7 +20,7 @@ describeQemu('JobRegistry seedOf (real qemu-storage-daemon)', () => {
   });
 
   it('a VM whose seed is still on the way starts its engine once it arrives: the seeded mirror goes on, no new transition', async () => {
-    const qsd = await startQsd({ monitors: ['gw', 'gw2'] });
+    const qsd = await startQsd({ monitors: ['gw', 'gw2', 'gw3'] });
     disposers.push(() => qsd.dispose());
     await startMirror(qsd, qsd, { jobId: 'm', speed: 1 * MiB, dataMiB: 64 });
     // What an earlier process told its subscribers (another monitor of the same daemon).
@@ -35,18 +35,20 @@ describeQemu('JobRegistry seedOf (real qemu-storage-daemon)', () => {
 
     let release!: () => void;
     const arrived = new Promise<void>((resolve) => (release = resolve));
-    const registry = new JobRegistry({ activePollMs: 200, seedOf: async () => (await arrived, { jobs: [told], status: 'connected' }) });
+    // vm2, another monitor of the same daemon, has no seed: it is what an engine that did not wait would do.
+    const registry = new JobRegistry({ activePollMs: 200, seedOf: async (vm) => (vm === 'vm1' ? (await arrived, { jobs: [told], status: 'connected' }) : undefined) });
     disposers.push(() => registry.close());
     const changes: StreamInput[] = [];
     const subscription = registry.changes$.subscribe((change) => changes.push(change));
     disposers.push(async () => subscription.unsubscribe());
     registry.add('vm1', `unix:${qsd.path('gw2')}`);
-    // The seed is late (Redis far away): long enough for an engine that did not wait to connect and reconcile.
-    await new Promise((r) => setTimeout(r, 1500));
+    registry.add('vm2', `unix:${qsd.path('gw3')}`);
+    // The seed is late (Redis far away): vm1's engine waits while vm2's, added at the same moment, connects and reconciles.
+    await waitUntil('the unseeded vm2 to reconcile', () => (registry.info('vm2')!.status === 'connected' && registry.job('vm2', 'm')?.state === 'running') || undefined, 30_000);
     expect(registry.info('vm1')!.status).toBe('connecting');
     release();
     await waitUntil('the engine to reconcile', () => (registry.info('vm1')!.status === 'connected' && registry.job('vm1', 'm')?.stale === false) || undefined, 30_000);
     expect(registry.job('vm1', 'm')).toMatchObject({ state: 'running', incarnation: told.incarnation });
-    expect(changes.filter((c) => c.kind === 'transition' && c.job.id === 'm' && c.from === null)).toEqual([]);
+    expect(changes.filter((c) => c.kind === 'transition' && c.vm === 'vm1' && c.job.id === 'm' && c.from === null)).toEqual([]);
   });
 });
