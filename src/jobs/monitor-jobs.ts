@@ -28,6 +28,7 @@ import { holdTransientChanges, type HoldOptions } from './pause-debounce.js';
 import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
 import { parseJobEvent } from './qmp-payloads.js';
 import { JobTable } from './job-table.js';
+import { SlicedPollApplier } from './poll-apply.js';
 import { VmInfoBook } from './vm-info.js';
 import { isTerminalState } from './qemu-rules.js';
 import type { RateOptions } from './progress.js';
@@ -91,7 +92,6 @@ interface PendingChange extends JobChange {
 }
 
 /** Poll rows (and vanished jobs) applied per slice: a reconcile of many jobs yields between slices. */
-const POLL_SLICE = 64;
 const DEFAULT_IDENTIFY_HOLD_MS = 250;
 const MAX_UNIDENTIFIED_CHANGES = 32;
 
@@ -127,9 +127,8 @@ export class MonitorJobs {
    * subscriber filtering by type misses nothing. Bounded in time (identifyHoldMs) and count.
    */
   private readonly unidentified = new Map<string, { changes: PendingChange[]; timer: Subscription }>();
-  /** A poll being applied slice by slice, and the newest poll that waits for it (older ones are superseded). */
-  private applying: Subscription | undefined;
-  private queuedPoll: { result: PollResult; reconcile: boolean } | undefined;
+  /** Applies polls in slices, the newest waiting one after the one in progress. */
+  private readonly polls: SlicedPollApplier;
   /** Warnings a hostile monitor can cause at will: at most one line a minute per kind. */
   private readonly throttled: ThrottledLog;
   private readonly subscriptions = new Subscription();
@@ -154,6 +153,17 @@ export class MonitorJobs {
     this.logger = options.logger ?? silentLogger;
     this.table = new JobTable(options);
     ({ records: this.records, published: this.published } = this.table);
+    this.polls = new SlicedPollApplier(
+      {
+        records: this.records,
+        apply: (id, input) => this.apply(id, input),
+        applied: () => {
+          this.updateActivity();
+          this.prune();
+        },
+      },
+      this.scheduler,
+    );
     this.book = new VmInfoBook(vm, options.backend ?? 'qmp', () => ({
       commandsSent: feed.commandsSent ?? 0,
       qemu: this.caps?.version ?? feed.session?.greeting.version.qemu,
@@ -223,7 +233,7 @@ export class MonitorJobs {
 
   /** Stops following the monitor (does not close it). */
   stop(): void {
-    this.dropPollInProgress();
+    this.polls.drop();
     for (const id of [...this.unidentified.keys()]) this.releaseUnidentified(id);
     this.subscriptions.unsubscribe();
     this.changesSubject.complete();
@@ -399,7 +409,7 @@ export class MonitorJobs {
 
   /** The VM is disconnected: its jobs' states are no longer current (stale) until a reconcile. */
   private reportDisconnected(reason: string | undefined): void {
-    this.dropPollInProgress(); // what is left of it no longer describes the present
+    this.polls.drop(); // what is left of it no longer describes the present
     this.book.setStatus('disconnected', reason);
     const at = this.now();
     for (const id of [...this.records.keys()]) this.apply(id, { kind: 'monitor-down', at });
@@ -413,7 +423,7 @@ export class MonitorJobs {
       // A job first seen by this poll must not look newer than the next poll's snapshot.
       this.lastReceivedSeq = Math.max(this.lastReceivedSeq, outcome.result.seq);
       if (this.unresponsive) this.onResponsiveAgain();
-      this.onPoll(outcome.result, outcome.reconcile);
+      this.polls.offer(outcome.result, outcome.reconcile);
       return;
     }
     const error = outcome.error;
@@ -456,64 +466,6 @@ export class MonitorJobs {
     this.updateActivity();
     const record = this.records.get(parsed.id);
     if (record && record.job.incarnation !== incarnationBefore && record.job.type === 'unknown') this.pollNow.next();
-  }
-
-  /**
-   * Applies a poll in slices of POLL_SLICE rows, yielding to the event loop between them, so a
-   * reconcile of a thousand jobs never holds it for more than a few ms. Events that arrive between
-   * slices are newer than the poll (higher seq) and the reducer lets them win, as it does for any
-   * poll overtaken by an event. Polls are applied in order; while one is being applied, only the
-   * newest next one waits (a superseded reconcile passes its reconcile flag on).
-   */
-  private onPoll(result: PollResult, reconcile: boolean): void {
-    if (this.applying) {
-      this.queuedPoll = { result, reconcile: reconcile || this.queuedPoll?.reconcile === true };
-      return;
-    }
-    // The idle safety net's usual answer: nothing listed, nothing known. Nothing to apply or prune.
-    if (result.rows.length === 0 && this.records.size === 0) return;
-    this.applyPoll(result, reconcile);
-  }
-
-  /** onPoll's work, apart: its closures' context would be allocated on entry, even for the idle answer. */
-  private applyPoll(result: PollResult, reconcile: boolean): void {
-    const stamp = { seq: result.seq, at: result.receivedAt, session: result.session, reconcile, ...(result.sentAfterSeq !== undefined ? { sentAfterSeq: result.sentAfterSeq } : {}) };
-    const listed = new Set<string>();
-    const rows = result.rows;
-    let vanished: string[] | undefined;
-    let index = 0;
-    const step = (): boolean => {
-      let budget = POLL_SLICE;
-      for (; index < rows.length && budget > 0; index++, budget--) {
-        const row = rows[index]!;
-        listed.add(row.id);
-        this.apply(row.id, { kind: 'poll', row, ...stamp });
-      }
-      if (index < rows.length) return false;
-      // Only a job QEMU knew can vanish (an ended one is left alone by the reducer anyway).
-      if (!vanished) {
-        vanished = [];
-        for (const [id, record] of this.records) if (record.present && !listed.has(id)) vanished.push(id);
-      }
-      while (vanished.length > 0 && budget-- > 0) {
-        const id = vanished.pop()!;
-        this.apply(id, { kind: 'vanished', id, ...stamp });
-      }
-      return vanished.length === 0;
-    };
-    const run = (): void => {
-      if (!step()) {
-        this.applying = this.scheduler.schedule(run);
-        return;
-      }
-      this.applying = undefined;
-      this.updateActivity();
-      this.prune();
-      const next = this.queuedPoll;
-      this.queuedPoll = undefined;
-      if (next) this.onPoll(next.result, next.reconcile);
-    };
-    run();
   }
 
   private apply(id: string, input: EngineInput, qmpReceivedMono?: number): void {
@@ -577,11 +529,6 @@ export class MonitorJobs {
     for (const change of waiting.changes) this.pending.next(change);
   }
 
-  private dropPollInProgress(): void {
-    this.applying?.unsubscribe();
-    this.applying = undefined;
-    this.queuedPoll = undefined;
-  }
 
   /** Feeds the poll cadence: call once after each batch of inputs. */
   private updateActivity(): void {
