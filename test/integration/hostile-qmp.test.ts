@@ -161,9 +161,14 @@ describe('a monitor that floods new job ids and answers no poll (defect 2)', () 
     for (let i = 0; i < flood; i++) rig.emit('JOB_STATUS_CHANGE', { id: `f${i}`, status: i % 2 === 0 ? 'created' : 'running' });
     rig.emit('JOB_STATUS_CHANGE', { id: 'marker', status: 'created' });
     // The flood is over once the engine has handled the marker, sent last: refused (no room) like the
-    // rest, the VM's last problem then names it; or, were the bound broken, followed.
+    // rest, the VM's last problem then names it; or, were the bound broken, followed. The jobs it
+    // follows are published once their identification hold ends.
     const refusedMarker = (): boolean => rig.registry.info('vm1')?.lastProblem?.message.includes('job "marker" is not followed') === true;
-    await rig.waitFor('the marker handled', () => refusedMarker() || rig.registry.job('vm1', 'marker') !== undefined, 30_000);
+    await rig.waitFor(
+      'the flood published and the marker handled',
+      () => rig.registry.snapshot()[0]!.jobs.length >= maxJobs && (refusedMarker() || rig.registry.job('vm1', 'marker') !== undefined),
+      30_000,
+    );
     const jobs = rig.registry.snapshot()[0]!.jobs;
     expect(jobs.length).toBeLessThanOrEqual(maxJobs + 50);
     expect(rig.registry.job('vm1', 'marker')).toBeUndefined();
