@@ -116,7 +116,7 @@ describe('GatewayCore fan-out', () => {
     source.transition('vm1', 'j0', 'running'); // 1
     source.transition('vm1', 'j0', 'paused'); // 2
     await expect.poll(() => first.socket.events().length).toBe(2);
-    await new Promise((resolve) => setTimeout(resolve, 20)); // that pass is over
+    await expect.poll(() => core.fanningOut).toBe(false); // that pass is over
     const { epoch } = slow.memory.open('vm1');
 
     const c = connect(core);
@@ -181,7 +181,8 @@ describe('GatewayCore fan-out', () => {
     fresh.subscribe({ sub: 'fresh' });
     expect(fresh.socket.messages.find((m) => m.type === 'synced')).toMatchObject({ offset: 0 });
 
-    await new Promise((resolve) => setTimeout(resolve, 50)); // the sweep's later slices have run
+    expect(core.fanningOut).toBe(true);
+    await expect.poll(() => core.fanningOut).toBe(false); // the sweep's later slices have run
     expect(fresh.socket.events()).toEqual([]);
   });
 });
