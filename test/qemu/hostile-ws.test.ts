@@ -20,6 +20,7 @@ import { assertChain, TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll, makeTestDir, startQsd } from '../utils/qsd.js';
 import { TrickleClient, upgradeRequest } from '../utils/raw-ws.js';
+import { waitFor } from '../utils/wait-for.js';
 
 // Longer than a slow reader's read-confirmation wait (MAX_SOFT_MS), else the heartbeat would end it first.
 const HEARTBEAT_MS = 5_000;
@@ -146,7 +147,9 @@ describeQemu('WebSocket and HTTP attackers against serve (real QEMU)', () => {
       })().catch((error: unknown) => {
         flowError = error;
       });
-      await new Promise((r) => setTimeout(r, 500));
+      // The baseline holds the flow's own HTTP connection and some quiet deliveries: one pause and resume done.
+      await waitFor(() => transitionsAsked >= 2 || flowError !== undefined, () => 'the command flow to pause and resume once', 30_000);
+      expect(flowError).toBeUndefined();
       baselineFds = Math.min(fdsOf(pid), fdsOf(pid), fdsOf(pid));
       quiet = latencies.slice();
       baselineRss = rssMiBOf(pid);
