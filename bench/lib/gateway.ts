@@ -4,7 +4,7 @@
  * and, per transition, the wall time its QMP message was received (latency origin).
  */
 import { startGateway, type RunningGateway } from '../../dist/gateway/server.js';
-import { JobRegistry, type OwnedMonitor } from '../../dist/jobs/registry.js';
+import { JobRegistry, type JobRegistryOptions, type OwnedMonitor } from '../../dist/jobs/registry.js';
 import { QmpClient } from '../../dist/qmp/client.js';
 import type { JobTransition } from '../../dist/jobs/types.js';
 import { transitionKey } from './transition-key.js';
@@ -28,10 +28,14 @@ export interface BenchGateway {
   connectedVms(): number;
 }
 
-export async function startBenchGateway(resources: Resources, addresses: Record<string, string>): Promise<BenchGateway> {
+/** What a scenario may set on the engine (jobs.* in the config). */
+export type BenchEngineOptions = Pick<JobRegistryOptions, 'retentionMs'>;
+
+export async function startBenchGateway(resources: Resources, addresses: Record<string, string>, engine: BenchEngineOptions = {}): Promise<BenchGateway> {
   let commands = 0;
   const commandsByName = new Map<string, number>();
   const registry = new JobRegistry({
+    ...engine,
     createMonitor: (vm, address): OwnedMonitor => {
       const client = new QmpClient({ address, name: vm });
       const send = client.executeWithMeta.bind(client);

@@ -51,3 +51,12 @@ export function forkLoad(context: ScenarioContext, module: 'subscribers' | 'simu
 export const ms = (value: number): string => (Number.isFinite(value) ? (value >= 100 ? value.toFixed(0) : value.toFixed(value >= 10 ? 1 : 2)) : 'n/a');
 export const percent = (share: number): string => `${(share * 100).toFixed(1)}%`;
 export const count = (value: number): string => Math.round(value).toLocaleString('en-US');
+
+/** Positive integers from a comma-separated environment variable, or undefined when it is unset. */
+export function envList(name: string): number[] | undefined {
+  const text = process.env[name];
+  if (!text) return undefined;
+  const values = text.split(',').map(Number);
+  if (values.some((v) => !Number.isInteger(v) || v <= 0)) throw new Error(`${name}: expected positive integers, got ${JSON.stringify(text)}`);
+  return values;
+}

@@ -49,7 +49,11 @@ interface Subscriber {
   ready: Promise<void>;
   /** Receive time of the first frame containing every `watch` string, since the last watch. */
   watched?: number;
+  /** How far the handshake got: a connect that hangs reports where. */
+  stage: Stage;
 }
+
+type Stage = 'connecting' | 'open' | 'welcome' | 'subscribed' | 'ready' | 'closed';
 
 const subscribers: Subscriber[] = [];
 let recording = false;
@@ -98,17 +102,20 @@ function onFrame(subscriber: Subscriber, bytes: Buffer, start: number, end: numb
  * The v1 client side up to synced (gateway mode): the messages before it are parsed, the live ones
  * go to onFrame. Returns the handler of one text message, and `ready` settles with the sync.
  */
-function v1Client(args: ConnectArgs, send: (text: string) => void, live: (bytes: Buffer, start: number, end: number, recv: number) => void) {
+function v1Client(args: ConnectArgs, send: (text: string) => void, live: (bytes: Buffer, start: number, end: number, recv: number) => void, at: (stage: Stage) => void) {
   let streams = -1;
   let synced = 0;
   let settle: { resolve: () => void; reject: (error: Error) => void } | undefined;
   const ready = new Promise<void>((resolve, reject) => (settle = { resolve, reject }));
+  ready.then(() => at('ready'), () => undefined);
   const text = (bytes: Buffer, start: number, end: number, recv: number): void => {
     if (args.mode === 'bare' || (streams >= 0 && synced >= streams)) return live(bytes, start, end, recv);
     const message = JSON.parse(bytes.toString('utf8', start, end));
     if (message.type === 'welcome') {
+      at('welcome');
       send(JSON.stringify({ type: 'subscribe', id: '1', sub: 's', progress: { intervalMs: 0 }, ...(args.filter ? { filter: args.filter } : {}) }));
     } else if (message.type === 'subscribed') {
+      at('subscribed');
       streams = Object.keys(message.streams).length;
       if (streams === 0) settle!.resolve();
     } else if (message.type === 'synced') {
@@ -117,26 +124,32 @@ function v1Client(args: ConnectArgs, send: (text: string) => void, live: (bytes:
       settle!.reject(new Error(`subscribe refused: ${message.code} ${message.message}`));
     }
   };
-  return { text, ready, fail: (error: Error) => settle!.reject(error), opened: () => args.mode === 'bare' && settle!.resolve() };
+  const opened = () => {
+    at('open');
+    if (args.mode === 'bare') settle!.resolve();
+  };
+  return { text, ready, fail: (error: Error) => settle!.reject(error), opened };
 }
 
 function openSubscriber(args: ConnectArgs, index: number): Subscriber {
   let markClosed!: () => void;
-  const subscriber = { closed: new Promise<void>((resolve) => (markClosed = resolve)) } as Subscriber;
+  const subscriber = { closed: new Promise<void>((resolve) => (markClosed = resolve)), stage: 'connecting' } as Subscriber;
+  const at = (stage: Stage) => void (subscriber.stage = stage);
   const live = (bytes: Buffer, start: number, end: number, recv: number) => onFrame(subscriber, bytes, start, end, recv, args.mode);
   const onClose = (code: number): void => {
     closes++;
+    at('closed');
     client.fail(new Error(`subscriber ${index} closed with ${code} before it was ready`));
     markClosed();
   };
   let client: ReturnType<typeof v1Client>;
   if (args.lean) {
     const socket: LeanWebSocket = new LeanWebSocket(args.url, { opened: () => client.opened(), text: (...a) => client.text(...a), closed: onClose });
-    client = v1Client(args, (text) => socket.sendText(text), live);
+    client = v1Client(args, (text) => socket.sendText(text), live, at);
     Object.assign(subscriber, { isOpen: () => socket.open, terminate: () => socket.terminate() });
   } else {
     const socket = new WebSocket(args.url, { perMessageDeflate: false });
-    client = v1Client(args, (text) => socket.send(text), live);
+    client = v1Client(args, (text) => socket.send(text), live, at);
     socket.once('error', (error) => client.fail(error));
     socket.once('close', onClose);
     socket.once('open', () => client.opened());
@@ -152,6 +165,12 @@ function openSubscriber(args: ConnectArgs, index: number): Subscriber {
   return subscriber;
 }
 
+function stages(batch: readonly Subscriber[]): string {
+  const counts = new Map<Stage, number>();
+  for (const s of batch) counts.set(s.stage, (counts.get(s.stage) ?? 0) + 1);
+  return [...counts].map(([stage, n]) => `${n} ${stage}`).join(', ');
+}
+
 async function connect(args: ConnectArgs): Promise<{ connected: number }> {
   const deadline = Date.now() + connectTimeoutMs(args.count);
   for (let start = 0; start < args.count; start += CONNECT_BATCH) {
@@ -163,7 +182,7 @@ async function connect(args: ConnectArgs): Promise<{ connected: number }> {
     let ready = 0;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`connecting ${args.count} subscribers took over ${connectTimeoutMs(args.count)} ms (${subscribers.length - batch.length + ready} ready)`)), Math.max(0, deadline - Date.now()));
+      timer = setTimeout(() => reject(new Error(`connecting ${args.count} subscribers took over ${connectTimeoutMs(args.count)} ms (${subscribers.length - batch.length + ready} ready; the last batch by stage: ${stages(batch)})`)), Math.max(0, deadline - Date.now()));
     });
     try {
       await Promise.race([Promise.all(batch.map((s) => s.ready.then(() => void ready++))), late]);

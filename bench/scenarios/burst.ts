@@ -15,7 +15,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startBenchGateway } from '../lib/gateway.js';
 import { sleep, waitFor } from '../lib/resources.js';
 import type { RpcChild } from '../lib/rpc.js';
-import { count, forkLoad, ms, type Row, type Scenario, type Series } from '../lib/scenario.js';
+import { count, envList, forkLoad, ms, type Row, type Scenario, type Series } from '../lib/scenario.js';
 import { CpuMeter, summarize, wallNow, type Summary } from '../lib/stats.js';
 
 const KiB = 1024;
@@ -191,15 +191,6 @@ export const burst: Scenario = async (context) => {
   ];
   return { name: 'burst', rows, series, raw: { sizes, repeats, receivers: lean, steps, windowsUs } };
 };
-
-/** Positive integers from a comma-separated environment variable, or undefined when it is unset. */
-function envList(name: string): number[] | undefined {
-  const text = process.env[name];
-  if (!text) return undefined;
-  const values = text.split(',').map(Number);
-  if (values.some((v) => !Number.isInteger(v) || v <= 0)) throw new Error(`${name}: expected positive integers, got ${JSON.stringify(text)}`);
-  return values;
-}
 
 type Burst = { stallMs: number; latency: Summary; cpuMs: number; receiversCpuMs: number; sent: number; firstMs: number; fanoutCpuMs: number; fanoutDoneMs: number };
 type BareBurst = { loopMs: number; loopCpuMs: number; firstMs: number; latency: Summary; cpuMs: number; receiversCpuMs: number; frameBytes: number };

@@ -7,10 +7,10 @@
  */
 import { WebSocketServer } from 'ws';
 import type { AddressInfo } from 'node:net';
-import { startBenchGateway } from '../lib/gateway.js';
+import { startBenchGateway, type BenchGateway } from '../lib/gateway.js';
 import { sleep, waitFor, type Resources } from '../lib/resources.js';
 import type { RpcChild } from '../lib/rpc.js';
-import { count, forkLoad, ms, percent, type Row, type Scenario, type Series } from '../lib/scenario.js';
+import { count, envList, forkLoad, ms, percent, type Row, type Scenario, type Series } from '../lib/scenario.js';
 import { CpuMeter, summarize, wallNow, type Summary } from '../lib/stats.js';
 
 const VMS = 20;
@@ -19,6 +19,7 @@ const JOB_BYTES = 1024 * 1024;
 const TARGET_DELIVERIES_PER_SEC = 20_000;
 const LATENCY_SAMPLES_PER_WINDOW = 4000;
 const BARE_TICK_MS = 5;
+const RETENTION_MS = 2000;
 /** Gateway/bare window pairs below 1,000 subscribers (the row reports the median share). */
 const PAIRS_AT_SMALL_N = 3;
 
@@ -114,15 +115,21 @@ async function bareBroadcast(
   }
 }
 
+const jobsHeld = (probe: BenchGateway): number => probe.registry.snapshot().reduce((sum, vm) => sum + vm.jobs.length, 0);
+
 export const fanout: Scenario = async ({ quick, resources, log }) => {
   // Up to the per-process fd hard limit (20,000) less headroom, as in idle.ts.
-  const sizes = quick ? [100, 1000] : [100, 1000, 10_000, 19_800];
+  // BENCH_FANOUT_SIZES (e.g. 19800) narrows the sweep for a diagnosis; such a run never rewrites the docs.
+  const sizes = envList('BENCH_FANOUT_SIZES') ?? (quick ? [100, 1000] : [100, 1000, 10_000, 19_800]);
   const seconds = quick ? 2 : 10;
   const warmupSec = quick ? 0.5 : 2;
   const sim = forkLoad({ quick, resources, log }, 'simulator');
   const subscribers = forkLoad({ quick, resources, log }, 'subscribers');
   const { addresses } = await sim.call<{ addresses: Record<string, string> }>('start', { vms: VMS, nodeSizeBytes: JOB_BYTES, tickMs: 20 });
-  const probe = await startBenchGateway(resources, addresses);
+  // Ended jobs leave the gateway 2 s after they end (default 10 min, up to 100 per VM): this measures
+  // live delivery, and with the default every new subscriber's snapshot would carry the 2,000 jobs the
+  // earlier steps ended, 40 million states at 19,800 (the connect that hung the full runs of session 4).
+  const probe = await startBenchGateway(resources, addresses, { retentionMs: RETENTION_MS });
   await waitFor('every simulated VM connected', () => probe.connectedVms() === VMS, 60_000);
 
   // Transitions per job lifecycle, measured once, to pace the job rate for a target delivery rate.
@@ -138,6 +145,7 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
   const runs: Array<{ n: number; jobsPerSecond: number; gateway: Window; bare: Window; barePerClient: Window; frameBytes: number; shares: number[] }> = [];
   /** One gateway window, then the bare ws baseline at the gateway's frame rate and frame size. */
   const pair = async (n: number, jobsPerSecond: number): Promise<{ gateway: Window; bare: Window; frameBytes: number }> => {
+    await waitFor('the ended jobs of the last step to leave the gateway', () => jobsHeld(probe) <= VMS, 30_000);
     await subscribers.call('connect', { url: probe.gateway.wsUrl, count: n, mode: 'gateway' });
     const stats = probe.gateway.core.stats.sentByType;
     await sim.call('cycleJobs', { jobsPerSecond, sizeBytes: JOB_BYTES });
