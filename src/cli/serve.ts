@@ -21,6 +21,7 @@ import { JobRegistry } from '../jobs/registry.js';
 import { createLogger, type LogFormat, type LogLevel, type Logger } from './logger.js';
 import { parseCommandLine } from './args.js';
 import { loadConfigFile, mergeConfig, parseLibvirtFlags, parseListen, parseQmpFlags, validateConfig, type GatewayConfig } from './config.js';
+import { configDefaults } from '../generated/config-defaults.js';
 
 const FLAGS = {
   qmp: { type: 'string', multiple: true },
@@ -116,9 +117,9 @@ export async function serve(argv: readonly string[], options: ServeOptions = {})
     out(SERVE_USAGE);
     return 0;
   }
-  const log = createLogger({ level: (config.logLevel ?? 'info') as LogLevel, format: (config.logFormat ?? 'auto') as LogFormat });
+  const log = createLogger({ level: (config.logLevel ?? configDefaults.logLevel) as LogLevel, format: (config.logFormat ?? configDefaults.logFormat) as LogFormat });
   const tokens = config.tokens !== undefined ? await TokenAuthenticator.fromFile(config.tokens) : TokenAuthenticator.open();
-  const listen = parseListen(config.listen ?? '127.0.0.1:8080', 'listen');
+  const listen = parseListen(config.listen ?? configDefaults.listen, 'listen');
   const dashboardDir = config.dashboardDir ?? (existsSync(BUNDLED_DASHBOARD) ? BUNDLED_DASHBOARD : undefined);
 
   const common = {

@@ -2,34 +2,16 @@
 import { hostname } from 'node:os';
 import { ConfigError } from '../errors.js';
 import type { FleetConfig } from '../generated/schema-types.js';
-import { loadReachable } from '../protocol/schemas.js';
+import { configDefaults } from '../generated/config-defaults.js';
 import { parseRedisUrl, type RedisTarget } from './connect.js';
 
 export type { FleetConfig };
 
-export interface FleetDefaults {
-  keyPrefix: string;
-  leaseTtlMs: number;
-  maxBuffered: number;
-  commandAckMs: number;
-  startTimeoutMs: number;
-}
+export type FleetDefaults = typeof configDefaults.fleet;
 
-let defaults: FleetDefaults | undefined;
-
-/** What an unset `fleet` setting means: config.schema.json's `default`s, the one home of those values. */
+/** What an unset `fleet` setting means: config.schema.json's `default`s (generated), the one home of those values. */
 export function fleetDefaults(): FleetDefaults {
-  if (defaults) return defaults;
-  const schema = loadReachable(['config.schema.json']).get('config.schema.json') as { properties: { fleet: { properties: Record<string, { default?: unknown }> } } };
-  const fleet = schema.properties.fleet.properties;
-  defaults = {
-    keyPrefix: fleet.keyPrefix!.default as string,
-    leaseTtlMs: fleet.leaseTtlMs!.default as number,
-    maxBuffered: fleet.maxBuffered!.default as number,
-    commandAckMs: fleet.commandAckMs!.default as number,
-    startTimeoutMs: fleet.startTimeoutMs!.default as number,
-  };
-  return defaults;
+  return configDefaults.fleet;
 }
 
 /** The prefix of the fleet's keys and channels. */

@@ -11,6 +11,7 @@ import type { HistoryLimits, HistoryRead, MaybePromise, StreamHistory, StreamPos
 import type { StreamEvent } from '../gateway/stream/feed.js';
 import { fromWire } from './entry.js';
 import type { FleetStore } from './store.js';
+import { configDefaults } from '../generated/config-defaults.js';
 
 export interface FleetHistoryOptions {
   limits?: HistoryLimits;
@@ -32,7 +33,7 @@ export class FleetHistory implements StreamHistory<StreamEvent> {
     this.now = options.now ?? Date.now;
     this.local = new MemoryStreamHistory<StreamEvent>(options.limits, this.now);
     this.maxEntries = options.limits?.maxEntries ?? 1000;
-    this.maxAgeMs = options.limits?.maxAgeMs ?? 600_000;
+    this.maxAgeMs = options.limits?.maxAgeMs ?? configDefaults.history.maxAgeMs;
   }
 
   open(vm: string): MaybePromise<StreamPosition> {

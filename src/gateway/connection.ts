@@ -20,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import type { ErrorDetail, ProtocolErrorCode } from '../generated/schema-types.js';
 import { CloseCode } from '../protocol/codes.js';
 import type { Principal } from './auth.js';
+import { configDefaults } from '../generated/config-defaults.js';
 
 /** What the core needs from a transport. */
 export interface GatewaySocket {
@@ -106,15 +107,15 @@ export class Connection {
     backpressure: BackpressureOptions = {},
     inbound: InboundLimits = {},
   ) {
-    this.soft = backpressure.softBytes ?? 262_144;
-    this.hard = backpressure.hardBytes ?? 1_048_576;
-    this.maxSoftMs = backpressure.maxSoftMs ?? 10_000;
+    this.soft = backpressure.softBytes ?? configDefaults.backpressure.softBytes;
+    this.hard = backpressure.hardBytes ?? configDefaults.backpressure.hardBytes;
+    this.maxSoftMs = backpressure.maxSoftMs ?? configDefaults.backpressure.maxSoftMs;
     this.checkMs = backpressure.checkMs ?? 50;
-    this.rate = inbound.ratePerSecond ?? 20;
-    this.burst = inbound.burst ?? 50;
+    this.rate = inbound.ratePerSecond ?? configDefaults.limits.inboundRatePerSecond;
+    this.burst = inbound.burst ?? configDefaults.limits.inboundBurst;
     this.tokens = this.burst;
     this.tokensAt = performance.now();
-    this.maxInvalid = inbound.maxInvalid ?? 5;
+    this.maxInvalid = inbound.maxInvalid ?? configDefaults.limits.maxInvalidMessages;
     this.invalidWindowMs = inbound.invalidWindowMs ?? 60_000;
   }
 

@@ -24,6 +24,7 @@ import { GatewayStats } from './stats.js';
 import type { StreamEvent, StreamFeed } from './stream/feed.js';
 import { StreamHub } from './stream/hub.js';
 import { Subscriptions } from './subscribe.js';
+import { configDefaults } from '../generated/config-defaults.js';
 
 export type { GatewaySocket } from './connection.js';
 export type { CommandContext, CommandHandler, ConnectionContext, ConnectionHooks } from './connections.js';
@@ -61,7 +62,6 @@ export interface GatewayCoreOptions {
   inbound?: InboundLimits;
 }
 
-const DEFAULT_MAX_COMMANDS_IN_FLIGHT = 32;
 
 export interface VmJobs {
   vm: string;
@@ -88,7 +88,7 @@ export class GatewayCore {
       chunk: options.fanoutChunk ?? 1000,
       sliceMs: options.fanoutSliceMs ?? 4,
       maxQueued,
-      bookmarkQuietMs: options.bookmarkQuietMs ?? 5000,
+      bookmarkQuietMs: options.bookmarkQuietMs ?? configDefaults.bookmarkQuietMs,
       epochOf: (vm) => this.feed.position(vm).epoch,
       overflow: (queued) => {
         this.log.error({ queued }, 'fan-out queue overflow; closing all connections (clients resume)');
@@ -96,13 +96,13 @@ export class GatewayCore {
       },
     });
     this.subscriptions = new Subscriptions(this.feed, this.fanout, this.stats, this.log, {
-      maxPerConnection: options.maxSubscriptionsPerConnection ?? 64,
+      maxPerConnection: options.maxSubscriptionsPerConnection ?? configDefaults.limits.maxSubscriptionsPerConnection,
       progressIntervalMs: options.progressIntervalMs ?? defaultProgressIntervalMs(),
       maxHeld: maxQueued,
     });
     this.connections = new Connections(this.feed, this.subscriptions, this.stats, this.log, {
       parse: options.parse ?? parseClientMessage,
-      heartbeatMs: options.heartbeatMs ?? 25_000,
+      heartbeatMs: options.heartbeatMs ?? configDefaults.heartbeatMs,
       maxCommandsInFlight: this.maxCommandsInFlight,
       ...(options.commandHandler ? { commandHandler: options.commandHandler } : {}),
       ...(options.backpressure ? { backpressure: options.backpressure } : {}),
@@ -141,7 +141,7 @@ export class GatewayCore {
 
   /** Commands in flight per WebSocket connection, and per token on the HTTP mirror. */
   get maxCommandsInFlight(): number {
-    return this.options.maxCommandsInFlight ?? DEFAULT_MAX_COMMANDS_IN_FLIGHT;
+    return this.options.maxCommandsInFlight ?? configDefaults.limits.maxCommandsInFlight;
   }
 
   get commandHandler(): CommandHandler | undefined {

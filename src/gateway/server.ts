@@ -17,6 +17,7 @@ import { DEFAULT_MAX_CONNECTIONS_PER_TOKEN, DEFAULT_MAX_PAYLOAD, useWebSocket } 
 import { gatewayInfo, type DeploymentFacts } from './info.js';
 import { DEFAULT_HISTORY_MAX_AGE_MS, DEFAULT_HISTORY_MAX_ENTRIES } from './history/memory.js';
 import type { GatewayInfo } from '../generated/schema-types.js';
+import { configDefaults } from '../generated/config-defaults.js';
 
 export interface GatewayServerOptions extends GatewayCoreOptions {
   /** @default { host: '127.0.0.1', port: 8080 } (port 0 picks a free one) */
@@ -65,7 +66,6 @@ export interface RunningGateway {
   close(options?: { graceMs?: number }): Promise<void>;
 }
 
-const DEFAULT_HEADERS_TIMEOUT_MS = 10_000;
 const REQUEST_TIMEOUT_MS = 30_000;
 
 export function isLoopback(host: string): boolean {
@@ -98,7 +98,7 @@ export async function startGateway(options: GatewayServerOptions): Promise<Runni
       : { historyMaxEvents: options.historyLimits?.maxEntries ?? DEFAULT_HISTORY_MAX_ENTRIES, historyMaxAgeMs: options.historyLimits?.maxAgeMs ?? DEFAULT_HISTORY_MAX_AGE_MS }),
   };
   const info = (principal: Principal): GatewayInfo => gatewayInfo(options.info ?? {}, options.source, core.jobs(principal), limits);
-  const headersTimeout = options.headersTimeoutMs ?? DEFAULT_HEADERS_TIMEOUT_MS;
+  const headersTimeout = options.headersTimeoutMs ?? configDefaults.limits.headersTimeoutMs;
   const server = createServer(
     {
       headersTimeout,

@@ -4,6 +4,7 @@
  * walk over retained jobs per event), the state last published per id, and the highest incarnation
  * per id, remembered after a record is dropped so that a reused id never repeats one.
  */
+import { configDefaults } from '../generated/config-defaults.js';
 import type { JobRecord } from './normalize.js';
 import { isTerminalState } from './qemu-rules.js';
 import type { JobState } from './types.js';
@@ -11,14 +12,13 @@ import type { JobState } from './types.js';
 const MAX_REMEMBERED_INCARNATIONS = 10_000;
 const DEFAULT_MAX_JOBS = 1_000;
 const DEFAULT_MAX_RETAINED_JOBS = 100;
-const DEFAULT_RETENTION_MS = 600_000;
 
 export interface JobTableBounds {
   /** Live jobs at once. @default 1000 */
   maxJobs?: number | undefined;
   /** Ended jobs kept (oldest dropped first). @default 100 */
   maxRetainedJobs?: number | undefined;
-  /** How long an ended job is kept. @default 600_000 */
+  /** How long an ended job is kept. @default jobs.retentionMs in config.schema.json */
   retentionMs?: number | undefined;
 }
 
@@ -40,7 +40,7 @@ export class JobTable {
   constructor(bounds: JobTableBounds) {
     this.maxJobs = bounds.maxJobs ?? DEFAULT_MAX_JOBS;
     this.maxRetained = bounds.maxRetainedJobs ?? DEFAULT_MAX_RETAINED_JOBS;
-    this.retentionMs = bounds.retentionMs ?? DEFAULT_RETENTION_MS;
+    this.retentionMs = bounds.retentionMs ?? configDefaults.jobs.retentionMs;
   }
 
   /** Whether a new id fits: live and retained jobs together. */

@@ -47,7 +47,7 @@ export type JobFeed = Pick<QmpMonitor, 'state' | 'state$' | 'sessions$' | 'sessi
 };
 
 export interface MonitorJobsOptions extends PollCadence, Omit<HoldOptions, 'scheduler'> {
-  /** Concluded jobs QEMU no longer lists, and dismissed jobs, stay visible this long. @default 600_000 */
+  /** Concluded jobs QEMU no longer lists, and dismissed jobs, stay visible this long. @default jobs.retentionMs in config.schema.json */
   retentionMs?: number;
   /** ...and at most this many of them per VM (oldest dropped first). @default 100 */
   maxRetainedJobs?: number;

@@ -33,6 +33,7 @@ import type { ExecuteOptions, QmpMonitor, QmpReply } from '../qmp/types.js';
 import { idleTicks } from './liveness.js';
 import type { MonitorCapabilities } from './types.js';
 import { mergeJobRows, parseBlockJobRows, parseJobRows, type JobRow } from './qmp-payloads.js';
+import { configDefaults } from '../generated/config-defaults.js';
 
 /** One poll's answer. */
 export interface PollResult {
@@ -82,14 +83,11 @@ export interface PollerDeps<S> extends PollCadence {
   scheduler?: SchedulerLike;
 }
 
-export const DEFAULT_ACTIVE_POLL_MS = 1_000;
-export const DEFAULT_IDLE_POLL_MS = 10_000;
-export const DEFAULT_POLL_TIMEOUT_MS = 5_000;
-export const DEFAULT_UNRESPONSIVE_AFTER_POLLS = 2;
+export const DEFAULT_POLL_TIMEOUT_MS = configDefaults.jobs.pollTimeoutMs;
 
 /** `unresponsiveAfterPolls`, checked; throws a ConfigError naming the field when it is not an integer >= 1. */
 export function unresponsiveThreshold(cadence: PollCadence): number {
-  const polls = cadence.unresponsiveAfterPolls ?? DEFAULT_UNRESPONSIVE_AFTER_POLLS;
+  const polls = cadence.unresponsiveAfterPolls ?? configDefaults.jobs.unresponsiveAfterPolls;
   if (!Number.isInteger(polls) || polls < 1) throw new ConfigError(`must be an integer >= 1, got ${String(polls)}`, 'unresponsiveAfterPolls');
   return polls;
 }
@@ -98,8 +96,8 @@ export function unresponsiveThreshold(cadence: PollCadence): number {
 const isPollTimeout = (error: unknown): boolean => error instanceof TimeoutError || error instanceof QmpTimeoutError;
 
 export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
-  const activePollMs = deps.activePollMs ?? DEFAULT_ACTIVE_POLL_MS;
-  const idlePollMs = deps.idlePollMs ?? DEFAULT_IDLE_POLL_MS;
+  const activePollMs = deps.activePollMs ?? configDefaults.jobs.activePollMs;
+  const idlePollMs = deps.idlePollMs ?? configDefaults.jobs.idlePollMs;
   const pollTimeoutMs = deps.pollTimeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
   const unresponsiveAfter = unresponsiveThreshold(deps);
   const scheduler = deps.scheduler ?? asyncScheduler;

@@ -8,7 +8,7 @@
  * timed-out poll retried at once rather than an idle interval later.
  */
 import { afterEach, expect, it } from 'vitest';
-import { DEFAULT_IDLE_POLL_MS } from '../../src/jobs/poller.js';
+import { configDefaults } from '../../src/generated/config-defaults.js';
 import { makeJobController, type CommandContext, type JobController } from '../../src/gateway/control/index.js';
 import type { CommandMessage } from '../../src/generated/schema-types.js';
 import type { VmStatusChange } from '../../src/jobs/types.js';
@@ -17,6 +17,8 @@ import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 import { openScenario, waitUntil, type Scenario } from '../utils/job-scenarios.js';
 import { LogRecorder } from '../utils/log-recorder.js';
+
+const DEFAULT_IDLE_POLL_MS = configDefaults.jobs.idlePollMs;
 
 const POLL_TIMEOUT_MS = 1_000;
 

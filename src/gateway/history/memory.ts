@@ -3,9 +3,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { HistoryEntry, HistoryLimits, HistoryRead, StreamHistory, StreamPosition } from './types.js';
+import { configDefaults } from '../../generated/config-defaults.js';
 
-export const DEFAULT_HISTORY_MAX_ENTRIES = 1000;
-export const DEFAULT_HISTORY_MAX_AGE_MS = 600_000;
+export const DEFAULT_HISTORY_MAX_ENTRIES = configDefaults.history.maxEntries;
+export const DEFAULT_HISTORY_MAX_AGE_MS = configDefaults.history.maxAgeMs;
 
 /** A fresh stream epoch: 96 random bits, URL-safe. */
 export function newEpoch(): string {

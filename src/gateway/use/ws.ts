@@ -12,15 +12,16 @@ import type { GatewayCore, GatewaySocket } from '../core.js';
 import { hostAllowed, originAllowed } from '../origin.js';
 import { BoundedDeferral } from './deferral.js';
 import { selectSubprotocol, WS_PATH } from '../../protocol/codes.js';
+import { configDefaults } from '../../generated/config-defaults.js';
 
 /** A refused upgrade's socket is destroyed after this even if its answer could not be flushed (a client that does not read). */
 const REFUSED_LINGER_MS = 5_000;
 /** Retry-After of an upgrade refused for too many connections (clients back off long, see closeAction(4429)). */
 const TOO_MANY_RETRY_AFTER_S = 30;
 /** Open connections per token when tokens are required. */
-export const DEFAULT_MAX_CONNECTIONS_PER_TOKEN = 64;
+export const DEFAULT_MAX_CONNECTIONS_PER_TOKEN = configDefaults.limits.maxConnectionsPerToken;
 /** Inbound WebSocket frame limit in bytes. */
-export const DEFAULT_MAX_PAYLOAD = 65_536;
+export const DEFAULT_MAX_PAYLOAD = configDefaults.limits.maxPayloadBytes;
 /** Ticks per heartbeat interval; each pings its share of the sockets. */
 const HEARTBEAT_SLICES = 25;
 /** A heartbeat tick that finds a fan-out pass running retries this often, for at most HEARTBEAT_MAX_DEFER_MS. */
@@ -133,7 +134,7 @@ export function useWebSocket(options: WsAdapterOptions): WsAdapter {
   // sockets held the event loop ~90 ms (and their pongs came back together), a stall in the path of
   // every event once an interval. Each socket is still pinged once per interval, and ended at its
   // next turn (an interval later; never under half of one) when it did not answer.
-  const heartbeatMs = options.heartbeatMs ?? 25_000;
+  const heartbeatMs = options.heartbeatMs ?? configDefaults.heartbeatMs;
   const pingedAt = new WeakMap<WebSocket, number>();
   let round: Iterator<WebSocket> | undefined;
   let perTick = 0;

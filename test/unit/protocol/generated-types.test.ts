@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { expect, it } from 'vitest';
 
-it('src/generated/schema-types.ts is up to date with schemas/', async () => {
+it('src/generated/ (the message types and the config defaults) is up to date with schemas/', async () => {
   const run = promisify(execFile);
   const result = await run(process.execPath, ['scripts/gen-types.mjs', '--check'], { cwd: new URL('../../../', import.meta.url).pathname }).then(
     () => 'up to date',
