@@ -7,17 +7,24 @@
  * clock runs until the gateway reports its VM disconnected (unresponsive).
  */
 import { PerformanceObserver, constants } from 'node:perf_hooks';
+import { configDefaults } from '../../dist/generated/config-defaults.js';
 import { startBenchGateway } from '../lib/gateway.js';
 import { Resources, sleep, waitFor } from '../lib/resources.js';
 import { count, forkLoad, percent, type Row, type Scenario, type ScenarioContext, type Series } from '../lib/scenario.js';
 import { CpuMeter } from '../lib/stats.js';
 
 const HEADLINE_VMS = 1000;
-/** The gateway's default jobs.idlePollMs. */
-const IDLE_POLL_MS = 10_000;
+const IDLE_POLL_MS = configDefaults.jobs.idlePollMs;
 const ACTIVE_JOBS = 10;
-/** Short windows after the first at the headline step (each a third of the first). */
-const LATER_WINDOWS = 6;
+/**
+ * A full run reads each step in consecutive short windows: the first FIRST_WINDOWS hold V8's one-offs
+ * after the connect burst, the windows from STEADY_FROM_SEC on are the idle cost (a minute at the
+ * headline step, which carries the goal; half a minute at the others).
+ */
+const SHORT_WINDOW_SEC = 10;
+const FIRST_WINDOWS = 3;
+const STEADY_FROM_SEC = 90;
+const STEADY_WINDOWS = { headline: 6, other: 3 };
 const MiB = 1024 * 1024;
 
 interface Window {
@@ -57,14 +64,17 @@ async function measure(probe: Probe, windowSec: number): Promise<Window> {
 interface Step {
   vms: number;
   connectSeconds: number;
+  /** The first window (quick) or the first FIRST_WINDOWS joined (full). */
   idle: Window;
-  /** The headline step: the next LATER_WINDOWS short windows right after the first. */
-  later?: Window[];
+  /** Full run: consecutive short windows from the settle on. */
+  windows?: Window[];
+  /** Full run: the windows from STEADY_FROM_SEC on, joined. */
+  steady?: Window;
   active?: Window;
   reconnectSeconds?: number;
 }
 
-async function step(context: ScenarioContext, vms: number, windowSec: number, full: boolean): Promise<Step> {
+async function step(context: ScenarioContext, vms: number, windowSec: number, headline: boolean): Promise<Step> {
   const resources = new Resources();
   try {
     const sim = forkLoad({ ...context, resources }, 'simulator');
@@ -81,19 +91,27 @@ async function step(context: ScenarioContext, vms: number, windowSec: number, fu
     // aftermath (GC, JIT; ~1.5 % of a core 2 s after 1,000 connects, gone after ~15 s) is over.
     // Quick mode is a smoke run: a short settle, so the figure is an upper bound.
     await sleep(context.quick ? 2000 : IDLE_POLL_MS);
-    const idle = await measure(probe, windowSec);
-    context.log(`monitors: ${count(vms)} idle: ${percent(idle.coreShare)} of a core, ${idle.commandsPerSec.toFixed(1)} QMP commands/s (GCs ${idle.gcs.count}, major ${idle.gcs.major}, ${idle.gcs.ms.toFixed(0)} ms)`);
-    if (!full) return { vms, connectSeconds, idle };
-    // Two one-off costs of the connect burst can fall in any single window: TurboFan compiling the
+    if (context.quick) {
+      const idle = await measure(probe, windowSec);
+      context.log(`monitors: ${count(vms)} idle: ${describeWindow(idle)}`);
+      return { vms, connectSeconds, idle };
+    }
+    // Two one-off costs of the connect burst fall in the first minute or so: TurboFan compiling the
     // poll path (V8 tiers up by executions: at 100 polls a second that is 10-50 s after the first
-    // polls) and V8's memory reducer, whose three full GCs (~0.4 s of CPU at 1,000 monitors) come
-    // once some 20-80 s after the connects (--trace-opt, --trace-gc: bench/notes.md, session 4).
-    // So the next minute in short windows as well: their median is the idle cost, their max shows
-    // what such a one-off costs; both rows carry the goal.
-    const later: Window[] = [];
-    for (let i = 0; i < LATER_WINDOWS; i++) later.push(await measure(probe, windowSec / 3));
-    const median = medianWindow(later);
-    context.log(`monitors: ${count(vms)} idle, next ${LATER_WINDOWS} windows: median ${percent(median.coreShare)} of a core; each ${later.map((w) => `${percent(w.coreShare)} (GCs ${w.gcs.count}, major ${w.gcs.major}, ${w.gcs.ms.toFixed(0)} ms)`).join(', ')}`);
+    // polls) and V8's memory reducer, whose three full GCs (~0.4-0.6 s of CPU at 1,000 monitors, ~2 s
+    // at 5,000) come once some 20-80 s after the connects (--trace-opt, --trace-gc,
+    // --no-memory-reducer: bench/notes.md, session 4). So each step is read in consecutive windows:
+    // the first 30 s with the one-offs, and from STEADY_FROM_SEC on the idle cost. Every window is in
+    // the raw file.
+    const windows: Window[] = [];
+    const steadyWindows = headline ? STEADY_WINDOWS.headline : STEADY_WINDOWS.other;
+    const total = STEADY_FROM_SEC / SHORT_WINDOW_SEC + steadyWindows;
+    for (let i = 0; i < total; i++) windows.push(await measure(probe, SHORT_WINDOW_SEC));
+    const idle = joinWindows(windows.slice(0, FIRST_WINDOWS));
+    const steady = joinWindows(windows.slice(-steadyWindows));
+    context.log(`monitors: ${count(vms)} idle, ${SHORT_WINDOW_SEC} s windows: ${windows.map((w) => `${percent(w.coreShare)} (GCs ${w.gcs.count}, major ${w.gcs.major})`).join(', ')}`);
+    context.log(`monitors: ${count(vms)} idle, first ${FIRST_WINDOWS * SHORT_WINDOW_SEC} s: ${describeWindow(idle)}; steady: ${describeWindow(steady)}`);
+    if (!headline) return { vms, connectSeconds, idle, windows, steady };
 
     // A few active jobs: mirrors at 1 MiB/s over 64 MiB run for the whole window.
     await sim.call('startJobs', { vms: ACTIVE_JOBS, perVm: 1, job: { idPrefix: 'active', type: 'mirror', speed: MiB } });
@@ -116,7 +134,7 @@ async function step(context: ScenarioContext, vms: number, windowSec: number, fu
     await waitFor(`all ${vms} monitors back after the drop`, () => back.size === vms, 180_000, 20);
     const reconnectSeconds = (performance.now() - dropAt) / 1000;
     context.log(`monitors: all ${count(vms)} back in ${reconnectSeconds.toFixed(2)} s`);
-    return { vms, connectSeconds, idle, later, active, reconnectSeconds };
+    return { vms, connectSeconds, idle, windows, steady, active, reconnectSeconds };
   } finally {
     await resources.closeAll();
   }
@@ -156,9 +174,22 @@ function idleRow(what: string, w: Window, samples: string, goal: boolean, maxSha
   };
 }
 
-/** The window with the median CPU (the upper median of an even count). */
-function medianWindow(windows: Window[]): Window {
-  return [...windows].sort((a, b) => a.coreShare - b.coreShare)[Math.floor(windows.length / 2)]!;
+/** Consecutive windows as one: CPU and command rates weighted by length, GCs summed. */
+function joinWindows(windows: Window[]): Window {
+  const seconds = windows.reduce((sum, w) => sum + w.seconds, 0);
+  const weighted = (pick: (w: Window) => number) => windows.reduce((sum, w) => sum + pick(w) * w.seconds, 0) / seconds;
+  const names = new Set(windows.flatMap((w) => Object.keys(w.byCommand)));
+  return {
+    coreShare: weighted((w) => w.coreShare),
+    commandsPerSec: weighted((w) => w.commandsPerSec),
+    byCommand: Object.fromEntries([...names].map((name) => [name, Number(weighted((w) => w.byCommand[name] ?? 0).toFixed(2))])),
+    seconds,
+    gcs: windows.reduce((sum, w) => ({ count: sum.count + w.gcs.count, major: sum.major + w.gcs.major, ms: sum.ms + w.gcs.ms }), { count: 0, major: 0, ms: 0 }),
+  };
+}
+
+function describeWindow(w: Window): string {
+  return `${percent(w.coreShare)} of a core, ${w.commandsPerSec.toFixed(1)} QMP commands/s (GCs ${w.gcs.count}, major ${w.gcs.major}, ${w.gcs.ms.toFixed(0)} ms)`;
 }
 
 export const monitors: Scenario = async (context) => {
@@ -168,17 +199,30 @@ export const monitors: Scenario = async (context) => {
   const windowSec = quick ? 5 : 30;
   const sizes = quick ? [300] : [100, HEADLINE_VMS, 2500, 5000];
   const steps: Step[] = [];
-  for (const vms of sizes) steps.push(await step(context, vms, windowSec, vms === HEADLINE_VMS && !quick));
+  for (const vms of sizes) steps.push(await step(context, vms, windowSec, vms === HEADLINE_VMS));
   const hungSeconds = quick ? undefined : await hungDetection(context);
   if (hungSeconds !== undefined) context.log(`monitors: a frozen QEMU reported after ${hungSeconds.toFixed(1)} s`);
 
   const headline = steps.find((s) => s.vms === HEADLINE_VMS) ?? steps[0]!;
   const window = `1 window of ${windowSec} s`;
+  const first = `${IDLE_POLL_MS / 1000}-${IDLE_POLL_MS / 1000 + FIRST_WINDOWS * SHORT_WINDOW_SEC} s after the first polls`;
+  const steadyFrom = `from ${IDLE_POLL_MS / 1000 + STEADY_FROM_SEC} s after the first polls`;
   const rows: Row[] = [
-    ...steps.map((s) => idleRow(`${count(s.vms)} idle monitors`, s.idle, window, s.vms === HEADLINE_VMS)),
-    ...(headline.later
-      ? [idleRow(`${count(headline.vms)} idle monitors, the next ${LATER_WINDOWS} windows of ${windowSec / 3} s: median window (max)`, medianWindow(headline.later), `${LATER_WINDOWS} windows of ${windowSec / 3} s`, true, Math.max(...headline.later.map((w) => w.coreShare)))]
-      : []),
+    ...steps.flatMap((s): Row[] => {
+      if (!s.steady || !s.windows) return [idleRow(`${count(s.vms)} idle monitors`, s.idle, window, false)];
+      const n = s.windows.length - STEADY_FROM_SEC / SHORT_WINDOW_SEC;
+      const isHeadline = s === headline;
+      return [
+        ...(isHeadline ? [idleRow(`${count(s.vms)} idle monitors, ${first} (V8's one-offs after the connect burst)`, s.idle, `${FIRST_WINDOWS} windows of ${SHORT_WINDOW_SEC} s`, false)] : []),
+        idleRow(
+          `${count(s.vms)} idle monitors, steady: ${n * SHORT_WINDOW_SEC} s ${steadyFrom} (max window)`,
+          s.steady,
+          `${n} windows of ${SHORT_WINDOW_SEC} s`,
+          isHeadline,
+          Math.max(...s.windows.slice(-n).map((w) => w.coreShare)),
+        ),
+      ];
+    }),
     ...(headline.active
       ? [{ metric: `${ACTIVE_JOBS} active jobs among ${count(headline.vms)}: gateway CPU, QMP commands/s`, value: `${percent(headline.active.coreShare)} of one core, ${headline.active.commandsPerSec.toFixed(1)}/s`, samples: window }]
       : []),
@@ -190,11 +234,17 @@ export const monitors: Scenario = async (context) => {
       ? [{ metric: 'a hung QEMU (SIGSTOP, socket open): time until the gateway reports its VM disconnected', value: `${hungSeconds.toFixed(1)} s`, samples: '1 freeze' }]
       : []),
   ];
+  const cpuCurve = (name: string, pick: (s: Step) => Window | undefined): Series => ({
+    chart: 'monitors-cpu', title: 'Idle monitors: gateway CPU vs monitors', x: 'monitors', y: '% of one core', name,
+    points: steps.flatMap((s) => {
+      const w = pick(s);
+      return w ? [{ x: s.vms, y: w.coreShare * 100 }] : [];
+    }),
+  });
   const series: Series[] = [
-    {
-      chart: 'monitors-cpu', title: 'Idle monitors: gateway CPU vs monitors', x: 'monitors', y: '% of one core', name: 'gateway CPU',
-      points: steps.map((s) => ({ x: s.vms, y: s.idle.coreShare * 100 })),
-    },
+    ...(headline.steady
+      ? [cpuCurve(`steady (${steadyFrom})`, (s) => s.steady), cpuCurve(`${first} (V8's one-offs)`, (s) => s.idle)]
+      : [cpuCurve('gateway CPU', (s) => s.idle)]),
     {
       chart: 'monitors-commands', title: 'Idle monitors: QMP commands/s vs monitors', x: 'monitors', y: 'commands/s', name: 'safety-net polling',
       points: steps.map((s) => ({ x: s.vms, y: s.idle.commandsPerSec })),
