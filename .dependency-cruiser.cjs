@@ -2,10 +2,10 @@
  * The layer rules, checked by test/unit/docs/architecture.test.ts (and `npm run deps`).
  *
  * Each folder of src/ is one layer and may import only the layers listed for it (and itself); the
- * root modules (errors, log, backoff, deadlines, version, index) and the generated schema types sit below
+ * root modules (errors, log, backoff, deadlines, deliver, version, index) and the generated schema types sit below
  * everything. Any import cycle fails, type-only imports included.
  */
-const ROOT = ['errors', 'log', 'backoff', 'deadlines', 'version', 'index'];
+const ROOT = ['errors', 'log', 'backoff', 'deadlines', 'deliver', 'version', 'index'];
 
 /** layer -> the layers it may import. Lower layers first. */
 const LAYERS = {

@@ -25,6 +25,7 @@ import {
   LibvirtProtocolError,
   StateError,
 } from '../errors.js';
+import { deliver } from '../deliver.js';
 import type { Logger } from '../log.js';
 import { specs, type CallSpec } from './calls.js';
 import { RpcConnection, type Loss, type WireCounters } from './connection.js';
@@ -66,6 +67,8 @@ export class LibvirtClient implements LibvirtConnection {
   readonly socketPath: string;
   private readonly options: ResolvedClientOptions;
   private readonly log: Logger;
+  /** Names this client in a log line about a subscriber. */
+  private readonly who: { libvirt: string };
 
   private readonly stateSubject = new BehaviorSubject<LibvirtRunState>('idle');
   private readonly sessionSubject = new Subject<LibvirtSession>();
@@ -91,6 +94,7 @@ export class LibvirtClient implements LibvirtConnection {
     this.options = resolveClientOptions(options);
     this.backoff = new ReconnectBackoff(this.options.reconnect);
     ({ name: this.name, uri: this.uri, readOnly: this.readOnly, socketPath: this.socketPath, log: this.log } = this.options);
+    this.who = { libvirt: this.name };
     this.watches = new WatchRegistry({
       register: (watch) => this.registerWatch(watch),
       deregister: (watch, callbackId) => this.deregisterWatch(watch, callbackId),
@@ -309,7 +313,7 @@ export class LibvirtClient implements LibvirtConnection {
         'session ready',
       );
       this.setState('ready');
-      if (this.connection === connection) this.dispatch(this.sessionSubject, session, 'sessions$');
+      if (this.connection === connection) deliver(this.sessionSubject, session, 'sessions$', this.log, this.who);
     } catch (err) {
       if (this.connection !== connection) return; // lost meanwhile: already reported
       const error =
@@ -374,21 +378,21 @@ export class LibvirtClient implements LibvirtConnection {
       session: this.currentSession?.number ?? this.sessionCount + 1,
     };
     const watch = this.watches.byCallback(decoded.space, decoded.callbackId);
-    if (watch) return this.deliver(decoded, stamp, watch);
+    if (watch) return this.deliverEvent(decoded, stamp, watch);
     // Possibly for a registration whose reply is being read (see held-events.ts).
     if (this.watches.registering && connection.held.hold(decoded, stamp)) return;
     this.log.debug({ libvirt: this.name, seq, callbackId: decoded.callbackId, space: decoded.space }, 'event for no current watch dropped');
   }
 
-  private deliver(decoded: DecodedEvent, stamp: EventStamp, watch: Watch): void {
+  private deliverEvent(decoded: DecodedEvent, stamp: EventStamp, watch: Watch): void {
     const base = { ...stamp, watch: watch.id };
-    if (decoded.space === 'monitor') this.dispatch(this.monitorEventSubject, { ...decoded.event, ...base }, 'monitorEvents$');
-    else this.dispatch(this.domainEventSubject, { ...decoded.event, ...base } as LibvirtDomainEvent, 'domainEvents$');
+    if (decoded.space === 'monitor') deliver(this.monitorEventSubject, { ...decoded.event, ...base }, 'monitorEvents$', this.log, this.who);
+    else deliver(this.domainEventSubject, { ...decoded.event, ...base } as LibvirtDomainEvent, 'domainEvents$', this.log, this.who);
   }
 
   /** A registration claimed `callbackId`: deliver what was held for it, in arrival order. */
   private releaseHeld(space: CallbackSpace, callbackId: number, watch: Watch): void {
-    for (const held of this.connection?.held.claim(space, callbackId) ?? []) this.deliver(held.decoded, held.stamp, watch);
+    for (const held of this.connection?.held.claim(space, callbackId) ?? []) this.deliverEvent(held.decoded, held.stamp, watch);
   }
 
   private dropHeld(): void {
@@ -422,20 +426,11 @@ export class LibvirtClient implements LibvirtConnection {
   private setState(state: LibvirtRunState): void {
     if (this.stateSubject.value === state || this.stateSubject.closed) return;
     this.log.debug({ libvirt: this.name, from: this.stateSubject.value, to: state }, 'runstate');
-    this.dispatch(this.stateSubject, state, 'state$');
+    deliver(this.stateSubject, state, 'state$', this.log, this.who);
   }
 
   private emitProblem(error: LibvirtError): void {
-    this.dispatch(this.errorSubject, error, 'errors$');
-  }
-
-  /** Deliver without letting a subscriber break the reader. */
-  private dispatch<T>(subject: Subject<T>, value: T, stream: string): void {
-    try {
-      subject.next(value);
-    } catch (err) {
-      this.log.error({ libvirt: this.name, stream, err }, 'a subscriber threw; ignored');
-    }
+    deliver(this.errorSubject, error, 'errors$', this.log, this.who);
   }
 }
 

@@ -29,6 +29,7 @@ import {
 } from '../errors.js';
 import { formatQmpAddress, parseQmpAddress } from './address.js';
 import { ReconnectBackoff, resolveReconnectPolicy } from '../backoff.js';
+import { deliver } from '../deliver.js';
 import { silentLogger, ThrottledLog, type Logger } from '../log.js';
 import { deadlineLane } from '../deadlines.js';
 import { greetingsMatch, isPlainObject } from './messages.js';
@@ -62,6 +63,8 @@ export class QmpClient implements QmpMonitor, CommandOwner, ConnectionHost {
   private readonly options: ResolvedOptions;
   private readonly log: Logger;
   private readonly dropped: ThrottledLog;
+  /** Names this client in a log line about a subscriber. */
+  private readonly who: { monitor: string };
   /** Shared with each connection: names, limits, and the counters that run across connections. */
   private readonly context: ConnectionContext;
 
@@ -88,6 +91,7 @@ export class QmpClient implements QmpMonitor, CommandOwner, ConnectionHost {
     this.addressText = formatQmpAddress(this.address);
     this.name = options.name ?? this.addressText;
     this.log = options.logger ?? silentLogger;
+    this.who = { monitor: this.name };
     this.dropped = new ThrottledLog(this.log);
     this.options = resolveOptions(options);
     this.backoff = new ReconnectBackoff(resolveReconnectPolicy(options.reconnect));
@@ -291,7 +295,7 @@ export class QmpClient implements QmpMonitor, CommandOwner, ConnectionHost {
     );
     // Ready first, so session subscribers can execute right away; both before the next message.
     this.setState('ready');
-    if (this.connection === connection) this.dispatch(this.sessionSubject, session, 'sessions$');
+    if (this.connection === connection) deliver(this.sessionSubject, session, 'sessions$', this.log, this.who);
   }
 
   /** @internal An event of the negotiated session. */
@@ -305,7 +309,7 @@ export class QmpClient implements QmpMonitor, CommandOwner, ConnectionHost {
       seq,
       session: this.currentSession!.number,
     };
-    this.dispatch(this.eventSubject, event, 'events$');
+    deliver(this.eventSubject, event, 'events$', this.log, this.who);
   }
 
   /** @internal A reply to one of our commands (qmp_capabilities' is the connection's). */
@@ -338,23 +342,10 @@ export class QmpClient implements QmpMonitor, CommandOwner, ConnectionHost {
   private setState(state: QmpRunState): void {
     if (this.stateSubject.value === state || this.stateSubject.closed) return;
     this.log.debug({ monitor: this.name, from: this.stateSubject.value, to: state }, 'runstate');
-    this.dispatch(this.stateSubject, state, 'state$');
+    deliver(this.stateSubject, state, 'state$', this.log, this.who);
   }
 
   private emitProblem(error: QmpError): void {
-    this.dispatch(this.errorSubject, error, 'errors$');
-  }
-
-  /**
-   * Deliver to subscribers without letting them break the reader. RxJS already isolates a plain
-   * subscriber's exception (it is reported via config.onUnhandledError); this also covers
-   * synchronous error-handling setups.
-   */
-  private dispatch<T>(subject: Subject<T>, value: T, stream: string): void {
-    try {
-      subject.next(value);
-    } catch (err) {
-      this.log.error({ monitor: this.name, stream, err }, 'a subscriber threw; ignored');
-    }
+    deliver(this.errorSubject, error, 'errors$', this.log, this.who);
   }
 }
