@@ -189,7 +189,7 @@ export async function connectOrFail(client: RedisClient, target: RedisTarget, ti
       if (/WRONGPASS|NOAUTH|NOPERM|invalid username-password/i.test(last.message)) reject(new ConfigError(`Redis at ${target.redacted} refused the login: ${last.message}`, 'fleet.redis'));
       if (!probed && target.cluster && target.tls) {
         probed = true;
-        void seedError(target, caFile).then((seed) => {
+        void probeSeed(target, caFile).then(({ error: seed }) => {
           const tls = seed && tlsFailure(seed, target, caFile);
           if (tls) reject(tls);
         });
@@ -198,8 +198,12 @@ export async function connectOrFail(client: RedisClient, target: RedisTarget, ti
     client.on('error', onError);
     client.once('ready', onReady);
     timer = setTimeout(() => {
-      void (target.cluster ? seedError(target, caFile) : Promise.resolve(undefined)).then((seed) => {
+      void (target.cluster ? probeSeed(target, caFile) : Promise.resolve<SeedProbe>({})).then(({ error: seed, clusterState }) => {
         const failure = seed ?? last;
+        // Seeds that answer a cluster whose state is not ok (slots not served yet, nodes still meeting after a restart) are no unreachable Redis.
+        if (clusterState !== undefined && clusterState !== 'ok') {
+          return reject(new ConfigError(`the Redis Cluster ${target.redacted} answered but did not become ready within ${timeoutMs} ms of retrying with backoff (its first seed says cluster_state:${clusterState}: not every slot is served)`, 'fleet.redis'));
+        }
         const who = target.cluster ? `none of the Redis Cluster seeds ${target.redacted} answered` : `Redis at ${target.redacted} did not answer`;
         const why = failure ? ` (last failure${seed ? ' of the first seed' : ''}: ${redactRedisUrl(failure.message)})` : '';
         reject(new ConfigError(`${who} within ${timeoutMs} ms of retrying with backoff${why}`, 'fleet.redis'));
@@ -220,22 +224,34 @@ export async function connectOrFail(client: RedisClient, target: RedisTarget, ti
   }
 }
 
+interface SeedProbe {
+  /** Why the first seed refused a connection of its own. */
+  error?: Error;
+  /** `cluster_state` (ok, fail) of a first seed that answered. */
+  clusterState?: string;
+}
+
 /**
  * What the first seed of a cluster says when asked alone: ioredis probes the seeds on connections
- * whose errors it drops, and says only that none answered (or "Connection is closed.").
+ * whose errors it drops, and says only that none answered (or "Connection is closed."); nor does it
+ * say that seeds which answer failed its ready check (`cluster_state:fail`).
  */
-async function seedError(target: RedisTarget, caFile: string | undefined): Promise<Error | undefined> {
+async function probeSeed(target: RedisTarget, caFile: string | undefined): Promise<SeedProbe> {
   const probe = connectRedis({ ...target, cluster: false, nodes: target.nodes.slice(0, 1) }, caFile ? { tlsCaFile: caFile } : {});
   return new Promise((resolve) => {
-    const timer = setTimeout(() => done(undefined), 5000);
-    const done = (error: Error | undefined): void => {
+    const timer = setTimeout(() => done({}), 5000);
+    const done = (result: SeedProbe): void => {
       clearTimeout(timer);
       probe.disconnect();
-      resolve(error);
+      resolve(result);
     };
-    probe.once('error', done);
+    probe.once('error', (error: Error) => done({ error }));
     probe.connect().then(
-      () => done(undefined),
+      () =>
+        (probe as Redis).cluster('INFO').then(
+          (info) => done({ clusterState: /^cluster_state:(\w+)/m.exec(String(info))?.[1] ?? 'unknown' }),
+          () => done({}),
+        ),
       () => undefined, // the error event decides
     );
   });

@@ -2,7 +2,8 @@
  * An edge's start that stalls, on real redis-server: a Redis Cluster whose first answer to one
  * client is late (ioredis then leaves that client's `connect()` pending forever) does not hang the
  * edge, and a stage Redis never answers fails the start within `fleet.startTimeoutMs` with
- * GW_ERR_FLEET_START_TIMEOUT naming that stage, the process exiting.
+ * GW_ERR_FLEET_START_TIMEOUT naming that stage, the process exiting; a cluster that answers but
+ * does not serve its slots is said to be that, not unreachable.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,6 +69,17 @@ describeRedis('an edge start that stalls', () => {
   }, 90_000);
 
   describeBuilt('the edge as a process', () => {
+    it('a Redis Cluster whose seeds answer but do not serve every slot: exit 1 after the start wait, GW_ERR_CONFIG saying the cluster is not ready (not that no seed answered)', async () => {
+      const cluster = await startRedisCluster();
+      stops.add(() => cluster.dispose());
+      for (const node of cluster.nodes) node.cli('cluster', 'delslots', '0');
+      await eventually(() => cluster.nodes.every((n) => n.cli('cluster', 'info').includes('cluster_state:fail')), 30_000, 'cluster_state:fail on every node');
+      const edge = runCli(['serve', '--redis', cluster.url, '--edge', '--listen', '127.0.0.1:0', '--log-format', 'json']);
+      expect(await exitWithin(edge, 60_000)).toBe(1);
+      const out = [...edge.stdout, ...edge.stderr].join('\n');
+      expect(out).toMatch(/\[GW_ERR_CONFIG\]: fleet\.redis: the Redis Cluster redis:\/\/127\.0\.0\.1:\d+,\S+ answered but did not become ready within 15000 ms of retrying with backoff \(its first seed says cluster_state:fail: not every slot is served\)/);
+    }, 90_000);
+
     it.each([
       ['subscribe to the notify channels', ['subscribe'], 'connect to Redis, connect the notify subscriber'],
       ["list the fleet's VMs", ['smembers'], 'connect to Redis, connect the notify subscriber, subscribe to the notify channels'],
