@@ -4,38 +4,22 @@
  * disconnects mid-job and resumes gets exactly the transitions it missed.
  */
 import { afterEach, expect, it } from 'vitest';
-import { startGateway, type RunningGateway } from '../../src/gateway/server.js';
-import { JobRegistry } from '../../src/jobs/registry.js';
+import type { RunningGateway } from '../../src/gateway/server.js';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { assertChain, TestClient, type Msg } from '../utils/gateway-support.js';
 import { describeQemu } from '../utils/qemu-gate.js';
-import { cleanupLeftoversAfterAll, startQsd, type Qsd } from '../utils/qsd.js';
+import { connectClient, startQemuGateway, type Disposers } from '../utils/qemu-gateway-stack.js';
+import { cleanupLeftoversAfterAll } from '../utils/qsd.js';
 
 describeQemu('gateway on real QEMU', () => {
   cleanupLeftoversAfterAll();
-  const disposers: (() => Promise<unknown>)[] = [];
+  const disposers: Disposers = [];
   afterEach(async () => {
     for (const dispose of disposers.splice(0).reverse()) await dispose().catch(() => {});
   });
 
-  async function stack(): Promise<{ qsd: Qsd; gateway: RunningGateway; registry: JobRegistry }> {
-    const qsd = await startQsd({ monitors: ['gw'] });
-    disposers.push(() => qsd.dispose());
-    const registry = new JobRegistry({ activePollMs: 200 });
-    disposers.push(() => registry.close());
-    registry.add('vm1', `unix:${qsd.path('gw')}`);
-    const gateway = await startGateway({ source: registry, listen: { host: '127.0.0.1', port: 0 }, defaultMetrics: false });
-    disposers.push(() => gateway.close({ graceMs: 200 }));
-    // Ready once the monitor is connected.
-    await expect.poll(async () => (await fetch(`${gateway.url}/readyz`)).status, { timeout: 30_000, interval: 100 }).toBe(200);
-    return { qsd, gateway, registry };
-  }
-
-  async function client(gateway: RunningGateway): Promise<TestClient> {
-    const c = await TestClient.connect(gateway.wsUrl);
-    disposers.push(async () => c.ws.terminate());
-    return c;
-  }
+  const stack = () => startQemuGateway(disposers);
+  const client = (gateway: RunningGateway) => connectClient(gateway, disposers);
 
   const jobEvents = (c: TestClient, job: string) => c.ofType('event').filter((m) => m.job.id === job);
   const states = (events: Msg[]) => events.map((m) => `${m.transition.to}${m.job.ready ? '+ready' : ''}`);
