@@ -3,7 +3,8 @@
  * client is late (ioredis then leaves that client's `connect()` pending forever) does not hang the
  * edge, and a stage Redis never answers fails the start within `fleet.startTimeoutMs` with
  * GW_ERR_FLEET_START_TIMEOUT naming that stage, the process exiting; a cluster that answers but
- * does not serve its slots is said to be that, not unreachable.
+ * does not serve its slots is said to be that, not unreachable; a host's start does not wait on its
+ * command reader's stalled ready check.
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,7 +14,7 @@ import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
 import { makeTestDir } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
-import { edgeArgs, eventually, serveInProcess, Stops } from './fleet-support.js';
+import { edgeArgs, eventually, hostArgs, serveInProcess, Stops } from './fleet-support.js';
 
 /** A request chunk that carries the command `name` (RESP bulk strings, as ioredis writes them). */
 const carries = (chunk: Buffer, ...words: string[]): boolean => chunk.toString('latin1').toLowerCase().includes(words.map((w) => `$${w.length}\r\n${w}\r\n`).join(''));
@@ -66,6 +67,19 @@ describeRedis('an edge start that stalls', () => {
     expect(checks).toBeGreaterThanOrEqual(3);
     const readyz = await fetch(`${edge.gateway.url}/readyz`);
     expect(readyz.status, await readyz.text()).toBe(200);
+  }, 90_000);
+
+  it("a host whose command reader's first ready check on a Redis Cluster goes unanswered still starts serving, and the reader checks again", async () => {
+    const cluster = await startRedisCluster();
+    stops.add(() => cluster.dispose());
+    const proxies = await behindProxies(cluster, stops);
+    // A host checks CLUSTER INFO with its seed reader, its publisher, then its command reader: that one goes unanswered.
+    let checks = 0;
+    for (const proxy of proxies) proxy.hold = (chunk) => carries(chunk, 'cluster', 'info') && ++checks === 3;
+    const host = await serveInProcess(hostArgs(proxies.map((p) => p.url).join(','), 'h1', { vm1: '/nonexistent/bjg-start.sock' }));
+    stops.add(() => host.stop());
+    expect(checks).toBeGreaterThanOrEqual(3);
+    await eventually(() => checks >= 4, 30_000, 'the command reader to check again');
   }, 90_000);
 
   describeBuilt('the edge as a process', () => {
