@@ -8,6 +8,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { RawQmp, type RawQmpEvent } from '../../../src/lab/raw-qmp.js';
 import { startSimulator, type Simulator } from '../../../src/sim/index.js';
+import { waitFor } from '../../utils/wait-for.js';
 
 const MiB = 1024 * 1024;
 
@@ -249,7 +250,8 @@ describe('simulated monitors behave like QEMU chardev monitors', () => {
     await qmp.execute('block-stream', { 'job-id': 's', device: 'src', speed: 8 * MiB, 'auto-dismiss': false });
     s.vm('vm1').dropClients();
     await qmp.closed;
-    await new Promise((resolve) => setTimeout(resolve, 800));
+    // It ends while no client is connected.
+    await waitFor(() => s.vm('vm1').vm.jobs.get('s')?.status === 'concluded', 'the stream to conclude', 10_000);
     const again = await connect(s, 'vm1', 'gw');
     expect(again.events.filter((e) => e.data['id'] === 's')).toEqual([]);
     const [job] = await again.execute<Record<string, unknown>[]>('query-jobs');
