@@ -78,8 +78,8 @@ export interface ConnectOptions {
 const REDIS_RECONNECT = resolveReconnectPolicy({ initialDelayMs: 50, maxDelayMs: 2000 });
 
 /**
- * How long a host gateway waits for Redis at start (twice: its seeds, then its publisher) before it
- * serves its VMs locally and goes on retrying: short, its own clients come first.
+ * How long a host gateway waits for Redis at start (each of its seed reader, its publisher and its
+ * command reader) before it serves its VMs locally and goes on retrying: short, its own clients come first.
  */
 export const HOST_START_WAIT_MS = 2000;
 

@@ -104,8 +104,8 @@ export class EdgeFeed implements StreamFeed {
   }
 
   /**
-   * Subscribe (the subscriber is connected: the edge waits for it to be ready), then load every VM
-   * Redis knows. Notices that arrive meanwhile are kept and applied in order.
+   * Subscribe (on the subscriber the edge has seen ready), then load every VM Redis knows. Notices
+   * that arrive meanwhile are kept and applied in order.
    */
   async start(sink: FeedSink): Promise<void> {
     const stage: Stage = this.options.stage ?? ((_name, work) => work);
