@@ -91,7 +91,6 @@ interface PendingChange extends JobChange {
   qmpReceivedMono?: number;
 }
 
-/** Poll rows (and vanished jobs) applied per slice: a reconcile of many jobs yields between slices. */
 const DEFAULT_IDENTIFY_HOLD_MS = 250;
 const MAX_UNIDENTIFIED_CHANGES = 32;
 

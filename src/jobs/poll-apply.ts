@@ -10,6 +10,7 @@ import type { SchedulerLike, Subscription } from 'rxjs';
 import type { EngineInput, JobRecord } from './normalize.js';
 import type { PollResult } from './poller.js';
 
+/** Poll rows (and vanished jobs) applied per slice: a reconcile of many jobs yields between slices. */
 const POLL_SLICE = 64;
 
 /** The engine, as a poll being applied sees it. */

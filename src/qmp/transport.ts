@@ -1,6 +1,6 @@
 /**
- * What lies under a QmpClient: the default socket, and the read-burst
- * bound that keeps one flooding monitor from holding the event loop.
+ * What lies under a QmpClient: the default socket, and the read-burst bound that keeps one
+ * flooding monitor from holding the event loop.
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
