@@ -19,7 +19,7 @@ const JOB_BYTES = 1024 * 1024;
 const TARGET_DELIVERIES_PER_SEC = 20_000;
 const LATENCY_SAMPLES_PER_WINDOW = 4000;
 const BARE_TICK_MS = 5;
-const RETENTION_MS = 2000;
+const RETENTION_MS = 1000;
 /** Gateway/bare window pairs below 1,000 subscribers (the row reports the median share). */
 const PAIRS_AT_SMALL_N = 3;
 
@@ -126,7 +126,7 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
   const sim = forkLoad({ quick, resources, log }, 'simulator');
   const subscribers = forkLoad({ quick, resources, log }, 'subscribers');
   const { addresses } = await sim.call<{ addresses: Record<string, string> }>('start', { vms: VMS, nodeSizeBytes: JOB_BYTES, tickMs: 20 });
-  // Ended jobs leave the gateway 2 s after they end (default 10 min, up to 100 per VM): this measures
+  // Ended jobs leave the gateway 1 s after they end (default 10 min, up to 100 per VM): this measures
   // live delivery, and with the default every new subscriber's snapshot would carry the 2,000 jobs the
   // earlier steps ended, 40 million states at 19,800 (the connect that hung the full runs of session 4).
   const probe = await startBenchGateway(resources, addresses, { retentionMs: RETENTION_MS });
@@ -161,7 +161,7 @@ export const fanout: Scenario = async ({ quick, resources, log }) => {
     // The bare server runs in this process too: at 19,800 both audiences at once would pass its fd
     // limit (20,000), and a connect the kernel queued but the process could not accept hangs.
     await waitFor('the gateway to close every subscriber', () => probe.gateway.core.connectionCount === 0, 60_000);
-    await sleep(1000);
+    await sleep(quick ? 200 : 1000);
     const frameBytes = Math.round((after.bytes - before.bytes) / Math.max(1, after.messages - before.messages));
     const bare = await bareBroadcast(resources, subscribers, n, gateway.framesPerSec, frameBytes, seconds, warmupSec, false);
     return { gateway, bare, frameBytes };
