@@ -6,6 +6,7 @@
  * subscribers (lean-ws.ts) read raw frames and stamp them when their bytes arrive; the burst uses
  * them for the gateway and the bare baseline alike.
  */
+import net from 'node:net';
 import WebSocket from 'ws';
 import { serveRpc } from '../lib/rpc.js';
 import { wallNow } from '../lib/stats.js';
@@ -244,13 +245,30 @@ function timeSnapshot(url: string, lean: boolean): Promise<{ ms: number; states:
   });
 }
 
-/** The ready scenario's subscriber: the receive time of the first frame saying each job is ready. */
-const readyAt = new Map<string, number>();
+/**
+ * The ready scenario's subscriber: per job, when the first frame saying it is ready arrived on the
+ * socket (`raw`, before ws parses it) and when ws handed it over as a message (`recv`, the push time).
+ */
+const readyAt = new Map<string, { recv: number; raw: number }>();
 let readySocket: WebSocket | undefined;
+/** The transport floor's receive times minus the send times its frames carry. */
+const floorLags: number[] = [];
+let floorSocket: WebSocket | undefined;
+
+/** A `ws` client whose socket stamps each read: `lastRead()` is when the latest bytes arrived. */
+function stampedClient(url: string): { socket: WebSocket; lastRead: () => number } {
+  let lastRead = 0;
+  const socket = new WebSocket(url, {
+    perMessageDeflate: false,
+    // As ws's own connect: the request's `path` is the URL's, not a unix socket.
+    createConnection: ((options: net.TcpNetConnectOpts) => net.connect({ ...options, path: undefined } as net.NetConnectOpts).prependListener('data', () => (lastRead = wallNow()))) as typeof net.createConnection,
+  });
+  return { socket, lastRead: () => lastRead };
+}
 
 function watchReady(url: string): Promise<null> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false });
+    const { socket, lastRead } = stampedClient(url);
     readySocket = socket;
     socket.once('error', reject);
     socket.on('message', (data) => {
@@ -258,7 +276,22 @@ function watchReady(url: string): Promise<null> {
       const message = JSON.parse(data.toString());
       if (message.type === 'welcome') socket.send(JSON.stringify({ type: 'subscribe', id: '1', sub: 'ready', progress: { intervalMs: 0 } }));
       else if (message.type === 'synced') resolve(null);
-      else if (message.type === 'event' && message.job.ready === true && !readyAt.has(message.job.id)) readyAt.set(message.job.id, recv);
+      else if (message.type === 'event' && message.job.ready === true && !readyAt.has(message.job.id)) readyAt.set(message.job.id, { recv, raw: lastRead() });
+    });
+  });
+}
+
+/** The floor's receiver: the same client and parse as watchReady, on frames `{"sent":<wall ms>}`; resolves once open. */
+function watchFloor(url: string): Promise<null> {
+  return new Promise((resolve, reject) => {
+    const { socket } = stampedClient(url);
+    floorSocket = socket;
+    socket.once('error', reject);
+    socket.once('open', () => resolve(null));
+    socket.on('message', (data) => {
+      const recv = wallNow();
+      const message = JSON.parse(data.toString());
+      if (floorLags.length < MAX_SAMPLES) floorLags.push(recv - message.sent);
     });
   });
 }
@@ -273,6 +306,9 @@ serveRpc({
   /** One subscriber to everything that records when each job's ready arrives; resolves once synced. */
   watchReady: ({ url }: { url: string }) => watchReady(url),
   readyTimes: () => Object.fromEntries(readyAt),
+  /** The transport floor: one `ws` client like watchReady's; resolves once open. */
+  watchFloor: ({ url }: { url: string }) => watchFloor(url),
+  floorLags: () => floorLags,
   async snapshotTimes({ url, repeats, lean = false }: { url: string; repeats: number; lean?: boolean }) {
     const results = [];
     for (let i = 0; i < repeats; i++) results.push(await timeSnapshot(url, lean));
@@ -325,6 +361,7 @@ serveRpc({
   },
   close() {
     readySocket?.terminate();
+    floorSocket?.terminate();
     for (const s of subscribers.splice(0)) s.terminate();
     return null;
   },
