@@ -54,7 +54,7 @@ export interface GatewayCoreOptions {
   maxCommandsInFlight?: number;
   /** Deliveries per fan-out slice before yielding to the event loop. @default 1000 */
   fanoutChunk?: number;
-  /** A fan-out slice yields to the event loop after this many ms even short of `fanoutChunk`. @default 4 */
+  /** A fan-out slice yields to the event loop after this many ms even short of `fanoutChunk`. @default 3 */
   fanoutSliceMs?: number;
   /** Stream events waiting for fan-out; beyond it every subscriber is closed with 4500 to resume. @default 10_000 */
   maxQueuedEvents?: number;
@@ -86,7 +86,10 @@ export class GatewayCore {
     this.feed = options.feed ?? this.hubOf(options);
     this.fanout = new FanOut(this.stats, {
       chunk: options.fanoutChunk ?? 1000,
-      sliceMs: options.fanoutSliceMs ?? 4,
+      // The longest stall a burst causes is about one slice plus the QMP read that triggered it and
+      // a GC: at 4 ms the 10,000-subscriber burst's median stall was 9.3-9.8 ms, at 3 ms 7.3-8.0, with
+      // no cost to its last delivery beyond the noise (A/B, bench/notes.md session 5).
+      sliceMs: options.fanoutSliceMs ?? 3,
       maxQueued,
       bookmarkQuietMs: options.bookmarkQuietMs ?? configDefaults.bookmarkQuietMs,
       epochOf: (vm) => this.feed.position(vm).epoch,
