@@ -10,7 +10,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { startRedis, startRedisCluster, type RedisCluster } from '../../src/lab/redis.js';
-import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
+import { describeBuilt, exitWithin, runCli } from '../utils/built-cli.js';
 import { makeTestDir } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
 import { startTcpProxy, type TcpProxy } from './tcp-proxy.js';
@@ -38,16 +38,6 @@ async function behindProxies(cluster: RedisCluster, stops: Stops): Promise<TcpPr
     'every node to announce its proxy',
   );
   return proxies;
-}
-
-/** The exit code, or 'running' if the process is still up after `ms` (a failed start must exit). */
-async function exitWithin(run: CliRun, ms: number): Promise<number | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const running = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
-  const code = await Promise.race([run.exited, running]);
-  clearTimeout(timer);
-  if (code === 'running') run.child.kill('SIGKILL');
-  return code;
 }
 
 describeRedis('an edge start that stalls', () => {

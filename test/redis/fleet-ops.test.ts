@@ -9,23 +9,13 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, expect, it } from 'vitest';
 import { freePort, startRedis, startRedisCluster, type RedisServer } from '../../src/lab/redis.js';
-import { describeBuilt, runCli, type CliRun } from '../utils/built-cli.js';
+import { describeBuilt, exitWithin, runCli } from '../utils/built-cli.js';
 import { describeQemu } from '../utils/qemu-gate.js';
 import { cleanupLeftovers, makeTestDir, startQsd } from '../utils/qsd.js';
 import { describeRedis } from '../utils/redis-gate.js';
 import { startMirror, MiB } from '../../src/lab/jobs.js';
 import { startTcpProxy } from './tcp-proxy.js';
 import { edgeArgs, eventually, hostArgs, serveInProcess, Stops, type InProcessGateway } from './fleet-support.js';
-
-/** The exit code, or 'running' if the process is still up after `ms` (a failed start must exit). */
-async function exitWithin(run: CliRun, ms: number): Promise<number | string> {
-  let timer: NodeJS.Timeout | undefined;
-  const running = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
-  const code = await Promise.race([run.exited, running]);
-  clearTimeout(timer);
-  if (code === 'running') run.child.kill('SIGKILL');
-  return code;
-}
 
 describeRedis('fleet operations at start', () => {
   describeBuilt('gateways as processes', () => {

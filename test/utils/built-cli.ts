@@ -40,6 +40,16 @@ export interface CliRun {
   line(pattern: RegExp, timeoutMs?: number): Promise<string>;
 }
 
+/** The exit code, or 'running' if the process is still up after `ms` (a failed start must exit). */
+export async function exitWithin(run: CliRun, ms: number): Promise<number | string> {
+  let timer: NodeJS.Timeout | undefined;
+  const running = new Promise<string>((resolve) => (timer = setTimeout(() => resolve('running'), ms)));
+  const code = await Promise.race([run.exited, running]);
+  clearTimeout(timer);
+  if (code === 'running') run.child.kill('SIGKILL');
+  return code;
+}
+
 /** Spawns the built CLI; the process is killed with the test file's leftovers. */
 export function runCli(args: string[], env: Record<string, string> = {}): CliRun {
   const child = spawn(process.execPath, [CLI_ENTRY, ...args], {
