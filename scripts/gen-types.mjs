@@ -107,5 +107,6 @@ if (check) {
     }
   }
 } else {
-  for (const [file, text] of outputs) writeFileSync(file, text);
+  // Unchanged files are not rewritten: the incremental build and the "is dist current" checks read mtimes.
+  for (const [file, text] of outputs) if (!existsSync(file) || readFileSync(file, 'utf8') !== text) writeFileSync(file, text);
 }
