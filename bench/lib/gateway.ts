@@ -28,10 +28,18 @@ export interface BenchGateway {
   connectedVms(): number;
 }
 
-/** What a scenario may set on the engine (jobs.* in the config). */
-export type BenchEngineOptions = Pick<JobRegistryOptions, 'retentionMs'>;
+/** What a scenario may set on the engine (jobs.* in the config), and where its transition probe runs. */
+export interface BenchGatewayOptions extends Pick<JobRegistryOptions, 'retentionMs'> {
+  /**
+   * 'after' (default): the probe sees each transition after the gateway has handled it, so its own work
+   * (a key and a Map entry per transition) is not inside the latencies measured; 'before': the burst,
+   * which stamps a transition's emission before the fan-out starts.
+   */
+  probe?: 'before' | 'after';
+}
 
-export async function startBenchGateway(resources: Resources, addresses: Record<string, string>, engine: BenchEngineOptions = {}): Promise<BenchGateway> {
+export async function startBenchGateway(resources: Resources, addresses: Record<string, string>, options: BenchGatewayOptions = {}): Promise<BenchGateway> {
+  const { probe = 'after', ...engine } = options;
   let commands = 0;
   const commandsByName = new Map<string, number>();
   const registry = new JobRegistry({
@@ -52,7 +60,7 @@ export async function startBenchGateway(resources: Resources, addresses: Record<
   resources.defer('job registry', () => registry.close());
   const qmpReceivedAt = new Map<string, number>();
   const listeners: Array<(transition: JobTransition, qmpWall: number | undefined) => void> = [];
-  const subscription = registry.changes$.subscribe((change) => {
+  const watch = () => registry.changes$.subscribe((change) => {
     if (change.kind !== 'transition') return;
     const qmpWall = change.qmpReceivedMono === undefined ? undefined : performance.timeOrigin + change.qmpReceivedMono;
     if (qmpWall !== undefined) {
@@ -61,7 +69,10 @@ export async function startBenchGateway(resources: Resources, addresses: Record<
     }
     for (const listener of listeners) listener(change, qmpWall);
   });
-  resources.defer('transition probe', () => subscription.unsubscribe());
+  if (probe === 'before') {
+    const subscription = watch();
+    resources.defer('transition probe', () => subscription.unsubscribe());
+  }
   for (const [vm, address] of Object.entries(addresses)) registry.add(vm, address);
   const gateway = await startGateway({
     source: registry,
@@ -71,6 +82,10 @@ export async function startBenchGateway(resources: Resources, addresses: Record<
     defaultMetrics: false,
   });
   resources.defer('gateway', () => gateway.close({ graceMs: 1000 }));
+  if (probe === 'after') {
+    const subscription = watch();
+    resources.defer('transition probe', () => subscription.unsubscribe());
+  }
   return {
     registry,
     gateway,

@@ -58,7 +58,7 @@ export const burst: Scenario = async (context) => {
   const { addresses } = await sim.call<{ addresses: Record<string, string> }>('start', { vms: 1, tickMs: 50, readyWindowMs: 50 });
   // Slow mirrors (64 MiB at 16 KiB/s) that stay running until their speed limit is lifted.
   await sim.call('startJobs', { perVm: jobs, job: { idPrefix: 'b', type: 'mirror', speed: 16 * KiB } });
-  const probe = await startBenchGateway(resources, addresses);
+  const probe = await startBenchGateway(resources, addresses, { probe: 'before' });
   const { url: bareUrl } = await bare.call<{ url: string }>('start');
   await waitFor(`${jobs} running mirrors in the gateway`, () => probe.registry.snapshot()[0]?.jobs.filter((job) => job.state === 'running').length === jobs, 30_000);
   const readyAt = new Map<string, number>();
