@@ -25,7 +25,8 @@ import type { QmpMonitor, QmpSession, QmpEvent } from '../qmp/types.js';
 import { capabilitiesFromVersion, detectCapabilities, type DetectedCapabilities } from './capabilities.js';
 import { reduceJob, type EngineInput, type JobChange, type JobRecord } from './normalize.js';
 import { holdTransientChanges, type HoldOptions } from './pause-debounce.js';
-import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult, DEFAULT_POLL_TIMEOUT_MS } from './poller.js';
+import { configDefaults } from '../generated/config-defaults.js';
+import { pollJobs, pollMonitor, unresponsiveThreshold, type PollCadence, type PollOutcome, type PollResult } from './poller.js';
 import { parseJobEvent } from './qmp-payloads.js';
 import { JobTable } from './job-table.js';
 import { SlicedPollApplier } from './poll-apply.js';
@@ -374,7 +375,7 @@ export class MonitorJobs {
   }
 
   private get pollTimeoutMs(): number {
-    return this.options.pollTimeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
+    return this.options.pollTimeoutMs ?? configDefaults.jobs.pollTimeoutMs;
   }
 
   private onSessionStart(session: QmpSession): void {

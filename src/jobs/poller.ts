@@ -83,8 +83,6 @@ export interface PollerDeps<S> extends PollCadence {
   scheduler?: SchedulerLike;
 }
 
-export const DEFAULT_POLL_TIMEOUT_MS = configDefaults.jobs.pollTimeoutMs;
-
 /** `unresponsiveAfterPolls`, checked; throws a ConfigError naming the field when it is not an integer >= 1. */
 export function unresponsiveThreshold(cadence: PollCadence): number {
   const polls = cadence.unresponsiveAfterPolls ?? configDefaults.jobs.unresponsiveAfterPolls;
@@ -98,7 +96,7 @@ const isPollTimeout = (error: unknown): boolean => error instanceof TimeoutError
 export function pollJobs<S>(deps: PollerDeps<S>): Observable<PollOutcome> {
   const activePollMs = deps.activePollMs ?? configDefaults.jobs.activePollMs;
   const idlePollMs = deps.idlePollMs ?? configDefaults.jobs.idlePollMs;
-  const pollTimeoutMs = deps.pollTimeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
+  const pollTimeoutMs = deps.pollTimeoutMs ?? configDefaults.jobs.pollTimeoutMs;
   const unresponsiveAfter = unresponsiveThreshold(deps);
   const scheduler = deps.scheduler ?? asyncScheduler;
 

@@ -21,7 +21,7 @@ import { Subject, Subscription, of, type Observable } from 'rxjs';
 import { ConfigError } from '../../errors.js';
 import { capabilitiesFromVersion } from '../capabilities.js';
 import type { MonitorJobs, MonitorJobsOptions } from '../monitor-jobs.js';
-import { DEFAULT_POLL_TIMEOUT_MS } from '../poller.js';
+import { configDefaults } from '../../generated/config-defaults.js';
 import { JobRegistry, type JobRegistryOptions } from '../registry.js';
 import type { JobSource, JobState, ProgressUpdate, StreamInput, VmInfo, VmInfoUpdate, VmSnapshot, VmStatus } from '../types.js';
 import { silentLogger, type Logger } from '../../log.js';
@@ -228,7 +228,7 @@ export class LibvirtSource implements JobSource {
       const created: Followed = { uuid: domain.uuid, monitor, reconcilePending: true };
       entry = created;
       this.followed.set(domain.uuid, created);
-      const pollTimeoutMs = this.options.engine?.pollTimeoutMs ?? DEFAULT_POLL_TIMEOUT_MS;
+      const pollTimeoutMs = this.options.engine?.pollTimeoutMs ?? configDefaults.jobs.pollTimeoutMs;
       const version = session.hypervisorVersion;
       this.registry.add(domain.name, monitor, {
         backend: 'libvirt',
